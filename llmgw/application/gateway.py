@@ -1,0 +1,297 @@
+"""The gateway's use cases; both fronts call these and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from llmgw.application.recording import GenerationRecorder
+from llmgw.application.routing import Route, Router
+from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
+from llmgw.domain.generation import (
+    GenerationKind,
+    GenerationRecord,
+    GenerationStatus,
+    new_generation_id,
+)
+from llmgw.domain.usage import Usage, price
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request facts the fronts know: the request id, when the request arrived."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    name: str
+    has_credentials: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/readyz` reports: ready when the store answers; providers without keys are not an error."""
+
+    ready: bool
+    store_up: bool
+    pending_records: int
+    dropped_records: int
+    providers: Sequence[ProviderState]
+
+
+class ChatStream:
+    """A streamed answer: its generation id is known before the first chunk arrives."""
+
+    def __init__(self, generation_id: str, chunks: AsyncGenerator[JSONObject, None]) -> None:
+        self.generation_id = generation_id
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[JSONObject]:
+        return self._chunks
+
+    async def __anext__(self) -> JSONObject:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+
+class _Tracker:
+    """Collects what a generation record needs while a request runs."""
+
+    __slots__ = (
+        "ctx",
+        "finish_reason",
+        "first_token",
+        "gen_id",
+        "route",
+        "streamed",
+        "upstream_id",
+        "usage",
+        "user",
+    )
+
+    def __init__(self, gen_id: str, route: Route, ctx: RequestContext, *, streamed: bool, user: str) -> None:
+        self.gen_id = gen_id
+        self.route = route
+        self.ctx = ctx
+        self.streamed = streamed
+        self.user = user
+        self.first_token: float | None = None
+        self.usage: Usage | None = None
+        self.finish_reason = ""
+        self.upstream_id = ""
+
+    def record(self, kind: GenerationKind, outcome: BaseException | None) -> GenerationRecord:
+        now = time.perf_counter()
+        usage = self.usage or Usage()
+        status, code, message = _outcome(outcome)
+        model = self.route.model
+        return GenerationRecord(
+            id=self.gen_id,
+            request_id=self.ctx.request_id,
+            kind=kind,
+            model=model.id,
+            provider=model.provider,
+            upstream_model=model.upstream_model,
+            created_at=time.time() - (now - self.ctx.started),
+            streamed=self.streamed,
+            status=status,
+            upstream_id=self.upstream_id,
+            finish_reason=self.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=price(usage, model.pricing) if self.usage is not None else None,
+            latency_ms=(now - self.ctx.started) * 1000.0,
+            time_to_first_token_ms=(
+                (self.first_token - self.ctx.started) * 1000.0 if self.first_token is not None else None
+            ),
+            error_code=code,
+            error_message=message,
+            user=self.user,
+        )
+
+
+def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
+    if exc is None:
+        return GenerationStatus.COMPLETED, "", ""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return GenerationStatus.CANCELLED, "cancelled", "The client went away."
+    if isinstance(exc, GatewayError):
+        return GenerationStatus.ERROR, exc.code or "", exc.message
+    return GenerationStatus.ERROR, "internal_error", "internal error"
+
+
+class Gateway:
+    """Models, chat, embeddings and generation lookups, independent of any wire format."""
+
+    def __init__(self, router: Router, recorder: GenerationRecorder) -> None:
+        self._router = router
+        self._recorder = recorder
+
+    def list_models(self) -> Sequence[ModelSpec]:
+        return self._router.models
+
+    def get_model(self, model_id: str) -> ModelSpec:
+        return self._router.model(model_id)
+
+    async def readiness(self) -> Readiness:
+        store_up = await self._recorder.ping()
+        return Readiness(
+            ready=store_up,
+            store_up=store_up,
+            pending_records=self._recorder.pending,
+            dropped_records=self._recorder.dropped,
+            providers=[ProviderState(p.name, p.has_credentials) for p in self._router.providers.values()],
+        )
+
+    @property
+    def recorder(self) -> GenerationRecorder:
+        return self._recorder
+
+    async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
+        route = self._route_chat(request)
+        tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+        outcome: BaseException | None = None
+        try:
+            result = await route.provider.complete(route.model, request)
+            tracker.first_token = time.perf_counter()
+            tracker.usage = result.usage
+            tracker.finish_reason = result.finish_reason
+            tracker.upstream_id = result.upstream_id
+            result.body["id"] = tracker.gen_id
+            result.body["model"] = route.model.id
+            return result
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            self._finish(tracker, GenerationKind.CHAT, outcome)
+
+    def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
+        """Start a stream; routing errors raise here, upstream errors from the first `__anext__`."""
+        route = self._route_chat(request)
+        tracker = _Tracker(new_generation_id(), route, ctx, streamed=True, user=request.user)
+        return ChatStream(tracker.gen_id, self._stream(route, request, tracker))
+
+    async def _stream(
+        self, route: Route, request: ChatRequest, tracker: _Tracker
+    ) -> AsyncGenerator[JSONObject, None]:
+        include_usage = request.include_usage
+        gen_id, model_id = tracker.gen_id, route.model.id
+        outcome: BaseException | None = None
+        upstream = route.provider.stream(route.model, request)
+        try:
+            async for chunk in upstream:
+                if tracker.first_token is None:
+                    tracker.first_token = time.perf_counter()
+                    tracker.upstream_id = str(chunk.get("id") or "")
+                usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
+                if usage:
+                    tracker.usage = Usage.from_openai(usage)
+                choices = chunk.get("choices")
+                if choices:
+                    for choice in choices:
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            tracker.finish_reason = reason
+                elif usage and not include_usage:
+                    continue
+                chunk["id"] = gen_id
+                chunk["model"] = model_id
+                yield chunk
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            await _aclose(upstream)
+            self._finish(tracker, GenerationKind.CHAT, outcome)
+
+    async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
+        route = self._router.route(request.model, Capability.EMBEDDINGS)
+        tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+        outcome: BaseException | None = None
+        try:
+            result = await route.provider.embed(route.model, request)
+            tracker.first_token = time.perf_counter()
+            tracker.usage = result.usage
+            result.body["id"] = tracker.gen_id
+            result.body["model"] = route.model.id
+            return result
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            self._finish(tracker, GenerationKind.EMBEDDINGS, outcome)
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        record = await self._recorder.get(generation_id) if generation_id else None
+        if record is None:
+            raise NotFound(
+                f"Generation '{generation_id}' not found.", code="generation_not_found", param="id"
+            )
+        return record
+
+    def _route_chat(self, request: ChatRequest) -> Route:
+        route = self._router.route(request.model, Capability.CHAT)
+        body: Mapping[str, object] = request.body
+        if body.get("tools") and not route.model.can(Capability.TOOLS):
+            raise InvalidRequest(
+                f"The model '{route.model.id}' does not support tools.",
+                code="model_not_supported",
+                param="tools",
+            )
+        if not route.model.can(Capability.VISION) and _has_images(request):
+            raise InvalidRequest(
+                f"The model '{route.model.id}' does not support image input.",
+                code="model_not_supported",
+                param="messages",
+            )
+        return route
+
+    def _finish(self, tracker: _Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
+        record = tracker.record(kind, outcome)
+        self._recorder.record(record)
+        log.info(
+            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s",
+            kind.value,
+            record.id,
+            record.model,
+            record.status.value,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.latency_ms or 0.0,
+            f" error={record.error_code}" if record.error_code else "",
+        )
+
+
+def _has_images(request: ChatRequest) -> bool:
+    messages = request.body.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    return True
+    return False
+
+
+async def _aclose(iterator: AsyncIterator[JSONObject]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,52 @@
+"""Ports: what the use cases need from the outside world, as protocols."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from llmgw.domain.catalog import ModelSpec
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.generation import GenerationRecord
+
+
+class Provider(Protocol):
+    """One configured upstream. Adapters raise only `GatewayError`s."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def has_credentials(self) -> bool: ...
+
+    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+        """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
+        ...
+
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+        """Stream chat chunks as OpenAI JSON objects, usage chunk included; closes the upstream on exit."""
+        ...
+
+    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...
+
+
+class GenerationStore(Protocol):
+    """Durable generation records. Writes come in batches from one background writer."""
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def put_many(self, records: Sequence[GenerationRecord]) -> None: ...
+
+    async def get(self, generation_id: str) -> GenerationRecord | None: ...
+
+    async def prune(self, older_than: float) -> int:
+        """Delete records created before `older_than` (Unix seconds); return how many."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store answers."""
+        ...

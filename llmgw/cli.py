@@ -1,0 +1,95 @@
+"""The `llmgw` command: serve, grpc, http, config show, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from llmgw.infrastructure.config.loader import ConfigError, effective_settings, load_settings
+from llmgw.infrastructure.config.settings import Settings
+from llmgw.infrastructure.logs import configure_logging
+
+_SERVERS = ("serve", "grpc", "http")
+_HELP = {
+    "serve": "run gRPC, REST and health on one event loop",
+    "grpc": "run gRPC and health",
+    "http": "run REST (with /livez and /readyz)",
+}
+
+
+def _common(default: object) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config-path", default=default, help="config directory (default: $CONFIG_PATH or ./configs)"
+    )
+    common.add_argument("--mode", default=default, help="config mode layer, e.g. prod (default: $MODE)")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`--config-path` and `--mode` work before or after the subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="llmgw", description="OpenAI-compatible LLM gateway", parents=[_common(None)]
+    )
+    # SUPPRESS: a subcommand not given the option must not reset what the top level parsed.
+    common = _common(argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in _SERVERS:
+        commands.add_parser(name, parents=[common], help=_HELP[name], description=_HELP[name])
+    config = commands.add_parser("config", parents=[common], help="inspect the effective configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", parents=[common], help="print merged settings, secrets masked")
+    show.add_argument(
+        "--for", dest="for_command", choices=_SERVERS, default="serve", help="command layer to apply"
+    )
+    commands.add_parser("models", parents=[common], help="print the model catalog")
+    return parser
+
+
+def _load(command: str, args: argparse.Namespace) -> Settings:
+    return load_settings(command, config_path=args.config_path, mode=args.mode)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            print(json.dumps(effective_settings(_load(args.for_command, args)), indent=2))
+            return 0
+        settings = _load("serve" if args.command == "models" else args.command, args)
+    except ConfigError as exc:
+        print(f"llmgw: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "models":
+        _print_models(settings)
+        return 0
+    configure_logging(settings.log)
+    _run(settings, args.command)
+    return 0
+
+
+def _print_models(settings: Settings) -> None:
+    rows = [
+        (m.id, m.provider, m.upstream_model, ",".join(sorted(c.value for c in m.capabilities)))
+        for m in settings.models
+    ]
+    header = ("ID", "PROVIDER", "UPSTREAM MODEL", "CAPABILITIES")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
+
+
+def _run(settings: Settings, command: str) -> None:
+    from llmgw.serving import run
+
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows)
+        asyncio.run(run(settings, command))  # type: ignore[arg-type]
+    else:
+        uvloop.run(run(settings, command))  # type: ignore[arg-type]

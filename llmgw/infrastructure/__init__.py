@@ -1,0 +1,1 @@
+"""Adapters: configuration, providers, storage, and the gRPC and REST fronts."""

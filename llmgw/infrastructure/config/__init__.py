@@ -1,0 +1,1 @@
+"""Layered configuration: dynaconf files and environment into frozen typed settings."""

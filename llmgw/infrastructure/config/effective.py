@@ -1,0 +1,97 @@
+"""The merged settings as plain JSON-able data for `config show`, with every secret masked."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.infrastructure.config.settings import ListenAddress, ProviderSettings, Settings
+
+_SENSITIVE_HEADER = re.compile(r"auth|key|token|secret|cookie|password|session", re.IGNORECASE)
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting after layering and defaults; durations in seconds, listen addresses as written."""
+    return {
+        "llm": {
+            "providers": {name: _provider(provider) for name, provider in settings.providers.items()},
+            "models": [_model(model) for model in settings.models],
+        },
+        "log": {"level": settings.log.level, "format": settings.log.format.value},
+        "http": {
+            "listen": format_listen(settings.http.listen),
+            "max_body_bytes": settings.http.max_body_bytes,
+        },
+        "grpc": {"listen": format_listen(settings.grpc.listen)},
+        "health": {"listen": format_listen(settings.health.listen)},
+        "storage": {
+            "url": mask_url_password(settings.storage.url),
+            "retention_days": settings.storage.retention_days,
+        },
+        "server": {"workers": settings.server.workers, "shutdown_grace": settings.server.shutdown_grace},
+        "sources": list(settings.sources),
+    }
+
+
+def mask_secret(value: str) -> str:
+    """`"sk-a…"`: enough to tell keys apart, never the key; short keys show less, empty stays empty."""
+    if not value:
+        return ""
+    return value[: min(4, len(value) // 4)] + "…"
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def format_listen(address: ListenAddress) -> str:
+    if not address.host:
+        return f":{address.port}"
+    if ":" in address.host:
+        return f"[{address.host}]:{address.port}"
+    return f"{address.host}:{address.port}"
+
+
+def _provider(provider: ProviderSettings) -> dict[str, Any]:
+    return {
+        "kind": provider.kind.value,
+        "base_url": provider.base_url,
+        "api_key": mask_secret(provider.api_key),
+        "api_key_source": provider.api_key_source,
+        "timeout": provider.timeout,
+        "connect_timeout": provider.connect_timeout,
+        "first_token_timeout": provider.first_token_timeout,
+        "idle_timeout": provider.idle_timeout,
+        "max_connections": provider.max_connections,
+        "headers": {
+            name: mask_secret(value) if _SENSITIVE_HEADER.search(name) else value
+            for name, value in provider.headers.items()
+        },
+    }
+
+
+def _model(model: ModelSpec) -> dict[str, Any]:
+    pricing = model.pricing
+    return {
+        "id": model.id,
+        "name": model.name,
+        "provider": model.provider,
+        "upstream_model": model.upstream_model,
+        "capabilities": [capability.value for capability in Capability if capability in model.capabilities],
+        "pricing": None
+        if pricing is None
+        else {
+            "prompt": pricing.prompt,
+            "completion": pricing.completion,
+            "cached_prompt": pricing.cached_prompt,
+        },
+        "created": model.created,
+        "owned_by": model.owned_by,
+    }

@@ -1,0 +1,1 @@
+"""The gRPC front: proto ↔ OpenAI JSON conversion and the service served over grpclib."""

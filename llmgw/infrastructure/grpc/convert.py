@@ -1,0 +1,144 @@
+"""Pure conversions between the gRPC API's proto messages and the OpenAI JSON the use cases work on.
+
+Chat is lossless: a value no proto field holds exactly (explicit nulls such as `"refusal": null`,
+`"logprobs": null`, `"usage": null`; unknown keys; wrong types; empty lists) travels verbatim in the nearest
+`extra` and is merged back (deep, `extra` wins). Known losses: missing keys the OpenAI schema requires
+(`id`, `model`, `choices`, `index`, usage token counts, a tool's `type`, ...) come back with their defaults;
+a string `stop` comes back as a one-element list; a request message without `content` gets `"content": null`;
+numbers inside Struct values are doubles (whole ones come back as ints, integers beyond 2**53 lose
+precision). Embeddings: one input comes back as a plain string, and responses keep only modelled fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.infrastructure.grpc.convert_chat import (
+    chat_chunk_from_proto,
+    chat_chunk_to_proto,
+    chat_completion_from_proto,
+    chat_completion_to_proto,
+    chat_request_from_json,
+    chat_request_to_json,
+)
+from llmgw.infrastructure.grpc.json_fields import Reader, compact, fits, merged
+from llmgw.infrastructure.grpc.messages import v1
+
+__all__ = [
+    "chat_chunk_from_proto",
+    "chat_chunk_to_proto",
+    "chat_completion_from_proto",
+    "chat_completion_to_proto",
+    "chat_request_from_json",
+    "chat_request_to_json",
+    "embeddings_request_from_json",
+    "embeddings_request_to_json",
+    "embeddings_response_from_proto",
+    "embeddings_response_to_proto",
+    "model_to_proto",
+]
+
+
+def embeddings_request_to_json(msg: v1.CreateEmbeddingsRequest) -> dict[str, Any]:
+    """The OpenAI body: one text input as a plain string, several as a list, token inputs as id lists."""
+    out: dict[str, Any] = {"model": msg.model}
+    if msg.input:
+        out["input"] = msg.input[0] if len(msg.input) == 1 else list(msg.input)
+    elif msg.token_input:
+        out["input"] = [list(tokens.ids) for tokens in msg.token_input]
+    out |= compact(dimensions=msg.dimensions, encoding_format=msg.encoding_format, user=msg.user)
+    return merged(out, msg.extra)
+
+
+def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddingsRequest:
+    """The proto for an OpenAI embeddings body (for clients and tests); unknown keys go to `extra`."""
+    r = Reader(body)
+    texts, tokens = _inputs_in(r)
+    return v1.CreateEmbeddingsRequest(
+        model=r.scalar("model", "str") or "",
+        input=texts,
+        token_input=tokens,
+        dimensions=r.scalar("dimensions", "int32"),
+        encoding_format=r.scalar("encoding_format", "str"),
+        user=r.scalar("user", "str"),
+        extra=r.leftover(),
+    )
+
+
+def _inputs_in(r: Reader) -> tuple[list[str], list[v1.TokenIds]]:
+    value = r.rest.get("input")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        return [], []
+    if all(isinstance(item, str) for item in value):
+        del r.rest["input"]
+        return value, []
+    if all(fits(item, "int64") for item in value):
+        value = [value]  # one input given as a flat list of token ids
+    if all(isinstance(ids, list) and all(fits(i, "int64") for i in ids) for ids in value):
+        del r.rest["input"]
+        return [], [v1.TokenIds(ids=ids) for ids in value]
+    return [], []
+
+
+def embeddings_response_to_proto(body: Mapping[str, Any]) -> v1.CreateEmbeddingsResponse:
+    """Float vectors go to `embedding`, base64 ones (encoding_format "base64") to `embedding_base64`."""
+    usage = body.get("usage")
+    return v1.CreateEmbeddingsResponse(
+        id=str(body.get("id") or ""),
+        object=str(body.get("object") or "list"),
+        model=str(body.get("model") or ""),
+        data=[_embedding_in(item) for item in body.get("data") or []],
+        usage=_embeddings_usage_in(usage) if isinstance(usage, Mapping) else None,
+    )
+
+
+def _embedding_in(item: Mapping[str, Any]) -> v1.Embedding:
+    vector = item.get("embedding")
+    return v1.Embedding(
+        object=str(item.get("object") or "embedding"),
+        index=int(item.get("index") or 0),
+        embedding=[float(x) for x in vector] if isinstance(vector, list) else [],
+        embedding_base64=vector if isinstance(vector, str) else "",
+    )
+
+
+def _embeddings_usage_in(usage: Mapping[str, Any]) -> v1.EmbeddingsUsage:
+    cost: Any = usage.get("cost")
+    return v1.EmbeddingsUsage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        total_tokens=int(usage.get("total_tokens") or 0),
+        cost=float(cost) if fits(cost, "double") else None,
+    )
+
+
+def embeddings_response_from_proto(msg: v1.CreateEmbeddingsResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": msg.id} if msg.id else {}
+    out |= {"object": msg.object or "list", "model": msg.model}
+    out["data"] = [
+        {
+            "object": item.object or "embedding",
+            "index": item.index,
+            "embedding": item.embedding_base64 or list(item.embedding),
+        }
+        for item in msg.data
+    ]
+    if (usage := msg.usage) is not None:
+        out["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
+        out["usage"] |= compact(cost=usage.cost)
+    return out
+
+
+def model_to_proto(model: ModelSpec) -> v1.Model:
+    return v1.Model(
+        id=model.id,
+        object="model",
+        created=model.created,
+        owned_by=model.owned_by or model.provider,
+        name=model.name,
+        provider=model.provider,
+        capabilities=[c.value for c in Capability if c in model.capabilities],
+    )

@@ -1,0 +1,378 @@
+"""Chat completions: proto messages ↔ OpenAI JSON, requests, answers and stream chunks.
+
+The null and missing-key rules are in the docstring of `llmgw.infrastructure.grpc.convert`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmgw.infrastructure.grpc.json_fields import Kind, Reader, compact, merged, plain
+from llmgw.infrastructure.grpc.messages import pb, v1
+
+_REQUEST_SCALARS: dict[str, Kind] = {
+    "temperature": "double",
+    "top_p": "double",
+    "n": "int32",
+    "max_tokens": "int32",
+    "max_completion_tokens": "int32",
+    "presence_penalty": "double",
+    "frequency_penalty": "double",
+    "logprobs": "bool",
+    "top_logprobs": "int32",
+    "seed": "int64",
+    "user": "str",
+    "parallel_tool_calls": "bool",
+    "reasoning_effort": "str",
+    "store": "bool",
+    "service_tier": "str",
+}
+_MESSAGE_STRINGS = ("name", "tool_call_id", "reasoning_content", "refusal")
+_FILE_STRINGS = ("file_data", "file_id", "filename")
+_PROMPT_DETAILS = ("cached_tokens", "audio_tokens")
+_COMPLETION_DETAILS = (
+    "reasoning_tokens",
+    "audio_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+)
+
+
+def chat_request_to_json(msg: v1.CreateChatCompletionRequest) -> dict[str, Any]:
+    """The OpenAI request body; `stream` never appears (the RPC decides)."""
+    out: dict[str, Any] = {
+        "model": msg.model,
+        "messages": [_message_out(m, null_content=True) for m in msg.messages],
+    }
+    out |= compact(**{key: getattr(msg, key) for key in _REQUEST_SCALARS})
+    if msg.stop:
+        out["stop"] = list(msg.stop)
+    if msg.logit_bias:
+        # OpenAI's schema types the biases as integers; the proto map holds doubles.
+        out["logit_bias"] = {k: int(v) if v.is_integer() else v for k, v in msg.logit_bias.items()}
+    if msg.metadata:
+        out["metadata"] = dict(msg.metadata)
+    if msg.modalities:
+        out["modalities"] = list(msg.modalities)
+    if msg.tools:
+        out["tools"] = [_tool_out(tool) for tool in msg.tools]
+    if msg.tool_choice is not None:
+        out["tool_choice"] = _tool_choice_out(msg.tool_choice)
+    if msg.response_format is not None:
+        out["response_format"] = _response_format_out(msg.response_format)
+    if msg.stream_options is not None:
+        out["stream_options"] = compact(include_usage=msg.stream_options.include_usage)
+    out |= _structs_out(audio=msg.audio, prediction=msg.prediction)
+    out = merged(out, msg.extra)
+    out.pop("stream", None)
+    return out
+
+
+def chat_request_from_json(body: Mapping[str, Any]) -> v1.CreateChatCompletionRequest:
+    """The proto for an OpenAI request body; `stream` is dropped, unknown keys go to `extra`."""
+    r = Reader(body)
+    r.rest.pop("stream", None)
+    return v1.CreateChatCompletionRequest(
+        model=r.scalar("model", "str") or "",
+        messages=r.messages("messages", _request_message_in, required=True),
+        **{key: r.scalar(key, kind) for key, kind in _REQUEST_SCALARS.items()},
+        stop=_stop_in(r),
+        logit_bias=r.mapping("logit_bias", "double"),
+        metadata=r.mapping("metadata", "str"),
+        modalities=r.scalars("modalities", "str"),
+        tools=r.messages("tools", _tool_in),
+        tool_choice=_tool_choice_in(r),
+        response_format=r.message("response_format", _response_format_in),
+        stream_options=r.message(
+            "stream_options", lambda s: v1.StreamOptions(include_usage=s.scalar("include_usage", "bool"))
+        ),
+        audio=r.struct("audio"),
+        prediction=r.struct("prediction"),
+        extra=r.leftover(),
+    )
+
+
+def chat_completion_to_proto(body: Mapping[str, Any]) -> v1.ChatCompletion:
+    r = Reader(body)
+    return v1.ChatCompletion(
+        **_envelope_in(r, "chat.completion"),
+        choices=r.messages("choices", _choice_in, required=True),
+        usage=r.message("usage", _usage_in),
+        extra=r.leftover(),
+    )
+
+
+def chat_completion_from_proto(msg: v1.ChatCompletion) -> dict[str, Any]:
+    out = _envelope_out(msg, "chat.completion")
+    out["choices"] = [_choice_out(choice, choice.message, "message") for choice in msg.choices]
+    if msg.usage is not None:
+        out["usage"] = _usage_out(msg.usage)
+    return merged(out, msg.extra)
+
+
+def chat_chunk_to_proto(chunk: Mapping[str, Any]) -> v1.ChatCompletionChunk:
+    r = Reader(chunk)
+    return v1.ChatCompletionChunk(
+        **_envelope_in(r, "chat.completion.chunk"),
+        choices=r.messages("choices", _chunk_choice_in, required=True),
+        usage=r.message("usage", _usage_in),
+        extra=r.leftover(),
+    )
+
+
+def chat_chunk_from_proto(msg: v1.ChatCompletionChunk) -> dict[str, Any]:
+    out = _envelope_out(msg, "chat.completion.chunk")
+    out["choices"] = [_choice_out(choice, choice.delta, "delta") for choice in msg.choices]
+    if msg.usage is not None:
+        out["usage"] = _usage_out(msg.usage)
+    return merged(out, msg.extra)
+
+
+def _stop_in(r: Reader) -> list[str]:
+    single = r.scalar("stop", "str")
+    return [single] if single is not None else r.scalars("stop", "str")
+
+
+def _request_message_in(r: Reader) -> v1.ChatMessage:
+    if "content" in r.rest and r.rest["content"] is None:
+        del r.rest["content"]  # a request message without content is written back as content null
+    return _message_in(r)
+
+
+def _message_in(r: Reader) -> v1.ChatMessage:
+    content = r.scalar("content", "str")
+    return v1.ChatMessage(
+        role=r.scalar("role", "str", skip_zero=True) or "",
+        content=content,
+        content_parts=[] if content is not None else r.messages("content", _part_in),
+        tool_calls=r.messages("tool_calls", _tool_call_in),
+        **{key: r.scalar(key, "str") for key in _MESSAGE_STRINGS},
+        extra=r.leftover(),
+    )
+
+
+def _message_out(m: v1.ChatMessage, *, null_content: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role} if m.role else {}
+    if m.content_parts:
+        out["content"] = [_part_out(part) for part in m.content_parts]
+    elif m.content is not None or null_content:
+        out["content"] = m.content
+    out |= compact(**{key: getattr(m, key) for key in _MESSAGE_STRINGS})
+    if m.tool_calls:
+        out["tool_calls"] = [_tool_call_out(call) for call in m.tool_calls]
+    return merged(out, m.extra)
+
+
+def _part_in(r: Reader) -> v1.ContentPart:
+    return v1.ContentPart(
+        type=r.scalar("type", "str") or "",
+        text=r.scalar("text", "str"),
+        refusal=r.scalar("refusal", "str"),
+        image_url=r.message(
+            "image_url",
+            lambda s: v1.ImageUrl(url=s.scalar("url", "str") or "", detail=s.scalar("detail", "str")),
+        ),
+        input_audio=r.message(
+            "input_audio",
+            lambda s: v1.InputAudio(
+                data=s.scalar("data", "str") or "", format=s.scalar("format", "str") or ""
+            ),
+        ),
+        file=r.message("file", lambda s: v1.FileContent(**{k: s.scalar(k, "str") for k in _FILE_STRINGS})),
+        extra=r.leftover(),
+    )
+
+
+def _part_out(p: v1.ContentPart) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": p.type, **compact(text=p.text, refusal=p.refusal)}
+    if p.image_url is not None:
+        out["image_url"] = {"url": p.image_url.url, **compact(detail=p.image_url.detail)}
+    if p.input_audio is not None:
+        out["input_audio"] = {"data": p.input_audio.data, "format": p.input_audio.format}
+    if p.file is not None:
+        out["file"] = compact(**{key: getattr(p.file, key) for key in _FILE_STRINGS})
+    return merged(out, p.extra)
+
+
+def _tool_call_in(r: Reader) -> v1.ToolCall:
+    return v1.ToolCall(
+        index=r.scalar("index", "int32"),
+        id=r.scalar("id", "str"),
+        type=r.scalar("type", "str"),
+        function=r.message(
+            "function",
+            lambda s: v1.FunctionCall(name=s.scalar("name", "str"), arguments=s.scalar("arguments", "str")),
+        ),
+    )
+
+
+def _tool_call_out(call: v1.ToolCall) -> dict[str, Any]:
+    out = compact(index=call.index, id=call.id, type=call.type)
+    if call.function is not None:
+        out["function"] = compact(name=call.function.name, arguments=call.function.arguments)
+    return out
+
+
+def _tool_in(r: Reader) -> v1.Tool:
+    return v1.Tool(
+        type=r.scalar("type", "str", skip_zero=True) or "",
+        function=r.message(
+            "function",
+            lambda s: v1.FunctionDefinition(
+                name=s.scalar("name", "str") or "",
+                description=s.scalar("description", "str"),
+                parameters=s.struct("parameters"),
+                strict=s.scalar("strict", "bool"),
+            ),
+        ),
+    )
+
+
+def _tool_out(tool: v1.Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": tool.type or "function"}
+    if (fn := tool.function) is not None:
+        out["function"] = {"name": fn.name, **compact(description=fn.description)}
+        out["function"] |= _structs_out(parameters=fn.parameters) | compact(strict=fn.strict)
+    return out
+
+
+def _tool_choice_in(r: Reader) -> v1.ToolChoice | None:
+    value = r.rest.get("tool_choice")
+    if isinstance(value, str):
+        choice = v1.ToolChoice(mode=value)
+    elif isinstance(name := _forced_function(value), str):
+        choice = v1.ToolChoice(function_name=name)
+    else:
+        return None  # other shapes (allowed_tools, ...) travel in `extra`
+    del r.rest["tool_choice"]
+    return choice
+
+
+def _forced_function(value: Any) -> str | None:
+    """The name in exactly `{"type": "function", "function": {"name": ...}}`, else None."""
+    if not isinstance(value, dict) or value.keys() != {"type", "function"} or value["type"] != "function":
+        return None
+    function = value["function"]
+    if not isinstance(function, dict) or function.keys() != {"name"}:
+        return None
+    name = function["name"]
+    return name if isinstance(name, str) and name else None
+
+
+def _tool_choice_out(choice: v1.ToolChoice) -> Any:
+    if choice.function_name:
+        return {"type": "function", "function": {"name": choice.function_name}}
+    return choice.mode
+
+
+def _response_format_in(r: Reader) -> v1.ResponseFormat:
+    return v1.ResponseFormat(
+        type=r.scalar("type", "str") or "",
+        json_schema=r.message(
+            "json_schema",
+            lambda s: v1.JsonSchema(
+                name=s.scalar("name", "str") or "",
+                description=s.scalar("description", "str"),
+                schema=s.struct("schema"),
+                strict=s.scalar("strict", "bool"),
+            ),
+        ),
+    )
+
+
+def _response_format_out(fmt: v1.ResponseFormat) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": fmt.type}
+    if (schema := fmt.json_schema) is not None:
+        out["json_schema"] = {"name": schema.name, **compact(description=schema.description)}
+        out["json_schema"] |= _structs_out(schema=schema.schema) | compact(strict=schema.strict)
+    return out
+
+
+def _structs_out(**structs: pb.Struct | None) -> dict[str, Any]:
+    return {key: plain(struct) for key, struct in structs.items() if struct is not None}
+
+
+def _envelope_in(r: Reader, default_object: str) -> dict[str, Any]:
+    obj = r.scalar("object", "str", skip_zero=True)
+    return {
+        "id": r.scalar("id", "str") or "",
+        "object": obj or default_object,
+        "created": r.scalar("created", "int64") or 0,
+        "model": r.scalar("model", "str") or "",
+        "system_fingerprint": r.scalar("system_fingerprint", "str"),
+        "service_tier": r.scalar("service_tier", "str"),
+    }
+
+
+def _envelope_out(msg: v1.ChatCompletion | v1.ChatCompletionChunk, default_object: str) -> dict[str, Any]:
+    out = {"id": msg.id, "object": msg.object or default_object, "created": msg.created, "model": msg.model}
+    return out | compact(system_fingerprint=msg.system_fingerprint, service_tier=msg.service_tier)
+
+
+def _choice_in(r: Reader) -> v1.Choice:
+    return v1.Choice(
+        index=r.scalar("index", "int32") or 0,
+        message=r.message("message", _message_in),
+        finish_reason=r.scalar("finish_reason", "str"),
+        logprobs=r.struct("logprobs"),
+        extra=r.leftover(),
+    )
+
+
+def _chunk_choice_in(r: Reader) -> v1.ChunkChoice:
+    return v1.ChunkChoice(
+        index=r.scalar("index", "int32") or 0,
+        delta=r.message("delta", _message_in),
+        finish_reason=r.scalar("finish_reason", "str"),
+        logprobs=r.struct("logprobs"),
+        extra=r.leftover(),
+    )
+
+
+def _choice_out(
+    choice: v1.Choice | v1.ChunkChoice, message: v1.ChatMessage | None, key: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": choice.index}
+    if message is not None:
+        out[key] = _message_out(message, null_content=False)
+    out |= compact(finish_reason=choice.finish_reason) | _structs_out(logprobs=choice.logprobs)
+    return merged(out, choice.extra)
+
+
+def _usage_in(r: Reader) -> v1.Usage:
+    return v1.Usage(
+        prompt_tokens=r.scalar("prompt_tokens", "int64") or 0,
+        completion_tokens=r.scalar("completion_tokens", "int64") or 0,
+        total_tokens=r.scalar("total_tokens", "int64") or 0,
+        prompt_tokens_details=r.message(
+            "prompt_tokens_details",
+            lambda s: v1.PromptTokensDetails(**_details_in(s, _PROMPT_DETAILS)),
+        ),
+        completion_tokens_details=r.message(
+            "completion_tokens_details",
+            lambda s: v1.CompletionTokensDetails(**_details_in(s, _COMPLETION_DETAILS)),
+        ),
+        cost=r.scalar("cost", "double"),
+        extra=r.leftover(),
+    )
+
+
+def _details_in(r: Reader, keys: tuple[str, ...]) -> dict[str, int]:
+    # Zeros stay behind (in usage.extra) so a reported `"audio_tokens": 0` is written back.
+    return {key: r.scalar(key, "int64", skip_zero=True) or 0 for key in keys}
+
+
+def _usage_out(usage: v1.Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    for key, details, keys in (
+        ("prompt_tokens_details", usage.prompt_tokens_details, _PROMPT_DETAILS),
+        ("completion_tokens_details", usage.completion_tokens_details, _COMPLETION_DETAILS),
+    ):
+        if details is not None:
+            out[key] = {k: getattr(details, k) for k in keys if getattr(details, k)}
+    return merged(out | compact(cost=usage.cost), usage.extra)

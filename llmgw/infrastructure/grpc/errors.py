@@ -1,0 +1,50 @@
+"""The gRPC edge's one table from domain errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from grpclib import GRPCError, Status
+
+from llmgw.domain import errors
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class wins.
+_TABLE: tuple[tuple[type[errors.GatewayError], Status], ...] = (
+    (errors.InvalidRequest, Status.INVALID_ARGUMENT),
+    (errors.Unauthenticated, Status.UNAUTHENTICATED),
+    (errors.PermissionDenied, Status.PERMISSION_DENIED),
+    (errors.NotFound, Status.NOT_FOUND),
+    (errors.RateLimited, Status.RESOURCE_EXHAUSTED),
+    (errors.UpstreamRejected, Status.INVALID_ARGUMENT),
+    (errors.UpstreamRateLimited, Status.RESOURCE_EXHAUSTED),
+    (errors.UpstreamTimeout, Status.DEADLINE_EXCEEDED),
+    (errors.UpstreamError, Status.UNAVAILABLE),
+    (errors.GatewayError, Status.INTERNAL),
+)
+
+
+def grpc_status(exc: errors.GatewayError) -> Status:
+    if isinstance(exc, errors.UpstreamRejected) and exc.status == 404:
+        return Status.NOT_FOUND
+    for cls, status in _TABLE:
+        if isinstance(exc, cls):
+            return status
+    raise AssertionError("GatewayError is the last row")  # pragma: no cover
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Turn domain errors into `GRPCError`s; a bug becomes INTERNAL, logged with its traceback."""
+    try:
+        yield
+    except errors.GatewayError as exc:
+        raise GRPCError(grpc_status(exc), exc.message) from exc
+    except GRPCError:
+        raise
+    except Exception as exc:  # the edge: never leak a bug's details to the client
+        log.exception("unhandled error")
+        raise GRPCError(Status.INTERNAL, "internal error") from exc

@@ -1,0 +1,154 @@
+"""Lossless reading of OpenAI JSON objects into proto fields, and the merge that undoes it.
+
+What a proto field cannot hold exactly stays in `Reader.rest` and travels in the nearest `extra` Struct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from llmgw.infrastructure.grpc.messages import pb
+
+Kind = Literal["str", "bool", "int32", "int64", "double"]
+T = TypeVar("T")
+
+_INT_LIMITS = {"int32": 2**31, "int64": 2**63}
+_EXACT_DOUBLE_INT = 2**53
+
+
+def fits(value: Any, kind: Kind) -> bool:
+    """Whether a proto scalar of `kind` holds `value` so that it converts back to an equal JSON value."""
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool" or isinstance(value, bool):
+        return isinstance(value, bool) and kind == "bool"
+    if kind == "double":
+        return isinstance(value, float) or (isinstance(value, int) and abs(value) <= _EXACT_DOUBLE_INT)
+    return isinstance(value, int) and -_INT_LIMITS[kind] <= value < _INT_LIMITS[kind]
+
+
+class Reader:
+    """One JSON object being read into a proto message.
+
+    Each method consumes the keys it can represent exactly and returns their proto value; anything else
+    (explicit nulls, wrong types, empty lists, unknown keys of nested objects) stays in `rest`. Nested
+    objects without an `extra` of their own leave their remainder under the same key (a list of
+    remainders, position by position, for lists), so `merged` can put it back.
+    """
+
+    __slots__ = ("rest",)
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self.rest: dict[str, Any] = dict(obj)
+
+    def scalar(self, key: str, kind: Kind, *, skip_zero: bool = False) -> Any:
+        """A singular scalar, or None when absent or not exactly representable.
+
+        `skip_zero` is for non-optional proto fields that are written back only when non-zero: a zero
+        value must then stay in `rest` to survive.
+        """
+        value: Any = self.rest.get(key)
+        if key not in self.rest or not fits(value, kind) or (skip_zero and not value):
+            return None
+        del self.rest[key]
+        return float(value) if kind == "double" else value
+
+    def scalars(self, key: str, kind: Kind) -> list[Any]:
+        """A non-empty list of scalars (an empty list stays in `rest`)."""
+        value = self.rest.get(key)
+        if not isinstance(value, list) or not value or not all(fits(v, kind) for v in value):
+            return []
+        del self.rest[key]
+        return [float(v) for v in value] if kind == "double" else list(value)
+
+    def mapping(self, key: str, kind: Kind) -> dict[str, Any]:
+        """A non-empty object whose values are all scalars of `kind` (a proto map)."""
+        value = self.rest.get(key)
+        if not isinstance(value, dict) or not value or not all(fits(v, kind) for v in value.values()):
+            return {}
+        del self.rest[key]
+        return {k: float(v) if kind == "double" else v for k, v in value.items()}
+
+    def struct(self, key: str) -> pb.Struct | None:
+        """Any JSON object, as a Struct."""
+        value = self.rest.get(key)
+        if not isinstance(value, dict):
+            return None
+        del self.rest[key]
+        return pb.Struct.from_dict(value)
+
+    def message(self, key: str, build: Callable[[Reader], T]) -> T | None:
+        """A nested object, built by `build` from its own reader."""
+        value = self.rest.get(key)
+        if not isinstance(value, dict):
+            return None
+        child = Reader(value)
+        result = build(child)
+        self._settle(key, child.rest)
+        return result
+
+    def messages(self, key: str, build: Callable[[Reader], T], *, required: bool = False) -> list[T]:
+        """A list of objects. An empty list is consumed only for `required` fields, always written back."""
+        value = self.rest.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            return []
+        if not value and not required:
+            return []
+        children = [Reader(v) for v in value]
+        result = [build(child) for child in children]
+        self._settle(key, [child.rest for child in children])
+        return result
+
+    def leftover(self) -> pb.Struct | None:
+        """Everything not consumed, as the `extra` Struct (None when nothing is left)."""
+        rest, self.rest = self.rest, {}
+        return pb.Struct.from_dict(rest) if rest else None
+
+    def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
+        if any(remainder) if isinstance(remainder, list) else remainder:
+            self.rest[key] = remainder
+        else:
+            del self.rest[key]
+
+
+def plain(struct: pb.Struct | None) -> dict[str, Any]:
+    """A Struct as JSON, whole-number doubles turned back into ints (`thinking_budget: 1000`, not 1000.0)."""
+    if struct is None:
+        return {}
+    result: dict[str, Any] = _whole_numbers(struct.to_dict())
+    return result
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def merged(typed: dict[str, Any], extra: pb.Struct | None) -> dict[str, Any]:
+    """`typed` with `extra` deep-merged over it: objects key by key, equal-length lists item by item."""
+    if extra is None:
+        return typed
+    result: dict[str, Any] = _merge(typed, plain(extra))
+    return result
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(over, list) and len(base) == len(over):
+        return [_merge(b, o) for b, o in zip(base, over, strict=True)]
+    return over
+
+
+def compact(**fields: Any) -> dict[str, Any]:
+    """The given fields minus those that are None (unset proto3 `optional` fields)."""
+    return {key: value for key, value in fields.items() if value is not None}

@@ -1,0 +1,66 @@
+"""The gRPC front: `LLMGatewayService` handlers translating protobuf onto the gateway's use cases."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from llmgw.application.gateway import Gateway, RequestContext
+from llmgw.domain.chat import parse_chat_request, parse_embeddings_request
+from llmgw.infrastructure.grpc.convert import (
+    chat_chunk_to_proto,
+    chat_completion_to_proto,
+    chat_request_to_json,
+    embeddings_request_to_json,
+    embeddings_response_to_proto,
+    model_to_proto,
+)
+from llmgw.infrastructure.grpc.errors import mapped_errors
+from llmgw.infrastructure.grpc.generation import generation_to_proto
+from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.request_ids import current_request_id
+
+
+class GatewayService(v1.LlmGatewayServiceBase):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def list_models(self, message: v1.ListModelsRequest) -> v1.ListModelsResponse:
+        return v1.ListModelsResponse(
+            object="list", data=[model_to_proto(m) for m in self._gateway.list_models()]
+        )
+
+    async def get_model(self, message: v1.GetModelRequest) -> v1.Model:
+        with mapped_errors():
+            return model_to_proto(self._gateway.get_model(message.id))
+
+    async def create_chat_completion(self, message: v1.CreateChatCompletionRequest) -> v1.ChatCompletion:
+        with mapped_errors():
+            request = parse_chat_request(chat_request_to_json(message), stream=False)
+            result = await self._gateway.create_chat_completion(request, _context())
+            return chat_completion_to_proto(result.body)
+
+    async def create_chat_completion_stream(
+        self, message: v1.CreateChatCompletionRequest
+    ) -> AsyncIterator[v1.ChatCompletionChunk]:
+        with mapped_errors():
+            request = parse_chat_request(chat_request_to_json(message), stream=True)
+            stream = self._gateway.stream_chat_completion(request, _context())
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    yield chat_chunk_to_proto(chunk)
+
+    async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
+        with mapped_errors():
+            request = parse_embeddings_request(embeddings_request_to_json(message))
+            result = await self._gateway.create_embeddings(request, _context())
+            return embeddings_response_to_proto(result.body)
+
+    async def get_generation(self, message: v1.GetGenerationRequest) -> v1.GetGenerationResponse:
+        with mapped_errors():
+            record = await self._gateway.get_generation(message.id)
+            return v1.GetGenerationResponse(generation=generation_to_proto(record))
+
+
+def _context() -> RequestContext:
+    return RequestContext(request_id=current_request_id.get())

@@ -1,0 +1,1 @@
+"""Upstream providers: one OpenAI-compatible HTTP client, and each kind's quirks as pure transformations."""

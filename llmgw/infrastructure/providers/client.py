@@ -1,0 +1,253 @@
+"""The OpenAI-compatible upstream client: one pooled aiohttp session per provider, timeouts, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import sys
+from array import array
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from llmgw.domain.catalog import ModelSpec
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
+from llmgw.domain.usage import Usage
+from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
+from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
+from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
+from llmgw.infrastructure.providers.openrouter import OpenRouterQuirks
+from llmgw.infrastructure.providers.sse import DONE, SSEDecoder
+from llmgw.infrastructure.providers.upstream_errors import error_from_status
+
+log = logging.getLogger(__name__)
+
+_QUIRKS: Mapping[ProviderKind, OpenAIQuirks] = {
+    ProviderKind.OPENAI: OpenAIQuirks(),
+    ProviderKind.DASHSCOPE: DashScopeQuirks(),
+    ProviderKind.OPENROUTER: OpenRouterQuirks(),
+}
+# Parallel sub-requests when an embeddings batch is split for an upstream's input limit.
+_EMBEDDING_PARALLELISM = 4
+
+
+def create_session(settings: ProviderSettings) -> aiohttp.ClientSession:
+    """The provider's pooled keep-alive session; must be created inside the running loop."""
+    connector = aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=60, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=settings.connect_timeout, sock_connect=settings.connect_timeout
+    )
+    headers = {"Content-Type": "application/json", **settings.headers}
+    if settings.api_key:
+        headers["Authorization"] = f"Bearer {settings.api_key}"
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers, read_bufsize=1 << 18, auto_decompress=True
+    )
+
+
+class OpenAICompatibleProvider:
+    """A provider entry of any kind; the kind's quirks shape requests and read stream errors."""
+
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession) -> None:
+        self._settings = settings
+        self._session = session
+        self._quirks = _QUIRKS[settings.kind]
+        base = settings.base_url.rstrip("/")
+        self._chat_url = f"{base}/chat/completions"
+        self._embeddings_url = f"{base}/embeddings"
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    @property
+    def has_credentials(self) -> bool:
+        return self._settings.has_credentials
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+        body = await self._post_json(self._chat_url, self._quirks.chat_body(model, request, stream=False))
+        choices = body.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        usage = body.get("usage")
+        return ChatCompletion(
+            body=body,
+            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            finish_reason=str(first.get("finish_reason") or ""),
+            upstream_id=str(body.get("id") or ""),
+        )
+
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.timeout
+        body = orjson.dumps(self._quirks.chat_body(model, request, stream=True))
+        response = await self._send(
+            self._chat_url, body, min(loop.time() + settings.first_token_timeout, deadline)
+        )
+        try:
+            await self._raise_for_status(response, deadline)
+            decoder = SSEDecoder()
+            wait = settings.first_token_timeout
+            finished = False
+            while not finished:
+                data = await self._read(response, min(loop.time() + wait, deadline))
+                wait = settings.idle_timeout
+                events = decoder.feed(data) if data else decoder.close()
+                for payload in events:
+                    if payload == DONE:
+                        finished = True
+                        break
+                    yield self._chunk(payload)
+                if not data and not finished:
+                    raise UpstreamUnavailable(f"{self.name}: the stream ended before [DONE].")
+            await self._drain(response, loop.time() + settings.idle_timeout)
+        finally:
+            response.close()
+
+    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
+        quirks = self._quirks
+        body = quirks.embeddings_body(model, request)
+        inputs = body.get("input")
+        if not quirks.supports_token_input and not _is_text_input(inputs):
+            raise InvalidRequest(
+                f"Provider '{self.name}' accepts only text input for embeddings.", param="input"
+            )
+        limit = quirks.max_embedding_inputs
+        if limit is not None and isinstance(inputs, list) and len(inputs) > limit:
+            result = await self._embed_split(body, inputs, limit)
+        else:
+            result = await self._post_json(self._embeddings_url, body)
+        if request.encoding_format == "base64" and not quirks.supports_base64_embeddings:
+            _encode_base64(result)
+        usage = result.get("usage")
+        return Embeddings(body=result, usage=Usage.from_openai(usage) if isinstance(usage, dict) else None)
+
+    async def _embed_split(self, body: JSONObject, inputs: list[Any], limit: int) -> JSONObject:
+        """Split a batch the upstream would refuse, send the parts concurrently, merge in input order."""
+        gate = asyncio.Semaphore(_EMBEDDING_PARALLELISM)
+
+        async def part(start: int) -> JSONObject:
+            async with gate:
+                return await self._post_json(
+                    self._embeddings_url, {**body, "input": inputs[start : start + limit]}
+                )
+
+        starts = range(0, len(inputs), limit)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(part(start)) for start in starts]
+        data: list[Any] = []
+        usage = Usage()
+        for start, task in zip(starts, tasks, strict=True):
+            result = task.result()
+            for item in sorted(result.get("data") or [], key=lambda item: item.get("index", 0)):
+                data.append({**item, "index": start + item.get("index", 0)})
+            if isinstance(result.get("usage"), dict):
+                usage = usage + Usage.from_openai(result["usage"])
+        merged = tasks[0].result()
+        merged["data"] = data
+        merged["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
+        return merged
+
+    def _chunk(self, payload: bytes) -> JSONObject:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not JSON.") from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not an object.")
+        error = self._quirks.stream_error(chunk, provider=self.name, secret=self._settings.api_key)
+        if error is not None:
+            raise error
+        return chunk
+
+    async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.timeout
+        response = await self._send(url, orjson.dumps(payload), deadline)
+        try:
+            await self._raise_for_status(response, deadline)
+            raw = await self._read_all(response, deadline)
+        except BaseException:
+            response.close()  # a half-read answer (or a client that left) must not go back to the pool
+            raise
+        response.release()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(
+                f"{self.name}: the upstream answered with a body that is not JSON."
+            ) from exc
+        if not isinstance(body, dict):
+            raise UpstreamUnavailable(f"{self.name}: the upstream answered with JSON that is not an object.")
+        return body
+
+    async def _send(self, url: str, body: bytes, deadline: float) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._session.post(url, data=body)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"{self.name}: cannot reach the upstream ({type(exc).__name__})."
+            ) from exc
+
+    async def _raise_for_status(self, response: aiohttp.ClientResponse, deadline: float) -> None:
+        if response.status < 400:
+            return
+        raw = await self._read_all(response, deadline)
+        raise error_from_status(
+            response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
+        )
+
+    async def _read(self, response: aiohttp.ClientResponse, deadline: float) -> bytes:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await response.content.readany()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.name}: the stream went silent.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the connection broke mid-stream.") from exc
+
+    async def _read_all(self, response: aiohttp.ClientResponse, deadline: float) -> bytes:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the connection broke ({type(exc).__name__}).") from exc
+
+    async def _drain(self, response: aiohttp.ClientResponse, deadline: float) -> None:
+        """Read what follows [DONE] so the connection goes back to the pool instead of being closed."""
+        if response.content.at_eof():
+            response.release()
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await response.content.read()
+        except (TimeoutError, aiohttp.ClientError):
+            return
+        response.release()
+
+
+def _is_text_input(inputs: Any) -> bool:
+    return isinstance(inputs, str) or (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs))
+
+
+def _encode_base64(result: JSONObject) -> None:
+    """Encode float vectors the way OpenAI does for `base64`: little-endian float32, base64."""
+    for item in result.get("data") or []:
+        vector = item.get("embedding")
+        if isinstance(vector, list):
+            floats = array("f", vector)
+            if sys.byteorder != "little":
+                floats.byteswap()
+            item["embedding"] = base64.b64encode(floats.tobytes()).decode("ascii")

@@ -1,0 +1,83 @@
+"""The aiohttp application: one edge middleware (request id, errors, access log) and the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from llmgw.application.gateway import Gateway
+from llmgw.domain.errors import GatewayError, InternalError
+from llmgw.infrastructure.request_ids import REQUEST_ID_HEADER, accept_or_mint, current_request_id
+from llmgw.infrastructure.rest import chat, embeddings, generations, health, models
+from llmgw.infrastructure.rest.errors import error_response, http_error_response
+from llmgw.infrastructure.rest.keys import GATEWAY, REQUEST_ID
+
+log = logging.getLogger("llmgw.rest")
+access_log = logging.getLogger("llmgw.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in and out, domain and aiohttp errors in OpenAI's shape, one access log line."""
+    request_id = accept_or_mint(request.headers.get(REQUEST_ID_HEADER))
+    current_request_id.set(request_id)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except GatewayError as exc:
+        response = error_response(exc)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        response = http_error_response(exc)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception:  # the edge: a bug becomes a 500 without leaking its details
+        log.exception("unhandled error")
+        return error_response(_internal())
+    finally:
+        access_log.info(
+            "%s %s %d %.1fms", request.method, request.path, status, (time.perf_counter() - started) * 1000
+        )
+
+
+def _internal() -> GatewayError:
+    return InternalError("internal error", code="internal_error")
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def create_app(gateway: Gateway, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
+    app[GATEWAY] = gateway
+    app.on_response_prepare.append(_echo_request_id)
+    app.add_routes(
+        [
+            web.get("/v1/models", models.list_models),
+            web.get("/v1/models/{id:.+}", models.get_model),
+            web.post("/v1/chat/completions", chat.create),
+            web.post("/v1/chat/completions:stream", chat.create_stream),
+            web.post("/v1/embeddings", embeddings.create),
+            web.get("/v1/generation/{id}", generations.get),
+            web.get("/api/v1/generation", generations.get_openrouter),
+            *health.routes(),
+        ]
+    )
+    return app

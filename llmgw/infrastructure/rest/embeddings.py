@@ -1,0 +1,18 @@
+"""`POST /v1/embeddings`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llmgw.application.gateway import RequestContext
+from llmgw.domain.chat import parse_embeddings_request
+from llmgw.infrastructure.rest.chat import GENERATION_ID_HEADER
+from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
+from llmgw.infrastructure.rest.keys import GATEWAY
+
+
+async def create(request: web.Request) -> web.Response:
+    embeddings = parse_embeddings_request(await read_json(request))
+    ctx = RequestContext(request_id=request_id(request))
+    result = await request.app[GATEWAY].create_embeddings(embeddings, ctx)
+    return json_response(result.body, headers={GENERATION_ID_HEADER: result.body["id"]})

@@ -1,0 +1,85 @@
+"""Generation lookups: ours (`/v1/generation/{id}`) and OpenRouter's (`/api/v1/generation?id=`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from llmgw.domain.generation import GenerationRecord
+from llmgw.infrastructure.rest.json_body import json_response
+from llmgw.infrastructure.rest.keys import GATEWAY
+
+
+def record_json(record: GenerationRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "request_id": record.request_id,
+        "kind": record.kind.value,
+        "model": record.model,
+        "provider": record.provider,
+        "upstream_model": record.upstream_model,
+        "upstream_id": record.upstream_id,
+        "created_at": _iso(record.created_at),
+        "streamed": record.streamed,
+        "status": record.status.value,
+        "finish_reason": record.finish_reason or None,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+        "cached_tokens": record.cached_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "cost_usd": record.cost_usd,
+        "latency_ms": record.latency_ms,
+        "time_to_first_token_ms": record.time_to_first_token_ms,
+        "error_code": record.error_code or None,
+        "error_message": record.error_message or None,
+        "user": record.user or None,
+    }
+
+
+def openrouter_json(record: GenerationRecord) -> dict[str, Any]:
+    """OpenRouter's field names; `latency` is time to first token and `generation_time` the rest, in ms."""
+    ttft = record.time_to_first_token_ms
+    latency = record.latency_ms
+    return {
+        "id": record.id,
+        "upstream_id": record.upstream_id or None,
+        "total_cost": record.cost_usd,
+        "created_at": _iso(record.created_at),
+        "model": record.model,
+        "streamed": record.streamed,
+        "cancelled": record.status.value == "cancelled",
+        "provider_name": record.provider,
+        "latency": round(ttft if ttft is not None else latency or 0.0),
+        "generation_time": round((latency or 0.0) - (ttft or 0.0)) if ttft is not None else None,
+        "finish_reason": record.finish_reason or None,
+        "native_finish_reason": record.finish_reason or None,
+        "tokens_prompt": record.prompt_tokens,
+        "tokens_completion": record.completion_tokens,
+        "native_tokens_prompt": record.prompt_tokens,
+        "native_tokens_completion": record.completion_tokens,
+        "native_tokens_reasoning": record.reasoning_tokens,
+        "native_tokens_cached": record.cached_tokens,
+        "usage": record.cost_usd,
+        "external_user": record.user or None,
+        "request_id": record.request_id,
+        "status": record.status.value,
+        "error_code": record.error_code or None,
+        "error_message": record.error_message or None,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def get(request: web.Request) -> web.Response:
+    record = await request.app[GATEWAY].get_generation(request.match_info["id"])
+    return json_response({"generation": record_json(record)})
+
+
+async def get_openrouter(request: web.Request) -> web.Response:
+    record = await request.app[GATEWAY].get_generation(request.query.get("id", ""))
+    return json_response({"data": openrouter_json(record)})

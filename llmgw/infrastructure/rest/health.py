@@ -1,0 +1,49 @@
+"""`/livez` and `/readyz`, served on the health port and on the REST port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmgw.application.gateway import Gateway, Readiness
+from llmgw.infrastructure.rest.keys import GATEWAY
+
+
+async def livez(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = await request.app[GATEWAY].readiness()
+    return web.Response(
+        status=200 if readiness.ready else 503,
+        body=orjson.dumps(readiness_body(readiness)),
+        content_type="application/json",
+    )
+
+
+def readiness_body(readiness: Readiness) -> dict[str, Any]:
+    return {
+        "status": "ready" if readiness.ready else "not_ready",
+        "providers": [
+            {"name": p.name, "credentials": p.has_credentials, "cooldown": None} for p in readiness.providers
+        ],
+        "store": {
+            "state": "up" if readiness.store_up else "down",
+            "pending_records": readiness.pending_records,
+            "dropped_records": readiness.dropped_records,
+        },
+    }
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/livez", livez), web.get("/readyz", readyz)]
+
+
+def create_health_app(gateway: Gateway) -> web.Application:
+    app = web.Application()
+    app[GATEWAY] = gateway
+    app.add_routes(routes())
+    return app

@@ -1,0 +1,1 @@
+"""Generation stores: memory, SQLite and PostgreSQL adapters of the `GenerationStore` port."""

@@ -1,0 +1,740 @@
+"""The gRPC front's proto ↔ OpenAI JSON conversions lose nothing a client or an upstream sent."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+import llmgw._proto.google.protobuf as pb
+
+# isort: split
+# Generated descriptors load in dependency order: google.protobuf, google.api, then llmgateway.v1.
+import llmgw._proto.google.api  # noqa: F401
+from llmgw._proto.llmgateway import v1
+from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.infrastructure.grpc.convert import (
+    chat_chunk_from_proto,
+    chat_chunk_to_proto,
+    chat_completion_from_proto,
+    chat_completion_to_proto,
+    chat_request_from_json,
+    chat_request_to_json,
+    embeddings_request_from_json,
+    embeddings_request_to_json,
+    embeddings_response_from_proto,
+    embeddings_response_to_proto,
+    model_to_proto,
+)
+
+Json = dict[str, Any]
+
+WEATHER_PARAMETERS: Json = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "description": "City name"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 14, "default": 3},
+        "units": {"type": ["string", "null"], "enum": ["metric", "imperial", None]},
+        "hourly": {"type": "boolean", "default": False},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        "threshold": {"type": "number", "minimum": 0.5},
+        "where": {"type": "object", "properties": {"lat": {"type": "number"}}, "required": []},
+    },
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+RICH_REQUEST: Json = {
+    "model": "dashscope/qwen3-max",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Answer in English.", "name": "ops"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in these?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                {
+                    "type": "file",
+                    "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+                },
+                {"type": "file", "file": {"file_id": "file-abc"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Rome"}'},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "18 C"},
+        {"role": "assistant", "content": "", "reasoning_content": "The user wants both.", "refusal": None},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "function": {"name": "weather", "description": "Forecast", "parameters": WEATHER_PARAMETERS},
+        },
+        {"type": "function", "function": {"name": "noop", "parameters": {}, "strict": True}},
+    ],
+    "tool_choice": {"type": "function", "function": {"name": "weather"}},
+    "parallel_tool_calls": True,
+    "functions": [{"name": "legacy", "parameters": {"type": "object", "properties": {}}}],
+    "function_call": {"name": "legacy"},
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "description": "d", "schema": WEATHER_PARAMETERS, "strict": True},
+    },
+    "temperature": 0.7,
+    "top_p": 0.95,
+    "n": 2,
+    "stop": ["\n\n", "END"],
+    "max_tokens": 512,
+    "max_completion_tokens": 1024,
+    "presence_penalty": -0.5,
+    "frequency_penalty": 0.25,
+    "logit_bias": {"50256": -100, "1234": 2.5},
+    "logprobs": True,
+    "top_logprobs": 5,
+    "seed": 1234567890123,
+    "user": "user-42",
+    "metadata": {"team": "search", "ticket": "T-1"},
+    "store": False,
+    "service_tier": "auto",
+    "modalities": ["text", "audio"],
+    "audio": {"voice": "alloy", "format": "wav"},
+    "prediction": {"type": "content", "content": "old text"},
+    "reasoning_effort": "high",
+    "stream_options": {"include_usage": True},
+    "enable_thinking": True,
+    "thinking_budget": 1000,
+    "provider": {"order": ["openai", "azure"], "allow_fallbacks": False, "max_price": {"prompt": 1.5}},
+    "transforms": [],
+}
+
+
+def over_the_wire(msg: Any) -> Any:
+    """What the peer gets: gRPC sends the binary encoding."""
+    return type(msg).parse(bytes(msg))
+
+
+def request_round_trip(body: Json) -> Json:
+    return chat_request_to_json(over_the_wire(chat_request_from_json(body)))
+
+
+# Chat requests
+
+
+def test_a_rich_openai_request_survives_the_trip_through_proto_bytes_unchanged() -> None:
+    body = {**copy.deepcopy(RICH_REQUEST), "stream": True}
+
+    out = request_round_trip(body)
+
+    assert out == RICH_REQUEST
+    assert orjson.loads(orjson.dumps(out)) == RICH_REQUEST
+
+
+def test_modelled_request_fields_are_typed_for_grpc_handlers() -> None:
+    msg = over_the_wire(chat_request_from_json(RICH_REQUEST))
+
+    assert msg.temperature == 0.7
+    assert msg.seed == 1234567890123
+    assert msg.stop == ["\n\n", "END"]
+    assert msg.tool_choice.function_name == "weather"
+    assert msg.response_format.json_schema.strict is True
+    assert msg.stream_options.include_usage is True
+    user = msg.messages[2]
+    assert [part.type for part in user.content_parts][:4] == ["text", "image_url", "image_url", "input_audio"]
+    assert user.content_parts[1].image_url.detail == "high"
+    assert user.content_parts[5].file.file_id == "file-abc"
+    assistant = msg.messages[3]
+    assert assistant.content is None
+    assert [call.id for call in assistant.tool_calls] == ["call_1", "call_2"]
+    assert msg.messages[6].reasoning_content == "The user wants both."
+    assert set(msg.extra.fields) == {
+        "functions",
+        "function_call",
+        "enable_thinking",
+        "thinking_budget",
+        "provider",
+        "transforms",
+    }
+
+
+def test_struct_numbers_reach_the_upstream_as_ints_while_double_fields_stay_floats() -> None:
+    out = request_round_trip({"model": "m", "messages": [], "thinking_budget": 1000, "temperature": 1.0})
+
+    assert out["thinking_budget"] == 1000
+    assert type(out["thinking_budget"]) is int
+    assert type(out["temperature"]) is float
+    schema = request_round_trip(RICH_REQUEST)["tools"][0]["function"]["parameters"]
+    assert type(schema["properties"]["days"]["maximum"]) is int
+    assert schema["properties"]["threshold"]["minimum"] == 0.5
+
+
+def test_stream_is_never_sent_upstream_even_when_a_client_puts_it_in_extra() -> None:
+    msg = v1.CreateChatCompletionRequest(model="m", extra=pb.Struct.from_dict({"stream": True, "top_k": 20}))
+
+    assert chat_request_to_json(msg) == {"model": "m", "messages": [], "top_k": 20}
+    assert chat_request_from_json({"model": "m", "messages": [], "stream": False}).extra is None
+
+
+def test_a_minimal_proto_request_becomes_a_minimal_openai_body() -> None:
+    msg = v1.CreateChatCompletionRequest(
+        model="openrouter/openai/gpt-4o",
+        messages=[
+            v1.ChatMessage(role="user", content="hi"),
+            v1.ChatMessage(role="assistant", tool_calls=[v1.ToolCall(id="c", type="function")]),
+        ],
+        tools=[v1.Tool(function=v1.FunctionDefinition(name="f"))],
+        tool_choice=v1.ToolChoice(mode="required"),
+    )
+
+    assert chat_request_to_json(over_the_wire(msg)) == {
+        "model": "openrouter/openai/gpt-4o",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function"}]},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": "required",
+    }
+
+
+def test_a_string_stop_becomes_a_one_element_list() -> None:
+    assert request_round_trip({"model": "m", "messages": [], "stop": "END"})["stop"] == ["END"]
+
+
+def test_a_tool_choice_mode_string_survives_as_a_string() -> None:
+    assert request_round_trip({"model": "m", "messages": [], "tool_choice": "none"})["tool_choice"] == "none"
+
+
+def test_request_values_the_proto_cannot_hold_travel_verbatim_in_extra() -> None:
+    body: Json = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "u", "uuid": "x"}, "cache": 1}],
+            },
+            {"role": "user", "content": []},
+            {"role": "", "content": "no role"},
+        ],
+        "temperature": None,
+        "max_tokens": 100.5,
+        "n": True,
+        "top_logprobs": 2**40,
+        "tools": [{"type": "", "function": {"name": "f", "parameters": {"type": "object"}, "strict": None}}],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+        "response_format": {"type": "json_object", "note": "extra key"},
+        "stream_options": {"include_usage": True, "include_obfuscation": False},
+        "logit_bias": {},
+        "metadata": {"n": 1},
+        "stop": [],
+    }
+
+    msg = over_the_wire(chat_request_from_json(body))
+
+    assert chat_request_to_json(msg) == body
+    assert msg.temperature is None
+    assert msg.max_tokens is None
+    assert msg.tool_choice is None
+    assert msg.tools[0].function.name == "f"
+    assert msg.response_format.type == "json_object"
+    assert msg.stream_options.include_usage is True
+    assert msg.messages[0].content_parts[0].image_url.url == "u"
+
+
+def test_an_extra_key_overrides_the_modelled_field_of_the_same_name() -> None:
+    msg = v1.CreateChatCompletionRequest(
+        model="m", temperature=0.5, extra=pb.Struct.from_dict({"temperature": 0.9})
+    )
+
+    assert chat_request_to_json(msg)["temperature"] == 0.9
+
+
+# Chat answers
+
+OPENROUTER_COMPLETION: Json = {
+    "id": "gen-1737000000-abc",
+    "provider": "OpenAI",
+    "model": "openai/gpt-4o",
+    "object": "chat.completion",
+    "created": 1737000000,
+    "choices": [
+        {
+            "logprobs": {
+                "content": [
+                    {"token": "Hi", "logprob": -0.0001, "bytes": [72, 105], "top_logprobs": []},
+                    {"token": "!", "logprob": 0.0, "bytes": [33], "top_logprobs": []},
+                ],
+                "refusal": None,
+            },
+            "finish_reason": "tool_calls",
+            "native_finish_reason": "tool_calls",
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "reasoning": "Need the weather.",
+                "reasoning_details": [
+                    {"type": "reasoning.text", "text": "Need the weather.", "format": "unknown"}
+                ],
+                "annotations": [],
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": "{}"},
+                    },
+                    {
+                        "index": 1,
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": "{}"},
+                    },
+                ],
+            },
+        },
+        {
+            "index": 1,
+            "message": {"role": "assistant", "content": "Hello!"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        },
+    ],
+    "system_fingerprint": None,
+    "usage": {
+        "prompt_tokens": 12,
+        "completion_tokens": 30,
+        "total_tokens": 42,
+        "cost": 0.00042,
+        "is_byok": False,
+        "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 20, "image_tokens": 0},
+        "cost_details": {"upstream_inference_cost": None},
+    },
+}
+
+
+def completion_round_trip(body: Json) -> Json:
+    return chat_completion_from_proto(over_the_wire(chat_completion_to_proto(body)))
+
+
+def test_an_openrouter_completion_survives_the_trip_through_proto_bytes_unchanged() -> None:
+    out = completion_round_trip(OPENROUTER_COMPLETION)
+
+    assert out == OPENROUTER_COMPLETION
+    assert orjson.loads(orjson.dumps(out)) == OPENROUTER_COMPLETION
+
+
+def test_a_completion_exposes_usage_and_messages_as_typed_fields() -> None:
+    msg = over_the_wire(chat_completion_to_proto(OPENROUTER_COMPLETION))
+
+    assert (msg.id, msg.object, msg.created) == ("gen-1737000000-abc", "chat.completion", 1737000000)
+    assert msg.usage.total_tokens == 42
+    assert msg.usage.cost == 0.00042
+    assert msg.usage.prompt_tokens_details.cached_tokens == 8
+    assert msg.usage.completion_tokens_details.reasoning_tokens == 20
+    assert msg.usage.extra.to_dict()["is_byok"] is False
+    assert msg.extra.to_dict() == {"provider": "OpenAI", "system_fingerprint": None}
+    first = msg.choices[0]
+    assert first.finish_reason == "tool_calls"
+    assert first.extra.to_dict() == {"native_finish_reason": "tool_calls"}
+    assert first.logprobs.to_dict()["content"][0]["token"] == "Hi"
+    assert [call.function.name for call in first.message.tool_calls] == ["w", "w"]
+    assert set(first.message.extra.fields) == {
+        "content",
+        "refusal",
+        "reasoning",
+        "reasoning_details",
+        "annotations",
+    }
+    assert msg.choices[1].message.content == "Hello!"
+
+
+def test_explicit_nulls_in_answers_are_kept_and_missing_keys_stay_missing() -> None:
+    body: Json = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": None, "refusal": None}, "logprobs": None}
+        ],
+        "usage": None,
+    }
+
+    msg = over_the_wire(chat_completion_to_proto(body))
+
+    assert msg.usage is None
+    assert msg.choices[0].logprobs is None
+    assert msg.choices[0].message.content is None
+    assert msg.choices[0].message.refusal is None
+    assert chat_completion_from_proto(msg) == body
+    without_nulls = {**body, "choices": [{"index": 0, "message": {"role": "assistant"}}]}
+    del without_nulls["usage"]
+    assert completion_round_trip(without_nulls) == without_nulls
+
+
+def test_zero_usage_details_are_written_back_while_typed_counts_stay_readable() -> None:
+    usage: Json = {
+        "prompt_tokens": 5,
+        "completion_tokens": 0,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 3,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    body: Json = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [],
+        "usage": usage,
+    }
+
+    msg = over_the_wire(chat_completion_to_proto(body))
+
+    assert msg.usage.completion_tokens_details.reasoning_tokens == 3
+    assert msg.usage.prompt_tokens_details.cached_tokens == 0
+    assert chat_completion_from_proto(msg) == body
+
+
+def test_a_proto_built_answer_gets_the_openai_object_name() -> None:
+    msg = v1.ChatCompletion(
+        id="gen-1",
+        created=7,
+        model="m",
+        choices=[v1.Choice(message=v1.ChatMessage(role="assistant", content="ok"), finish_reason="stop")],
+        usage=v1.Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+    )
+
+    assert chat_completion_from_proto(msg) == {
+        "id": "gen-1",
+        "object": "chat.completion",
+        "created": 7,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+# Chat stream chunks
+
+HEAD: Json = {
+    "id": "chatcmpl-9",
+    "object": "chat.completion.chunk",
+    "created": 1737000001,
+    "model": "qwen3-max",
+}
+
+DASHSCOPE_STREAM: list[Json] = [
+    {
+        **HEAD,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": None, "reasoning_content": "Let me think"},
+                "finish_reason": None,
+                "logprobs": None,
+            }
+        ],
+        "usage": None,
+        "system_fingerprint": None,
+    },
+    {
+        **HEAD,
+        "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None, "logprobs": None}],
+        "usage": None,
+    },
+    {
+        **HEAD,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}],
+        "usage": None,
+    },
+    {
+        **HEAD,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 25,
+            "total_tokens": 35,
+            "completion_tokens_details": {"reasoning_tokens": 15},
+            "prompt_tokens_details": {"cached_tokens": 4},
+        },
+    },
+]
+
+PARALLEL_TOOL_CALL_STREAM: list[Json] = [
+    {
+        **HEAD,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": ""},
+                        }
+                    ],
+                },
+                "finish_reason": None,
+                "logprobs": None,
+            }
+        ],
+    },
+    {
+        **HEAD,
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}}],
+    },
+    {
+        **HEAD,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": ""},
+                        }
+                    ]
+                },
+            }
+        ],
+    },
+    {
+        **HEAD,
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}}],
+    },
+    {
+        **HEAD,
+        "provider": "Google",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": ""},
+                "finish_reason": "tool_calls",
+                "native_finish_reason": "STOP",
+            }
+        ],
+    },
+    {
+        **HEAD,
+        "provider": "Google",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12, "cost": 0},
+    },
+]
+
+
+def chunk_round_trip(chunk: Json) -> Json:
+    return chat_chunk_from_proto(over_the_wire(chat_chunk_to_proto(chunk)))
+
+
+def test_a_dashscope_thinking_stream_survives_chunk_by_chunk() -> None:
+    assert [chunk_round_trip(chunk) for chunk in DASHSCOPE_STREAM] == DASHSCOPE_STREAM
+
+
+def test_reasoning_content_deltas_and_the_usage_chunk_are_typed() -> None:
+    first, *_, last = [over_the_wire(chat_chunk_to_proto(chunk)) for chunk in DASHSCOPE_STREAM]
+
+    assert first.choices[0].delta.reasoning_content == "Let me think"
+    assert first.usage is None
+    assert first.extra.to_dict() == {"usage": None, "system_fingerprint": None}
+    assert last.choices == []
+    assert last.usage.completion_tokens_details.reasoning_tokens == 15
+    assert last.usage.prompt_tokens_details.cached_tokens == 4
+    assert last.extra is None
+
+
+def test_parallel_tool_call_deltas_keep_their_index_through_the_trip() -> None:
+    protos = [over_the_wire(chat_chunk_to_proto(chunk)) for chunk in PARALLEL_TOOL_CALL_STREAM]
+
+    assert [chat_chunk_from_proto(msg) for msg in protos] == PARALLEL_TOOL_CALL_STREAM
+    indexes = [call.index for msg in protos for choice in msg.choices for call in choice.delta.tool_calls]
+    assert indexes == [0, 0, 1, 1]
+    assert protos[-2].choices[0].extra.to_dict() == {"native_finish_reason": "STOP"}
+
+
+def test_the_usage_chunk_keeps_empty_choices() -> None:
+    out = chunk_round_trip(PARALLEL_TOOL_CALL_STREAM[-1])
+
+    assert out["choices"] == []
+    assert out["usage"]["cost"] == 0
+
+
+def test_unknown_keys_inside_tool_calls_do_not_hide_the_typed_calls() -> None:
+    delta = {
+        "tool_calls": [
+            {"index": 0, "id": "c0", "function": {"name": None, "arguments": "{}"}},
+            {"index": 1, "id": "c1", "extra_content": {"google": {"thought_signature": "sig"}}},
+        ]
+    }
+    chunk = {**HEAD, "choices": [{"index": 0, "delta": delta}]}
+
+    msg = over_the_wire(chat_chunk_to_proto(chunk))
+
+    assert [call.id for call in msg.choices[0].delta.tool_calls] == ["c0", "c1"]
+    assert msg.choices[0].delta.tool_calls[0].function.arguments == "{}"
+    assert chat_chunk_from_proto(msg) == chunk
+
+
+def test_a_midstream_error_event_survives_as_extra() -> None:
+    chunk = {
+        **HEAD,
+        "error": {"code": 502, "message": "Provider disconnected"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+
+    assert chunk_round_trip(chunk) == chunk
+
+
+# Embeddings
+
+
+def test_one_embeddings_input_is_sent_as_a_plain_string_and_several_as_a_list() -> None:
+    one = v1.CreateEmbeddingsRequest(model="dashscope/text-embedding-v4", input=["hello"], dimensions=512)
+    several = v1.CreateEmbeddingsRequest(model="m", input=["a", "b"], encoding_format="float", user="u")
+
+    assert embeddings_request_to_json(over_the_wire(one)) == {
+        "model": "dashscope/text-embedding-v4",
+        "input": "hello",
+        "dimensions": 512,
+    }
+    assert embeddings_request_to_json(over_the_wire(several)) == {
+        "model": "m",
+        "input": ["a", "b"],
+        "encoding_format": "float",
+        "user": "u",
+    }
+
+
+def test_token_inputs_are_sent_as_lists_of_token_ids_with_extra_merged() -> None:
+    msg = v1.CreateEmbeddingsRequest(
+        model="m",
+        token_input=[v1.TokenIds(ids=[1, 2, 3]), v1.TokenIds(ids=[4])],
+        extra=pb.Struct.from_dict({"text_type": "query"}),
+    )
+
+    assert embeddings_request_to_json(over_the_wire(msg)) == {
+        "model": "m",
+        "input": [[1, 2, 3], [4]],
+        "text_type": "query",
+    }
+
+
+def test_embeddings_request_bodies_round_trip_through_proto() -> None:
+    texts = {"model": "m", "input": ["a", "b"], "dimensions": 64, "text_type": "document"}
+    tokens = {"model": "m", "input": [[1, 2], [3]]}
+
+    assert embeddings_request_to_json(over_the_wire(embeddings_request_from_json(texts))) == texts
+    assert embeddings_request_to_json(over_the_wire(embeddings_request_from_json(tokens))) == tokens
+    assert embeddings_request_to_json(embeddings_request_from_json({"model": "m", "input": [7, 8]}))[
+        "input"
+    ] == [[7, 8]]
+
+
+def test_float_and_base64_embeddings_reach_their_own_proto_fields() -> None:
+    body: Json = {
+        "id": "gen-emb-1",
+        "object": "list",
+        "model": "dashscope/text-embedding-v4",
+        "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]},
+            {"object": "embedding", "index": 1, "embedding": "AACAPgAAAL8AAAA+"},
+        ],
+        "usage": {"prompt_tokens": 6, "total_tokens": 6, "cost": 0.0001},
+    }
+
+    msg = over_the_wire(embeddings_response_to_proto(body))
+
+    assert msg.data[0].embedding == [0.25, -0.5, 0.125]
+    assert msg.data[1].embedding_base64 == "AACAPgAAAL8AAAA+"
+    assert msg.data[1].embedding == []
+    assert (msg.usage.prompt_tokens, msg.usage.cost) == (6, 0.0001)
+    assert embeddings_response_from_proto(msg) == body
+
+
+def test_an_embeddings_answer_without_id_or_usage_converts() -> None:
+    body: Json = {
+        "object": "list",
+        "model": "m",
+        "data": [{"object": "embedding", "index": 0, "embedding": [1.0]}],
+    }
+
+    msg = over_the_wire(embeddings_response_to_proto(body))
+
+    assert msg.id == ""
+    assert msg.usage is None
+    assert embeddings_response_from_proto(msg) == body
+
+
+# Models
+
+
+def test_a_catalog_model_becomes_an_openai_model_entry_with_gateway_fields() -> None:
+    spec = ModelSpec(
+        id="openrouter/openai/gpt-4o",
+        name="GPT-4o",
+        provider="openrouter",
+        upstream_model="openai/gpt-4o",
+        capabilities=frozenset({Capability.TOOLS, Capability.CHAT, Capability.VISION}),
+        created=1715367049,
+    )
+
+    msg = over_the_wire(model_to_proto(spec))
+
+    assert (msg.id, msg.object, msg.created, msg.name, msg.provider) == (
+        "openrouter/openai/gpt-4o",
+        "model",
+        1715367049,
+        "GPT-4o",
+        "openrouter",
+    )
+    assert msg.owned_by == "openrouter"
+    assert msg.capabilities == ["chat", "vision", "tools"]
+
+
+def test_a_model_keeps_its_configured_owner() -> None:
+    spec = ModelSpec(
+        id="dashscope/text-embedding-v4",
+        name="Embedding v4",
+        provider="dashscope",
+        upstream_model="text-embedding-v4",
+        capabilities=frozenset({Capability.EMBEDDINGS}),
+        owned_by="alibaba",
+    )
+
+    assert model_to_proto(spec).owned_by == "alibaba"
+    assert model_to_proto(spec).capabilities == ["embeddings"]
