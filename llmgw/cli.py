@@ -7,10 +7,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from llmgw.infrastructure.config.loader import ConfigError, effective_settings, load_settings
 from llmgw.infrastructure.config.settings import Settings
 from llmgw.infrastructure.logs import configure_logging
+
+if TYPE_CHECKING:
+    from llmgw.serving import Command
 
 _SERVERS = ("serve", "grpc", "http")
 _HELP = {
@@ -38,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     common = _common(argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     for name in _SERVERS:
-        commands.add_parser(name, parents=[common], help=_HELP[name], description=_HELP[name])
+        server = commands.add_parser(name, parents=[common], help=_HELP[name], description=_HELP[name])
+        server.add_argument(
+            "--workers", type=_positive, help="processes sharing the ports (default: server.workers)"
+        )
     config = commands.add_parser("config", parents=[common], help="inspect the effective configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     show = config_commands.add_parser("show", parents=[common], help="print merged settings, secrets masked")
@@ -66,9 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         _print_models(settings)
         return 0
+    if args.workers is not None:
+        settings = replace(settings, server=replace(settings.server, workers=args.workers))
     configure_logging(settings.log)
-    _run(settings, args.command)
+    if settings.server.workers > 1:
+        from llmgw.workers import Supervisor
+
+        return Supervisor(settings, args.command).run()
+    run_loop(settings, args.command)
     return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _print_models(settings: Settings) -> None:
@@ -84,12 +105,13 @@ def _print_models(settings: Settings) -> None:
         )
 
 
-def _run(settings: Settings, command: str) -> None:
+def run_loop(settings: Settings, command: str) -> None:
+    """Serve `command` in this process on one event loop (uvloop where installed)."""
     from llmgw.serving import run
 
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on Windows)
-        asyncio.run(run(settings, command))  # type: ignore[arg-type]
+        asyncio.run(run(settings, cast("Command", command)))
     else:
-        uvloop.run(run(settings, command))  # type: ignore[arg-type]
+        uvloop.run(run(settings, cast("Command", command)))

@@ -125,6 +125,12 @@ class _Tracker:
         )
 
 
+def _tag(exc: BaseException, generation_id: str) -> BaseException:
+    if isinstance(exc, GatewayError):
+        exc.generation_id = generation_id
+    return exc
+
+
 def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
     if exc is None:
         return GenerationStatus.COMPLETED, "", ""
@@ -176,7 +182,7 @@ class Gateway:
             result.body["model"] = route.model.id
             return result
         except BaseException as exc:
-            outcome = exc
+            outcome = _tag(exc, tracker.gen_id)
             raise
         finally:
             self._finish(tracker, GenerationKind.CHAT, outcome)
@@ -214,7 +220,7 @@ class Gateway:
                 chunk["model"] = model_id
                 yield chunk
         except BaseException as exc:
-            outcome = exc
+            outcome = _tag(exc, tracker.gen_id)
             raise
         finally:
             await _aclose(upstream)
@@ -232,7 +238,7 @@ class Gateway:
             result.body["model"] = route.model.id
             return result
         except BaseException as exc:
-            outcome = exc
+            outcome = _tag(exc, tracker.gen_id)
             raise
         finally:
             self._finish(tracker, GenerationKind.EMBEDDINGS, outcome)

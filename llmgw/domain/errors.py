@@ -37,6 +37,8 @@ class GatewayError(Exception):
         self.message = message
         self.code = code if code is not None else self.default_code
         self.param = param
+        # The generation this error ended, once one was minted; the fronts return it to the client.
+        self.generation_id: str | None = None
 
 
 class InvalidRequest(GatewayError):

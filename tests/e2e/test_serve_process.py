@@ -57,7 +57,13 @@ async def llmgw_serve(tmp_path: Path, extra_env: Mapping[str, str] | None = None
     env["CONFIG_PATH"] = str(REPO / "configs")
     env.update(extra_env or {})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "llmgw", "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        sys.executable,
+        "-m",
+        "llmgw",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     process = Process(proc, ports["HTTP"], ports["GRPC"], ports["HEALTH"])
     try:
@@ -114,7 +120,10 @@ async def test_serve_without_keys_lists_the_seed_models_on_both_fronts_and_stops
     assert rest_ids == SEED_MODELS
     assert [m.id for m in listed.data] == SEED_MODELS
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
-    assert {p["name"]: p["credentials"] for p in ready["providers"]} == {"dashscope": False, "openrouter": False}
+    assert {p["name"]: p["credentials"] for p in ready["providers"]} == {
+        "dashscope": False,
+        "openrouter": False,
+    }
     assert code == 0, output
     assert "stopped" in output
 
@@ -125,11 +134,15 @@ async def test_default_config_with_only_base_url_changed_streams_through_rest_an
     async with FakeUpstream("dashscope") as fake:
         env = {"LLMGW_LLM__PROVIDERS__DASHSCOPE__BASE_URL": fake.base_url}
         async with llmgw_serve(tmp_path, env) as process:
-            async with openai.AsyncOpenAI(base_url=f"{process.rest_url}/v1", api_key="x", max_retries=0) as client:
+            async with openai.AsyncOpenAI(
+                base_url=f"{process.rest_url}/v1", api_key="x", max_retries=0
+            ) as client:
                 stream = await client.chat.completions.create(
                     model="dashscope/qwen-turbo", messages=[{"role": "user", "content": "hi"}], stream=True
                 )
-                text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+                text = "".join(
+                    [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+                )
 
             async with grpc.aio.insecure_channel(f"127.0.0.1:{process.grpc}") as channel:
                 stub = grpcio_stubs.gateway_grpc.LLMGatewayServiceStub(channel)
@@ -157,7 +170,13 @@ async def test_an_invalid_config_fails_at_start_listing_every_problem(tmp_path: 
         }
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "llmgw", "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "llmgw",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(proc.communicate(), 15)
     message = stderr.decode()

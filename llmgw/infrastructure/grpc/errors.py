@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from grpclib import GRPCError, Status
 
 from llmgw.domain import errors
+from llmgw.infrastructure.request_ids import current_generation_id
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def mapped_errors() -> Iterator[None]:
     try:
         yield
     except errors.GatewayError as exc:
+        if exc.generation_id is not None:
+            current_generation_id.set(exc.generation_id)
         raise GRPCError(grpc_status(exc), exc.message) from exc
     except GRPCError:
         raise

@@ -17,7 +17,13 @@ from llmgw._proto.google_proto_descriptor_pool import default_google_proto_descr
 from llmgw.application.gateway import Gateway
 from llmgw.infrastructure.grpc.messages import v1 as _v1  # noqa: F401  (registers our descriptors)
 from llmgw.infrastructure.grpc.service import GatewayService
-from llmgw.infrastructure.request_ids import REQUEST_ID_HEADER, accept_or_mint, current_request_id
+from llmgw.infrastructure.request_ids import (
+    GENERATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    accept_or_mint,
+    current_generation_id,
+    current_request_id,
+)
 
 _GATEWAY_PROTO = "llmgateway/v1/gateway.proto"
 
@@ -47,9 +53,12 @@ async def _on_request(event: RecvRequest) -> None:
 
 
 async def _on_metadata(event: SendInitialMetadata | SendTrailingMetadata) -> None:
-    if REQUEST_ID_HEADER not in event.metadata:
+    """Request id (and generation id, once minted) in the initial metadata, or the trailers of an error."""
+    ids = {REQUEST_ID_HEADER: current_request_id.get(), GENERATION_ID_HEADER: current_generation_id.get()}
+    missing = {key: value for key, value in ids.items() if value is not None and key not in event.metadata}
+    if missing:
         metadata: MultiDict[str | bytes] = MultiDict(event.metadata)
-        metadata[REQUEST_ID_HEADER] = current_request_id.get()
+        metadata.update(missing)
         event.metadata = metadata  # type: ignore[assignment]  # grpclib's _Metadata is a MultiDict alias
 
 

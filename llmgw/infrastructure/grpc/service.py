@@ -18,7 +18,7 @@ from llmgw.infrastructure.grpc.convert import (
 from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.request_ids import current_request_id
+from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
@@ -38,6 +38,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=False)
             result = await self._gateway.create_chat_completion(request, _context())
+            current_generation_id.set(result.body["id"])
             return chat_completion_to_proto(result.body)
 
     async def create_chat_completion_stream(
@@ -46,6 +47,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=True)
             stream = self._gateway.stream_chat_completion(request, _context())
+            current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
                     yield chat_chunk_to_proto(chunk)
@@ -54,6 +56,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
         with mapped_errors():
             request = parse_embeddings_request(embeddings_request_to_json(message))
             result = await self._gateway.create_embeddings(request, _context())
+            current_generation_id.set(result.body["id"])
             return embeddings_response_to_proto(result.body)
 
     async def get_generation(self, message: v1.GetGenerationRequest) -> v1.GetGenerationResponse:

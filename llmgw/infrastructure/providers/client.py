@@ -15,7 +15,7 @@ import orjson
 
 from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
-from llmgw.domain.errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
+from llmgw.domain.errors import GatewayError, InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
@@ -140,8 +140,15 @@ class OpenAICompatibleProvider:
                 )
 
         starts = range(0, len(inputs), limit)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(part(start)) for start in starts]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(part(start)) for start in starts]
+        except ExceptionGroup as failed:
+            # One failed part fails the request with that part's own error, not a wrapper.
+            first = next((e for e in failed.exceptions if isinstance(e, GatewayError)), None)
+            if first is None:
+                raise
+            raise first from None
         data: list[Any] = []
         usage = Usage()
         for start, task in zip(starts, tasks, strict=True):

@@ -23,7 +23,8 @@ def error_from_status(
     status: int, body: bytes, headers: Mapping[str, str], *, provider: str, secret: str = ""
 ) -> UpstreamError:
     """Map an upstream error answer; the message is the upstream's own, with our key scrubbed."""
-    message, code, param = _read_error(body)
+    # Scrub the key before anything is cut to length, or a cut through the key would keep part of it.
+    message, code, param = _read_error(body.replace(secret.encode(), b"***") if secret else body)
     message = redact(message or f"HTTP {status}", secret)
     text = f"{provider}: {message}"
     if status in _REJECTED:

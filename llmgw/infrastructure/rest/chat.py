@@ -12,11 +12,11 @@ from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
 
-GENERATION_ID_HEADER = "x-generation-id"
 log = logging.getLogger(__name__)
 
 

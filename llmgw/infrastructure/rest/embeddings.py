@@ -6,7 +6,7 @@ from aiohttp import web
 
 from llmgw.application.gateway import RequestContext
 from llmgw.domain.chat import parse_embeddings_request
-from llmgw.infrastructure.rest.chat import GENERATION_ID_HEADER
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
 

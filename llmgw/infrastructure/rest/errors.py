@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from llmgw.domain import errors
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
 
 # Most specific first: the first matching class wins.
 _TABLE: tuple[tuple[type[errors.GatewayError], int, str], ...] = (
@@ -45,6 +46,8 @@ def error_response(exc: errors.GatewayError) -> web.Response:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(0, round(retry_after)))
+    if exc.generation_id is not None:
+        headers[GENERATION_ID_HEADER] = exc.generation_id
     return web.Response(
         status=status, body=orjson.dumps(error_body(exc)), content_type="application/json", headers=headers
     )

@@ -16,7 +16,7 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLarge(
-            f"Request body is larger than the gateway's limit of {exc.max_size} bytes."  # type: ignore[attr-defined]
+            f"Request body is larger than the gateway's limit of {request.client_max_size} bytes."
         ) from exc
     if not raw:
         raise InvalidRequest("Request body is empty; send a JSON object.")

@@ -1,0 +1,188 @@
+"""The SQLite generation store (`sqlite:///path`): the embedded default, one file in WAL mode
+that several worker processes may share."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from llmgw.domain.generation import GenerationRecord
+from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
+
+MEMORY = ":memory:"
+
+# Workers sharing the file take turns writing; one waits this long for the lock before failing.
+BUSY_TIMEOUT_MS = 5_000
+_WAL_RETRY_S = 0.01
+
+# Migration n is MIGRATIONS[n - 1], a list of statements run in one transaction. Append only, never edit
+# a released one; add columns with defaults so a replica one version behind can still insert.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE {TABLE} (
+            "id" TEXT PRIMARY KEY NOT NULL,
+            "request_id" TEXT NOT NULL,
+            "kind" TEXT NOT NULL,
+            "model" TEXT NOT NULL,
+            "provider" TEXT NOT NULL,
+            "upstream_model" TEXT NOT NULL,
+            "created_at" REAL NOT NULL,
+            "streamed" INTEGER NOT NULL,
+            "status" TEXT NOT NULL,
+            "upstream_id" TEXT NOT NULL,
+            "finish_reason" TEXT NOT NULL,
+            "prompt_tokens" INTEGER NOT NULL,
+            "completion_tokens" INTEGER NOT NULL,
+            "total_tokens" INTEGER NOT NULL,
+            "cached_tokens" INTEGER NOT NULL,
+            "reasoning_tokens" INTEGER NOT NULL,
+            "cost_usd" REAL,
+            "latency_ms" REAL,
+            "time_to_first_token_ms" REAL,
+            "error_code" TEXT NOT NULL,
+            "error_message" TEXT NOT NULL,
+            "user" TEXT NOT NULL
+        )""",
+        f"CREATE INDEX {TABLE}_created_at ON {TABLE} (created_at)",
+    ),
+)
+
+# S608 is silenced below because the SQL is built from module constants only, never from input.
+_PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
+_INSERT = f"INSERT OR REPLACE INTO {TABLE} ({COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
+_SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = ?"  # noqa: S608
+_PRUNE = f"DELETE FROM {TABLE} WHERE created_at < ?"  # noqa: S608
+_APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
+
+
+def database_path(url: str) -> str:
+    """The file a URL names: `sqlite:///./var/llmgw.db` is relative, `sqlite:////srv/llmgw.db` absolute."""
+    prefix = "sqlite:///"
+    path = url.removeprefix(prefix)
+    if not url.startswith(prefix) or not path:
+        raise ValueError(f"a SQLite storage.url looks like sqlite:///./var/llmgw.db, not {url!r}")
+    return path
+
+
+class SQLiteStore:
+    """Generation records in one SQLite file through one aiosqlite connection (its own thread)."""
+
+    def __init__(self, url: str) -> None:
+        self._path = database_path(url)
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self._path != MEMORY:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # No implicit transactions: every write below opens its own, so the lock is taken up front.
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self._path != MEMORY:
+                await _enable_wal(db)
+            # Under WAL, NORMAL can lose the last commits on power loss but never corrupts; records are
+            # telemetry, not ledger entries.
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        if not records:
+            return
+        db = self._connection()
+        async with _write_transaction(db):
+            await db.executemany(_INSERT, [to_row(record) for record in records])
+
+    async def get(self, generation_id: str) -> GenerationRecord | None:
+        async with self._connection().execute(_SELECT, (generation_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else from_row(row)
+
+    async def prune(self, older_than: float) -> int:
+        db = self._connection()
+        async with _write_transaction(db), db.execute(_PRUNE, (older_than,)) as cursor:
+            return cursor.rowcount
+
+    async def ping(self) -> bool:
+        if self._db is None:
+            return False
+        try:
+            async with self._db.execute("SELECT 1") as cursor:
+                row = await cursor.fetchone()
+        except (sqlite3.Error, ValueError):  # aiosqlite raises ValueError once the connection is gone
+            return False
+        return row is not None and row[0] == 1
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the SQLite generation store is not open")
+        return self._db
+
+
+@asynccontextmanager
+async def _write_transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    # IMMEDIATE takes the write lock before reading: a deferred transaction that upgrades to a write
+    # after another worker committed fails with SQLITE_BUSY at once instead of waiting busy_timeout.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        await db.rollback()
+        raise
+    await db.commit()
+
+
+async def _enable_wal(db: aiosqlite.Connection) -> None:
+    """Switch the file to WAL, retrying while another worker opening it at the same moment holds the lock."""
+    # Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without waiting
+    # out busy_timeout, when two connections try together; the mode persists, so this is a first-start race.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError(
+                "could not switch the SQLite file to WAL mode (locked or unsupported)"
+            )
+        await asyncio.sleep(_WAL_RETRY_S)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Run the migrations this file has not seen, each recorded with its version and time."""
+    # One write transaction around read-version-then-migrate: a second worker opening the same file waits
+    # for the lock, then finds the migrations already applied.
+    async with _write_transaction(db):
+        await db.execute(
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
+            "(version INTEGER PRIMARY KEY NOT NULL, applied_at REAL NOT NULL)"
+        )
+        async with db.execute(_APPLIED) as cursor:
+            row = await cursor.fetchone()
+        applied = 0 if row is None else int(row[0])
+        for version, statements in enumerate(MIGRATIONS[applied:], start=applied + 1):
+            for statement in statements:
+                await db.execute(statement)
+            await db.execute(
+                f"INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES (?, ?)",  # noqa: S608
+                (version, time.time()),
+            )
