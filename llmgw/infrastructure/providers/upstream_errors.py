@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,11 +41,24 @@ def error_from_status(
     return UpstreamUnavailable(text, status=status, code=code)
 
 
+# Mid-stream errors carry no HTTP status; DashScope names them by code instead.
+_STATUS_BY_CODE = {
+    "data_inspection_failed": 400,
+    "invalid_parameter_error": 400,
+    "limit_requests": 429,
+    "Throttling.RateQuota": 429,
+    "rate_limit_exceeded": 429,
+}
+
+
 def error_from_event(error: Any, *, provider: str, secret: str = "") -> UpstreamError:
     """Map an error that arrived inside a stream (`{"error": {...}}` event or OpenRouter's error chunk)."""
     error = error if isinstance(error, dict) else {"message": str(error)}
     raw_code = error.get("code")
-    status = raw_code if isinstance(raw_code, int) and 400 <= raw_code < 600 else 502
+    if isinstance(raw_code, int) and 400 <= raw_code < 600:
+        status = raw_code
+    else:
+        status = _STATUS_BY_CODE.get(str(raw_code), 502)
     body = orjson.dumps({"error": error})
     return error_from_status(status, body, {}, provider=provider, secret=secret)
 
@@ -77,7 +91,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         seconds = float(value)
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def redact(text: str, secret: str) -> str:
