@@ -40,7 +40,11 @@ async def test_a_chat_is_looked_up_at_once_and_again_after_a_restart(
     fakes: dict[str, FakeUpstream], postgres_url: str, stream: bool
 ) -> None:
     settings = settings_for(fakes, storage_url=postgres_url)
-    body = {"model": "dashscope/qwen-turbo", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body = {
+        "model": "dashscope/qwen-turbo",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    }
     async with running_gateway(settings) as gw, aiohttp.ClientSession() as session:
         async with session.post(f"{gw.rest_url}/v1/chat/completions", json=body) as response:
             assert response.status == 200
