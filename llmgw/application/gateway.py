@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from llmgw.application.recording import GenerationRecorder
@@ -171,8 +172,7 @@ class Gateway:
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
         route = self._route_chat(request)
         tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
-        outcome: BaseException | None = None
-        try:
+        with self._recorded(tracker, GenerationKind.CHAT):
             result = await route.provider.complete(route.model, request)
             tracker.first_token = time.perf_counter()
             tracker.usage = result.usage
@@ -181,11 +181,6 @@ class Gateway:
             result.body["id"] = tracker.gen_id
             result.body["model"] = route.model.id
             return result
-        except BaseException as exc:
-            outcome = _tag(exc, tracker.gen_id)
-            raise
-        finally:
-            self._finish(tracker, GenerationKind.CHAT, outcome)
 
     def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
         """Start a stream; routing errors raise here, upstream errors from the first `__anext__`."""
@@ -198,50 +193,52 @@ class Gateway:
     ) -> AsyncGenerator[JSONObject, None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
-        outcome: BaseException | None = None
         upstream = route.provider.stream(route.model, request)
-        try:
-            async for chunk in upstream:
-                if tracker.first_token is None:
-                    tracker.first_token = time.perf_counter()
-                    tracker.upstream_id = str(chunk.get("id") or "")
-                usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
-                if usage:
-                    tracker.usage = Usage.from_openai(usage)
-                choices = chunk.get("choices")
-                if choices:
-                    for choice in choices:
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            tracker.finish_reason = reason
-                elif usage and not include_usage:
-                    continue
-                chunk["id"] = gen_id
-                chunk["model"] = model_id
-                yield chunk
-        except BaseException as exc:
-            outcome = _tag(exc, tracker.gen_id)
-            raise
-        finally:
-            await _aclose(upstream)
-            self._finish(tracker, GenerationKind.CHAT, outcome)
+        with self._recorded(tracker, GenerationKind.CHAT):
+            try:
+                async for chunk in upstream:
+                    if tracker.first_token is None:
+                        tracker.first_token = time.perf_counter()
+                        tracker.upstream_id = str(chunk.get("id") or "")
+                    usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
+                    if usage:
+                        tracker.usage = Usage.from_openai(usage)
+                    choices = chunk.get("choices")
+                    if choices:
+                        for choice in choices:
+                            reason = choice.get("finish_reason")
+                            if reason:
+                                tracker.finish_reason = reason
+                    elif usage and not include_usage:
+                        continue  # the usage chunk the client did not ask for
+                    chunk["id"] = gen_id
+                    chunk["model"] = model_id
+                    yield chunk
+            finally:
+                await _aclose(upstream)
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
         tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
-        outcome: BaseException | None = None
-        try:
+        with self._recorded(tracker, GenerationKind.EMBEDDINGS):
             result = await route.provider.embed(route.model, request)
             tracker.first_token = time.perf_counter()
             tracker.usage = result.usage
             result.body["id"] = tracker.gen_id
             result.body["model"] = route.model.id
             return result
+
+    @contextmanager
+    def _recorded(self, tracker: _Tracker, kind: GenerationKind) -> Iterator[None]:
+        """Record how the block ended, whatever ends it: success, error, or a client that left."""
+        outcome: BaseException | None = None
+        try:
+            yield
         except BaseException as exc:
             outcome = _tag(exc, tracker.gen_id)
             raise
         finally:
-            self._finish(tracker, GenerationKind.EMBEDDINGS, outcome)
+            self._finish(tracker, kind, outcome)
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         record = await self._recorder.get(generation_id) if generation_id else None
