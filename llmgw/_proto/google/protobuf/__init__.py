@@ -215,9 +215,7 @@ class FeatureSetEnforceNamingStyle(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.EnforceNamingStyle"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.EnforceNamingStyle"]
 
     ENFORCE_NAMING_STYLE_UNKNOWN = 0
 
@@ -232,9 +230,7 @@ class FeatureSetEnumType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.EnumType"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.EnumType"]
 
     ENUM_TYPE_UNKNOWN = 0
 
@@ -247,9 +243,7 @@ class FeatureSetFieldPresence(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.FieldPresence"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.FieldPresence"]
 
     FIELD_PRESENCE_UNKNOWN = 0
 
@@ -264,9 +258,7 @@ class FeatureSetJsonFormat(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.JsonFormat"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.JsonFormat"]
 
     JSON_FORMAT_UNKNOWN = 0
 
@@ -279,9 +271,7 @@ class FeatureSetMessageEncoding(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.MessageEncoding"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.MessageEncoding"]
 
     MESSAGE_ENCODING_UNKNOWN = 0
 
@@ -334,9 +324,7 @@ class FeatureSetUtf8Validation(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FeatureSet.Utf8Validation"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FeatureSet.Utf8Validation"]
 
     UTF8_VALIDATION_UNKNOWN = 0
 
@@ -382,9 +370,7 @@ class FieldDescriptorProtoLabel(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldDescriptorProto.Label"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldDescriptorProto.Label"]
 
     OPTIONAL = 1
     """
@@ -421,9 +407,7 @@ class FieldDescriptorProtoType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldDescriptorProto.Type"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldDescriptorProto.Type"]
 
     DOUBLE = 1
     """
@@ -543,9 +527,7 @@ class FieldOptionsCType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldOptions.CType"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldOptions.CType"]
 
     STRING = 0
     """
@@ -569,9 +551,7 @@ class FieldOptionsJsType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldOptions.JSType"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldOptions.JSType"]
 
     JS_NORMAL = 0
     """
@@ -597,9 +577,7 @@ class FieldOptionsOptionRetention(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldOptions.OptionRetention"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldOptions.OptionRetention"]
 
     RETENTION_UNKNOWN = 0
 
@@ -618,9 +596,7 @@ class FieldOptionsOptionTargetType(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FieldOptions.OptionTargetType"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FieldOptions.OptionTargetType"]
 
     TARGET_TYPE_UNKNOWN = 0
 
@@ -651,9 +627,7 @@ class FileOptionsOptimizeMode(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "FileOptions.OptimizeMode"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["FileOptions.OptimizeMode"]
 
     SPEED = 1
     """
@@ -765,9 +739,7 @@ class SymbolVisibility(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name[
-            "SymbolVisibility"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.enum_types_by_name["SymbolVisibility"]
 
     VISIBILITY_UNSET = 0
 
@@ -785,47 +757,31 @@ class DescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "DescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["DescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    field: "list[FieldDescriptorProto]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    field: "list[FieldDescriptorProto]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    extension: "list[FieldDescriptorProto]" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    extension: "list[FieldDescriptorProto]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    nested_type: "list[DescriptorProto]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    nested_type: "list[DescriptorProto]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    enum_type: "list[EnumDescriptorProto]" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    enum_type: "list[EnumDescriptorProto]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
 
     extension_range: "list[DescriptorProtoExtensionRange]" = betterproto2.field(
         5, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
-    oneof_decl: "list[OneofDescriptorProto]" = betterproto2.field(
-        8, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    oneof_decl: "list[OneofDescriptorProto]" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    options: "MessageOptions | None" = betterproto2.field(
-        7, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "MessageOptions | None" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, optional=True)
 
     reserved_range: "list[DescriptorProtoReservedRange]" = betterproto2.field(
         9, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
-    reserved_name: "list[str]" = betterproto2.field(
-        10, betterproto2.TYPE_STRING, repeated=True
-    )
+    reserved_name: "list[str]" = betterproto2.field(10, betterproto2.TYPE_STRING, repeated=True)
     """
     Reserved field names, which may not be used by fields in the same message.
     A given name may only be reserved once.
@@ -839,9 +795,7 @@ class DescriptorProto(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "DescriptorProto", DescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "DescriptorProto", DescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -863,9 +817,7 @@ class DescriptorProtoExtensionRange(betterproto2.Message):
     Exclusive.
     """
 
-    options: "ExtensionRangeOptions | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "ExtensionRangeOptions | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message(
@@ -913,19 +865,13 @@ class EnumDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "EnumDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["EnumDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    value: "list[EnumValueDescriptorProto]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    value: "list[EnumValueDescriptorProto]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    options: "EnumOptions | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "EnumOptions | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
     reserved_range: "list[EnumDescriptorProtoEnumReservedRange]" = betterproto2.field(
         4, betterproto2.TYPE_MESSAGE, repeated=True
@@ -936,9 +882,7 @@ class EnumDescriptorProto(betterproto2.Message):
     overlap.
     """
 
-    reserved_name: "list[str]" = betterproto2.field(
-        5, betterproto2.TYPE_STRING, repeated=True
-    )
+    reserved_name: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
     """
     Reserved enum value names, which may not be reused. A given name may only
     be reserved once.
@@ -952,9 +896,7 @@ class EnumDescriptorProto(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "EnumDescriptorProto", EnumDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "EnumDescriptorProto", EnumDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -987,9 +929,7 @@ class EnumDescriptorProtoEnumReservedRange(betterproto2.Message):
 
 
 default_message_pool.register_message(
-    "google.protobuf",
-    "EnumDescriptorProto.EnumReservedRange",
-    EnumDescriptorProtoEnumReservedRange,
+    "google.protobuf", "EnumDescriptorProto.EnumReservedRange", EnumDescriptorProtoEnumReservedRange
 )
 
 
@@ -998,9 +938,7 @@ class EnumOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "EnumOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["EnumOptions"]
 
     allow_alias: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
@@ -1016,9 +954,7 @@ class EnumOptions(betterproto2.Message):
     is a formalization for deprecating enums.
     """
 
-    deprecated_legacy_json_field_conflicts: "bool" = betterproto2.field(
-        6, betterproto2.TYPE_BOOL
-    )
+    deprecated_legacy_json_field_conflicts: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
     """
     Enable the legacy handling of JSON field name conflicts.  This lowercases
     and strips underscored from the fields before comparison in proto3 only.
@@ -1028,9 +964,7 @@ class EnumOptions(betterproto2.Message):
     had time to migrate.
     """
 
-    features: "FeatureSet | None" = betterproto2.field(
-        7, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -1049,8 +983,7 @@ class EnumOptions(betterproto2.Message):
         super().__post_init__()
         if self.is_set("deprecated_legacy_json_field_conflicts"):
             warnings.warn(
-                "EnumOptions.deprecated_legacy_json_field_conflicts is deprecated",
-                DeprecationWarning,
+                "EnumOptions.deprecated_legacy_json_field_conflicts is deprecated", DeprecationWarning
             )
 
 
@@ -1066,22 +999,16 @@ class EnumValueDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "EnumValueDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["EnumValueDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     number: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
-    options: "EnumValueOptions | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "EnumValueOptions | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "EnumValueDescriptorProto", EnumValueDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "EnumValueDescriptorProto", EnumValueDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -1089,9 +1016,7 @@ class EnumValueOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "EnumValueOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["EnumValueOptions"]
 
     deprecated: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
     """
@@ -1101,9 +1026,7 @@ class EnumValueOptions(betterproto2.Message):
     this is a formalization for deprecating enum values.
     """
 
-    features: "FeatureSet | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -1133,9 +1056,7 @@ class EnumValueOptions(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "EnumValueOptions", EnumValueOptions
-)
+default_message_pool.register_message("google.protobuf", "EnumValueOptions", EnumValueOptions)
 
 
 @dataclass(eq=False, repr=False)
@@ -1143,9 +1064,7 @@ class ExtensionRangeOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "ExtensionRangeOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["ExtensionRangeOptions"]
 
     uninterpreted_option: "list[UninterpretedOption]" = betterproto2.field(
         999, betterproto2.TYPE_MESSAGE, repeated=True
@@ -1163,17 +1082,13 @@ class ExtensionRangeOptions(betterproto2.Message):
     used externally.
     """
 
-    features: "FeatureSet | None" = betterproto2.field(
-        50, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(50, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     """
 
     verification: "ExtensionRangeOptionsVerificationState" = betterproto2.field(
-        3,
-        betterproto2.TYPE_ENUM,
-        default_factory=lambda: ExtensionRangeOptionsVerificationState(0),
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: ExtensionRangeOptionsVerificationState(0)
     )
     """
     The verification state of the range.
@@ -1182,9 +1097,7 @@ class ExtensionRangeOptions(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "ExtensionRangeOptions", ExtensionRangeOptions
-)
+default_message_pool.register_message("google.protobuf", "ExtensionRangeOptions", ExtensionRangeOptions)
 
 
 @dataclass(eq=False, repr=False)
@@ -1229,9 +1142,7 @@ class ExtensionRangeOptionsDeclaration(betterproto2.Message):
 
 
 default_message_pool.register_message(
-    "google.protobuf",
-    "ExtensionRangeOptions.Declaration",
-    ExtensionRangeOptionsDeclaration,
+    "google.protobuf", "ExtensionRangeOptions.Declaration", ExtensionRangeOptionsDeclaration
 )
 
 
@@ -1252,9 +1163,7 @@ class FeatureSet(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FeatureSet"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FeatureSet"]
 
     field_presence: "FeatureSetFieldPresence" = betterproto2.field(
         1, betterproto2.TYPE_ENUM, default_factory=lambda: FeatureSetFieldPresence(0)
@@ -1265,9 +1174,7 @@ class FeatureSet(betterproto2.Message):
     )
 
     repeated_field_encoding: "FeatureSetRepeatedFieldEncoding" = betterproto2.field(
-        3,
-        betterproto2.TYPE_ENUM,
-        default_factory=lambda: FeatureSetRepeatedFieldEncoding(0),
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: FeatureSetRepeatedFieldEncoding(0)
     )
 
     utf8_validation: "FeatureSetUtf8Validation" = betterproto2.field(
@@ -1283,27 +1190,17 @@ class FeatureSet(betterproto2.Message):
     )
 
     enforce_naming_style: "FeatureSetEnforceNamingStyle" = betterproto2.field(
-        7,
+        7, betterproto2.TYPE_ENUM, default_factory=lambda: FeatureSetEnforceNamingStyle(0)
+    )
+
+    default_symbol_visibility: "FeatureSetVisibilityFeatureDefaultSymbolVisibility" = betterproto2.field(
+        8,
         betterproto2.TYPE_ENUM,
-        default_factory=lambda: FeatureSetEnforceNamingStyle(0),
+        default_factory=lambda: FeatureSetVisibilityFeatureDefaultSymbolVisibility(0),
     )
 
-    default_symbol_visibility: "FeatureSetVisibilityFeatureDefaultSymbolVisibility" = (
-        betterproto2.field(
-            8,
-            betterproto2.TYPE_ENUM,
-            default_factory=lambda: FeatureSetVisibilityFeatureDefaultSymbolVisibility(
-                0
-            ),
-        )
-    )
-
-    enforce_proto_limits: "FeatureSetProtoLimitsFeatureEnforceProtoLimits" = (
-        betterproto2.field(
-            9,
-            betterproto2.TYPE_ENUM,
-            default_factory=lambda: FeatureSetProtoLimitsFeatureEnforceProtoLimits(0),
-        )
+    enforce_proto_limits: "FeatureSetProtoLimitsFeatureEnforceProtoLimits" = betterproto2.field(
+        9, betterproto2.TYPE_ENUM, default_factory=lambda: FeatureSetProtoLimitsFeatureEnforceProtoLimits(0)
     )
 
 
@@ -1356,9 +1253,7 @@ class FeatureSetDefaults(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FeatureSetDefaults"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FeatureSetDefaults"]
 
     defaults: "list[FeatureSetDefaultsFeatureSetEditionDefault]" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, repeated=True
@@ -1381,9 +1276,7 @@ class FeatureSetDefaults(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "FeatureSetDefaults", FeatureSetDefaults
-)
+default_message_pool.register_message("google.protobuf", "FeatureSetDefaults", FeatureSetDefaults)
 
 
 @dataclass(eq=False, repr=False)
@@ -1402,9 +1295,7 @@ class FeatureSetDefaultsFeatureSetEditionDefault(betterproto2.Message):
             "FeatureSetDefaults.FeatureSetEditionDefault"
         ]
 
-    edition: "Edition" = betterproto2.field(
-        3, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0)
-    )
+    edition: "Edition" = betterproto2.field(3, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0))
 
     overridable_features: "FeatureSet | None" = betterproto2.field(
         4, betterproto2.TYPE_MESSAGE, optional=True
@@ -1413,9 +1304,7 @@ class FeatureSetDefaultsFeatureSetEditionDefault(betterproto2.Message):
     Defaults of features that can be overridden in this edition.
     """
 
-    fixed_features: "FeatureSet | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    fixed_features: "FeatureSet | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Defaults of features that can't be overridden in this edition.
     """
@@ -1437,9 +1326,7 @@ class FieldDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FieldDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FieldDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1494,9 +1381,7 @@ class FieldDescriptorProto(betterproto2.Message):
     it to camelCase.
     """
 
-    options: "FieldOptions | None" = betterproto2.field(
-        8, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "FieldOptions | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
 
     proto3_optional: "bool" = betterproto2.field(17, betterproto2.TYPE_BOOL)
     """
@@ -1524,9 +1409,7 @@ class FieldDescriptorProto(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "FieldDescriptorProto", FieldDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "FieldDescriptorProto", FieldDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -1534,9 +1417,7 @@ class FieldOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FieldOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FieldOptions"]
 
     ctype: "FieldOptionsCType" = betterproto2.field(
         1, betterproto2.TYPE_ENUM, default_factory=lambda: FieldOptionsCType(0)
@@ -1633,9 +1514,7 @@ class FieldOptions(betterproto2.Message):
     """
 
     retention: "FieldOptionsOptionRetention" = betterproto2.field(
-        17,
-        betterproto2.TYPE_ENUM,
-        default_factory=lambda: FieldOptionsOptionRetention(0),
+        17, betterproto2.TYPE_ENUM, default_factory=lambda: FieldOptionsOptionRetention(0)
     )
 
     targets: "list[FieldOptionsOptionTargetType]" = betterproto2.field(
@@ -1646,9 +1525,7 @@ class FieldOptions(betterproto2.Message):
         20, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
-    features: "FeatureSet | None" = betterproto2.field(
-        21, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(21, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -1685,9 +1562,7 @@ class FieldOptionsEditionDefault(betterproto2.Message):
             "FieldOptions.EditionDefault"
         ]
 
-    edition: "Edition" = betterproto2.field(
-        3, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0)
-    )
+    edition: "Edition" = betterproto2.field(3, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0))
 
     value: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
@@ -1766,9 +1641,7 @@ class FileDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FileDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FileDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -1780,58 +1653,40 @@ class FileDescriptorProto(betterproto2.Message):
     e.g. "foo", "foo.bar", etc.
     """
 
-    dependency: "list[str]" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, repeated=True
-    )
+    dependency: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
     """
     Names of files imported by this file.
     """
 
-    public_dependency: "list[int]" = betterproto2.field(
-        10, betterproto2.TYPE_INT32, repeated=True
-    )
+    public_dependency: "list[int]" = betterproto2.field(10, betterproto2.TYPE_INT32, repeated=True)
     """
     Indexes of the public imported files in the dependency list above.
     """
 
-    weak_dependency: "list[int]" = betterproto2.field(
-        11, betterproto2.TYPE_INT32, repeated=True
-    )
+    weak_dependency: "list[int]" = betterproto2.field(11, betterproto2.TYPE_INT32, repeated=True)
     """
     Indexes of the weak imported files in the dependency list.
     For Google-internal migration only. Do not use.
     """
 
-    option_dependency: "list[str]" = betterproto2.field(
-        15, betterproto2.TYPE_STRING, repeated=True
-    )
+    option_dependency: "list[str]" = betterproto2.field(15, betterproto2.TYPE_STRING, repeated=True)
     """
     Names of files imported by this file purely for the purpose of providing
     option extensions. These are excluded from the dependency list above.
     """
 
-    message_type: "list[DescriptorProto]" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    message_type: "list[DescriptorProto]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     All top-level definitions in this file.
     """
 
-    enum_type: "list[EnumDescriptorProto]" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    enum_type: "list[EnumDescriptorProto]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    service: "list[ServiceDescriptorProto]" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    service: "list[ServiceDescriptorProto]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    extension: "list[FieldDescriptorProto]" = betterproto2.field(
-        7, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    extension: "list[FieldDescriptorProto]" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    options: "FileOptions | None" = betterproto2.field(
-        8, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "FileOptions | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
 
     source_code_info: "SourceCodeInfo | None" = betterproto2.field(
         9, betterproto2.TYPE_MESSAGE, optional=True
@@ -1854,9 +1709,7 @@ class FileDescriptorProto(betterproto2.Message):
     developers should rely on the protoreflect APIs for their client language.
     """
 
-    edition: "Edition" = betterproto2.field(
-        14, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0)
-    )
+    edition: "Edition" = betterproto2.field(14, betterproto2.TYPE_ENUM, default_factory=lambda: Edition(0))
     """
     The edition of the proto file.
     WARNING: This field should only be used by protobuf plugins or special
@@ -1865,9 +1718,7 @@ class FileDescriptorProto(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "FileDescriptorProto", FileDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "FileDescriptorProto", FileDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -1880,18 +1731,12 @@ class FileDescriptorSet(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FileDescriptorSet"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FileDescriptorSet"]
 
-    file: "list[FileDescriptorProto]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    file: "list[FileDescriptorProto]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "FileDescriptorSet", FileDescriptorSet
-)
+default_message_pool.register_message("google.protobuf", "FileDescriptorSet", FileDescriptorSet)
 
 
 @dataclass(eq=False, repr=False)
@@ -1933,9 +1778,7 @@ class FileOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "FileOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["FileOptions"]
 
     java_package: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -1964,9 +1807,7 @@ class FileOptions(betterproto2.Message):
     top-level extensions defined in the file.
     """
 
-    java_generate_equals_and_hash: "bool" = betterproto2.field(
-        20, betterproto2.TYPE_BOOL
-    )
+    java_generate_equals_and_hash: "bool" = betterproto2.field(20, betterproto2.TYPE_BOOL)
     """
     This option does nothing.
     """
@@ -2076,9 +1917,7 @@ class FileOptions(betterproto2.Message):
     determining the ruby package.
     """
 
-    features: "FeatureSet | None" = betterproto2.field(
-        50, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(50, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -2097,10 +1936,7 @@ class FileOptions(betterproto2.Message):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.is_set("java_generate_equals_and_hash"):
-            warnings.warn(
-                "FileOptions.java_generate_equals_and_hash is deprecated",
-                DeprecationWarning,
-            )
+            warnings.warn("FileOptions.java_generate_equals_and_hash is deprecated", DeprecationWarning)
 
 
 default_message_pool.register_message("google.protobuf", "FileOptions", FileOptions)
@@ -2117,9 +1953,7 @@ class GeneratedCodeInfo(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "GeneratedCodeInfo"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["GeneratedCodeInfo"]
 
     annotation: "list[GeneratedCodeInfoAnnotation]" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, repeated=True
@@ -2130,9 +1964,7 @@ class GeneratedCodeInfo(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "GeneratedCodeInfo", GeneratedCodeInfo
-)
+default_message_pool.register_message("google.protobuf", "GeneratedCodeInfo", GeneratedCodeInfo)
 
 
 @dataclass(eq=False, repr=False)
@@ -2169,9 +2001,7 @@ class GeneratedCodeInfoAnnotation(betterproto2.Message):
     """
 
     semantic: "GeneratedCodeInfoAnnotationSemantic" = betterproto2.field(
-        5,
-        betterproto2.TYPE_ENUM,
-        default_factory=lambda: GeneratedCodeInfoAnnotationSemantic(0),
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: GeneratedCodeInfoAnnotationSemantic(0)
     )
 
 
@@ -2189,13 +2019,9 @@ class ListValue(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_STRUCT_PROTO_DESCRIPTOR.message_types_by_name[
-            "ListValue"
-        ]
+        return GOOGLE_PROTOBUF_STRUCT_PROTO_DESCRIPTOR.message_types_by_name["ListValue"]
 
-    values: "list[Value]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    values: "list[Value]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     Repeated field of dynamically typed values.
     """
@@ -2225,9 +2051,7 @@ class MessageOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "MessageOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["MessageOptions"]
 
     message_set_wire_format: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
     """
@@ -2251,9 +2075,7 @@ class MessageOptions(betterproto2.Message):
     the protocol compiler.
     """
 
-    no_standard_descriptor_accessor: "bool" = betterproto2.field(
-        2, betterproto2.TYPE_BOOL
-    )
+    no_standard_descriptor_accessor: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
     Disables the generation of the standard "descriptor()" accessor, which can
     conflict with a field of the same name.  This is meant to make migration
@@ -2293,9 +2115,7 @@ class MessageOptions(betterproto2.Message):
     parser.
     """
 
-    deprecated_legacy_json_field_conflicts: "bool" = betterproto2.field(
-        11, betterproto2.TYPE_BOOL
-    )
+    deprecated_legacy_json_field_conflicts: "bool" = betterproto2.field(11, betterproto2.TYPE_BOOL)
     """
     Enable the legacy handling of JSON field name conflicts.  This lowercases
     and strips underscored from the fields before comparison in proto3 only.
@@ -2309,9 +2129,7 @@ class MessageOptions(betterproto2.Message):
     teams have had time to migrate.
     """
 
-    features: "FeatureSet | None" = betterproto2.field(
-        12, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(12, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -2330,14 +2148,11 @@ class MessageOptions(betterproto2.Message):
         super().__post_init__()
         if self.is_set("deprecated_legacy_json_field_conflicts"):
             warnings.warn(
-                "MessageOptions.deprecated_legacy_json_field_conflicts is deprecated",
-                DeprecationWarning,
+                "MessageOptions.deprecated_legacy_json_field_conflicts is deprecated", DeprecationWarning
             )
 
 
-default_message_pool.register_message(
-    "google.protobuf", "MessageOptions", MessageOptions
-)
+default_message_pool.register_message("google.protobuf", "MessageOptions", MessageOptions)
 
 
 @dataclass(eq=False, repr=False)
@@ -2349,9 +2164,7 @@ class MethodDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "MethodDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["MethodDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -2363,9 +2176,7 @@ class MethodDescriptorProto(betterproto2.Message):
 
     output_type: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
-    options: "MethodOptions | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "MethodOptions | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
     client_streaming: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
     """
@@ -2378,9 +2189,7 @@ class MethodDescriptorProto(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "MethodDescriptorProto", MethodDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "MethodDescriptorProto", MethodDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -2388,9 +2197,7 @@ class MethodOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "MethodOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["MethodOptions"]
 
     deprecated: "bool" = betterproto2.field(33, betterproto2.TYPE_BOOL)
     """
@@ -2406,14 +2213,10 @@ class MethodOptions(betterproto2.Message):
     """
 
     idempotency_level: "MethodOptionsIdempotencyLevel" = betterproto2.field(
-        34,
-        betterproto2.TYPE_ENUM,
-        default_factory=lambda: MethodOptionsIdempotencyLevel(0),
+        34, betterproto2.TYPE_ENUM, default_factory=lambda: MethodOptionsIdempotencyLevel(0)
     )
 
-    features: "FeatureSet | None" = betterproto2.field(
-        35, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(35, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -2441,20 +2244,14 @@ class OneofDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "OneofDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["OneofDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    options: "OneofOptions | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "OneofOptions | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "OneofDescriptorProto", OneofDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "OneofDescriptorProto", OneofDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -2462,13 +2259,9 @@ class OneofOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "OneofOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["OneofOptions"]
 
-    features: "FeatureSet | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -2496,24 +2289,16 @@ class ServiceDescriptorProto(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "ServiceDescriptorProto"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["ServiceDescriptorProto"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    method: "list[MethodDescriptorProto]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    method: "list[MethodDescriptorProto]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    options: "ServiceOptions | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    options: "ServiceOptions | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "ServiceDescriptorProto", ServiceDescriptorProto
-)
+default_message_pool.register_message("google.protobuf", "ServiceDescriptorProto", ServiceDescriptorProto)
 
 
 @dataclass(eq=False, repr=False)
@@ -2521,13 +2306,9 @@ class ServiceOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "ServiceOptions"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["ServiceOptions"]
 
-    features: "FeatureSet | None" = betterproto2.field(
-        34, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    features: "FeatureSet | None" = betterproto2.field(34, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Any features defined in the specific edition.
     WARNING: This field should only be used by protobuf plugins or special
@@ -2556,9 +2337,7 @@ class ServiceOptions(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "ServiceOptions", ServiceOptions
-)
+default_message_pool.register_message("google.protobuf", "ServiceOptions", ServiceOptions)
 
 
 @dataclass(eq=False, repr=False)
@@ -2574,13 +2353,9 @@ class SourceCodeInfo(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "SourceCodeInfo"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["SourceCodeInfo"]
 
-    location: "list[SourceCodeInfoLocation]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    location: "list[SourceCodeInfoLocation]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     A Location identifies a piece of source code in a .proto file which
     corresponds to a particular definition.  This information is intended
@@ -2628,9 +2403,7 @@ class SourceCodeInfo(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "google.protobuf", "SourceCodeInfo", SourceCodeInfo
-)
+default_message_pool.register_message("google.protobuf", "SourceCodeInfo", SourceCodeInfo)
 
 
 @dataclass(eq=False, repr=False)
@@ -2638,9 +2411,7 @@ class SourceCodeInfoLocation(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "SourceCodeInfo.Location"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["SourceCodeInfo.Location"]
 
     path: "list[int]" = betterproto2.field(1, betterproto2.TYPE_INT32, repeated=True)
     """
@@ -2748,14 +2519,10 @@ class SourceCodeInfoLocation(betterproto2.Message):
 
     trailing_comments: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
-    leading_detached_comments: "list[str]" = betterproto2.field(
-        6, betterproto2.TYPE_STRING, repeated=True
-    )
+    leading_detached_comments: "list[str]" = betterproto2.field(6, betterproto2.TYPE_STRING, repeated=True)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "SourceCodeInfo.Location", SourceCodeInfoLocation
-)
+default_message_pool.register_message("google.protobuf", "SourceCodeInfo.Location", SourceCodeInfoLocation)
 
 
 @dataclass(eq=False, repr=False)
@@ -2784,9 +2551,7 @@ class Struct(betterproto2.Message):
     fields: "dict[str, Value]" = betterproto2.field(
         1,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_MESSAGE
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_MESSAGE),
     )
     """
     Unordered map of dynamically typed values.
@@ -2815,9 +2580,7 @@ class Struct(betterproto2.Message):
 
         return {
             key: value.to_dict(
-                output_format=output_format,
-                casing=casing,
-                include_default_values=include_default_values,
+                output_format=output_format, casing=casing, include_default_values=include_default_values
             )
             for key, value in self.fields.items()
         }
@@ -2923,9 +2686,7 @@ class Timestamp(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_TIMESTAMP_PROTO_DESCRIPTOR.message_types_by_name[
-            "Timestamp"
-        ]
+        return GOOGLE_PROTOBUF_TIMESTAMP_PROTO_DESCRIPTOR.message_types_by_name["Timestamp"]
 
     seconds: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
     """
@@ -2956,9 +2717,7 @@ class Timestamp(betterproto2.Message):
         offset = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
         # below is the same as timedelta.total_seconds() but without dividing by 1e6
         # so we end up with microseconds as integers instead of seconds as float
-        offset_us = (
-            offset.days * 24 * 60 * 60 + offset.seconds
-        ) * 10**6 + offset.microseconds
+        offset_us = (offset.days * 24 * 60 * 60 + offset.seconds) * 10**6 + offset.microseconds
         seconds, us = divmod(offset_us, 10**6)
         return cls(seconds, us * 1000)
 
@@ -2966,9 +2725,7 @@ class Timestamp(betterproto2.Message):
         # datetime.fromtimestamp() expects a timestamp in seconds, not microseconds
         # if we pass it as a floating point number, we will run into rounding errors
         # see also #407
-        offset = datetime.timedelta(
-            seconds=self.seconds, microseconds=self.nanos // 1000
-        )
+        offset = datetime.timedelta(seconds=self.seconds, microseconds=self.nanos // 1000)
         return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + offset
 
     @staticmethod
@@ -3038,9 +2795,7 @@ class UninterpretedOption(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name[
-            "UninterpretedOption"
-        ]
+        return GOOGLE_PROTOBUF_DESCRIPTOR_PROTO_DESCRIPTOR.message_types_by_name["UninterpretedOption"]
 
     name: "list[UninterpretedOptionNamePart]" = betterproto2.field(
         2, betterproto2.TYPE_MESSAGE, repeated=True
@@ -3063,9 +2818,7 @@ class UninterpretedOption(betterproto2.Message):
     aggregate_value: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "google.protobuf", "UninterpretedOption", UninterpretedOption
-)
+default_message_pool.register_message("google.protobuf", "UninterpretedOption", UninterpretedOption)
 
 
 @dataclass(eq=False, repr=False)
@@ -3131,16 +2884,12 @@ class Value(betterproto2.Message):
     support them in its number type.
     """
 
-    string_value: "str | None" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, optional=True, group="kind"
-    )
+    string_value: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True, group="kind")
     """
     Represents a JSON string.
     """
 
-    bool_value: "bool | None" = betterproto2.field(
-        4, betterproto2.TYPE_BOOL, optional=True, group="kind"
-    )
+    bool_value: "bool | None" = betterproto2.field(4, betterproto2.TYPE_BOOL, optional=True, group="kind")
     """
     Represents a JSON boolean (`true` or `false` literal in JSON).
     """

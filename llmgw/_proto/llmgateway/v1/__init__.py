@@ -72,9 +72,7 @@ class GenerationStatus(betterproto2.Enum):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> EnumDescriptor:
-        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.enum_types_by_name[
-            "GenerationStatus"
-        ]
+        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.enum_types_by_name["GenerationStatus"]
 
     UNSPECIFIED = 0
 
@@ -112,9 +110,7 @@ class ChatCompletion(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "ChatCompletion"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["ChatCompletion"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -133,21 +129,13 @@ class ChatCompletion(betterproto2.Message):
     Gateway model id.
     """
 
-    choices: "list[Choice]" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    choices: "list[Choice]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    usage: "Usage | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    usage: "Usage | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
 
-    system_fingerprint: "str | None" = betterproto2.field(
-        7, betterproto2.TYPE_STRING, optional=True
-    )
+    system_fingerprint: "str | None" = betterproto2.field(7, betterproto2.TYPE_STRING, optional=True)
 
-    service_tier: "str | None" = betterproto2.field(
-        8, betterproto2.TYPE_STRING, optional=True
-    )
+    service_tier: "str | None" = betterproto2.field(8, betterproto2.TYPE_STRING, optional=True)
 
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
@@ -169,9 +157,7 @@ class ChatCompletionChunk(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "ChatCompletionChunk"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["ChatCompletionChunk"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -184,33 +170,23 @@ class ChatCompletionChunk(betterproto2.Message):
 
     model: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
-    choices: "list[ChunkChoice]" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    choices: "list[ChunkChoice]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    usage: "Usage | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    usage: "Usage | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Set only on the usage chunk (choices empty).
     """
 
-    system_fingerprint: "str | None" = betterproto2.field(
-        7, betterproto2.TYPE_STRING, optional=True
-    )
+    system_fingerprint: "str | None" = betterproto2.field(7, betterproto2.TYPE_STRING, optional=True)
 
-    service_tier: "str | None" = betterproto2.field(
-        8, betterproto2.TYPE_STRING, optional=True
-    )
+    service_tier: "str | None" = betterproto2.field(8, betterproto2.TYPE_STRING, optional=True)
 
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "ChatCompletionChunk", ChatCompletionChunk
-)
+default_message_pool.register_message("llmgateway.v1", "ChatCompletionChunk", ChatCompletionChunk)
 
 
 @dataclass(eq=False, repr=False)
@@ -229,40 +205,28 @@ class ChatMessage(betterproto2.Message):
     system | developer | user | assistant | tool; may be empty in stream deltas.
     """
 
-    content: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    content: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
     """
     Content as a plain string. Unset means JSON null.
     """
 
-    content_parts: "list[ContentPart]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    content_parts: "list[ContentPart]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     Content as parts; when non-empty it is used instead of `content`.
     """
 
     name: "str | None" = betterproto2.field(4, betterproto2.TYPE_STRING, optional=True)
 
-    tool_calls: "list[ToolCall]" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    tool_calls: "list[ToolCall]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    tool_call_id: "str | None" = betterproto2.field(
-        6, betterproto2.TYPE_STRING, optional=True
-    )
+    tool_call_id: "str | None" = betterproto2.field(6, betterproto2.TYPE_STRING, optional=True)
 
-    reasoning_content: "str | None" = betterproto2.field(
-        7, betterproto2.TYPE_STRING, optional=True
-    )
+    reasoning_content: "str | None" = betterproto2.field(7, betterproto2.TYPE_STRING, optional=True)
     """
     Thinking text (DashScope, DeepSeek); kept in messages and deltas.
     """
 
-    refusal: "str | None" = betterproto2.field(
-        8, betterproto2.TYPE_STRING, optional=True
-    )
+    refusal: "str | None" = betterproto2.field(8, betterproto2.TYPE_STRING, optional=True)
 
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
@@ -288,13 +252,9 @@ class Choice(betterproto2.Message):
 
     index: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
 
-    message: "ChatMessage | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    message: "ChatMessage | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
-    finish_reason: "str | None" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, optional=True
-    )
+    finish_reason: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
 
     logprobs: "__google__protobuf__.Struct | None" = betterproto2.field(
         4, betterproto2.TYPE_MESSAGE, optional=True
@@ -321,13 +281,9 @@ class ChunkChoice(betterproto2.Message):
 
     index: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
 
-    delta: "ChatMessage | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    delta: "ChatMessage | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
-    finish_reason: "str | None" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, optional=True
-    )
+    finish_reason: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
 
     logprobs: "__google__protobuf__.Struct | None" = betterproto2.field(
         4, betterproto2.TYPE_MESSAGE, optional=True
@@ -350,9 +306,7 @@ class CompletionTokensDetails(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "CompletionTokensDetails"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["CompletionTokensDetails"]
 
     reasoning_tokens: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
 
@@ -363,9 +317,7 @@ class CompletionTokensDetails(betterproto2.Message):
     rejected_prediction_tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "CompletionTokensDetails", CompletionTokensDetails
-)
+default_message_pool.register_message("llmgateway.v1", "CompletionTokensDetails", CompletionTokensDetails)
 
 
 @dataclass(eq=False, repr=False)
@@ -386,21 +338,13 @@ class ContentPart(betterproto2.Message):
 
     text: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
 
-    image_url: "ImageUrl | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    image_url: "ImageUrl | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
-    input_audio: "InputAudio | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    input_audio: "InputAudio | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
-    file: "FileContent | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    file: "FileContent | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
 
-    refusal: "str | None" = betterproto2.field(
-        6, betterproto2.TYPE_STRING, optional=True
-    )
+    refusal: "str | None" = betterproto2.field(6, betterproto2.TYPE_STRING, optional=True)
 
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
@@ -423,111 +367,73 @@ class CreateChatCompletionRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "CreateChatCompletionRequest"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["CreateChatCompletionRequest"]
 
     model: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
     Gateway model id: provider/model.
     """
 
-    messages: "list[ChatMessage]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[ChatMessage]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    temperature: "float | None" = betterproto2.field(
-        3, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    temperature: "float | None" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, optional=True)
 
-    top_p: "float | None" = betterproto2.field(
-        4, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    top_p: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
 
     n: "int | None" = betterproto2.field(5, betterproto2.TYPE_INT32, optional=True)
 
     stop: "list[str]" = betterproto2.field(6, betterproto2.TYPE_STRING, repeated=True)
 
-    max_tokens: "int | None" = betterproto2.field(
-        7, betterproto2.TYPE_INT32, optional=True
-    )
+    max_tokens: "int | None" = betterproto2.field(7, betterproto2.TYPE_INT32, optional=True)
 
-    max_completion_tokens: "int | None" = betterproto2.field(
-        8, betterproto2.TYPE_INT32, optional=True
-    )
+    max_completion_tokens: "int | None" = betterproto2.field(8, betterproto2.TYPE_INT32, optional=True)
 
-    presence_penalty: "float | None" = betterproto2.field(
-        9, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    presence_penalty: "float | None" = betterproto2.field(9, betterproto2.TYPE_DOUBLE, optional=True)
 
-    frequency_penalty: "float | None" = betterproto2.field(
-        10, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    frequency_penalty: "float | None" = betterproto2.field(10, betterproto2.TYPE_DOUBLE, optional=True)
 
     logit_bias: "dict[str, float]" = betterproto2.field(
         11,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
     )
     """
     Token id (as a decimal string) to bias.
     """
 
-    logprobs: "bool | None" = betterproto2.field(
-        12, betterproto2.TYPE_BOOL, optional=True
-    )
+    logprobs: "bool | None" = betterproto2.field(12, betterproto2.TYPE_BOOL, optional=True)
 
-    top_logprobs: "int | None" = betterproto2.field(
-        13, betterproto2.TYPE_INT32, optional=True
-    )
+    top_logprobs: "int | None" = betterproto2.field(13, betterproto2.TYPE_INT32, optional=True)
 
     seed: "int | None" = betterproto2.field(14, betterproto2.TYPE_INT64, optional=True)
 
     user: "str | None" = betterproto2.field(15, betterproto2.TYPE_STRING, optional=True)
 
-    tools: "list[Tool]" = betterproto2.field(
-        16, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    tools: "list[Tool]" = betterproto2.field(16, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    tool_choice: "ToolChoice | None" = betterproto2.field(
-        17, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    tool_choice: "ToolChoice | None" = betterproto2.field(17, betterproto2.TYPE_MESSAGE, optional=True)
 
-    parallel_tool_calls: "bool | None" = betterproto2.field(
-        18, betterproto2.TYPE_BOOL, optional=True
-    )
+    parallel_tool_calls: "bool | None" = betterproto2.field(18, betterproto2.TYPE_BOOL, optional=True)
 
     response_format: "ResponseFormat | None" = betterproto2.field(
         19, betterproto2.TYPE_MESSAGE, optional=True
     )
 
-    stream_options: "StreamOptions | None" = betterproto2.field(
-        20, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    stream_options: "StreamOptions | None" = betterproto2.field(20, betterproto2.TYPE_MESSAGE, optional=True)
 
-    reasoning_effort: "str | None" = betterproto2.field(
-        21, betterproto2.TYPE_STRING, optional=True
-    )
+    reasoning_effort: "str | None" = betterproto2.field(21, betterproto2.TYPE_STRING, optional=True)
 
     metadata: "dict[str, str]" = betterproto2.field(
         22,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
     store: "bool | None" = betterproto2.field(23, betterproto2.TYPE_BOOL, optional=True)
 
-    service_tier: "str | None" = betterproto2.field(
-        24, betterproto2.TYPE_STRING, optional=True
-    )
+    service_tier: "str | None" = betterproto2.field(24, betterproto2.TYPE_STRING, optional=True)
 
-    modalities: "list[str]" = betterproto2.field(
-        25, betterproto2.TYPE_STRING, repeated=True
-    )
+    modalities: "list[str]" = betterproto2.field(25, betterproto2.TYPE_STRING, repeated=True)
 
     audio: "__google__protobuf__.Struct | None" = betterproto2.field(
         26, betterproto2.TYPE_MESSAGE, optional=True
@@ -559,9 +465,7 @@ class CreateEmbeddingsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name[
-            "CreateEmbeddingsRequest"
-        ]
+        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name["CreateEmbeddingsRequest"]
 
     model: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -570,20 +474,14 @@ class CreateEmbeddingsRequest(betterproto2.Message):
     Text inputs; one element for a single string.
     """
 
-    token_input: "list[TokenIds]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    token_input: "list[TokenIds]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     Token-id inputs (kind "openai" only); used when `input` is empty.
     """
 
-    dimensions: "int | None" = betterproto2.field(
-        4, betterproto2.TYPE_INT32, optional=True
-    )
+    dimensions: "int | None" = betterproto2.field(4, betterproto2.TYPE_INT32, optional=True)
 
-    encoding_format: "str | None" = betterproto2.field(
-        5, betterproto2.TYPE_STRING, optional=True
-    )
+    encoding_format: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
     """
     float (default) | base64
     """
@@ -595,9 +493,7 @@ class CreateEmbeddingsRequest(betterproto2.Message):
     )
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "CreateEmbeddingsRequest", CreateEmbeddingsRequest
-)
+default_message_pool.register_message("llmgateway.v1", "CreateEmbeddingsRequest", CreateEmbeddingsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -609,9 +505,7 @@ class CreateEmbeddingsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name[
-            "CreateEmbeddingsResponse"
-        ]
+        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name["CreateEmbeddingsResponse"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -625,18 +519,12 @@ class CreateEmbeddingsResponse(betterproto2.Message):
 
     model: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
-    data: "list[Embedding]" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    data: "list[Embedding]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    usage: "EmbeddingsUsage | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    usage: "EmbeddingsUsage | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "CreateEmbeddingsResponse", CreateEmbeddingsResponse
-)
+default_message_pool.register_message("llmgateway.v1", "CreateEmbeddingsResponse", CreateEmbeddingsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -648,9 +536,7 @@ class Embedding(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name[
-            "Embedding"
-        ]
+        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name["Embedding"]
 
     object: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -659,9 +545,7 @@ class Embedding(betterproto2.Message):
 
     index: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
-    embedding: "list[float]" = betterproto2.field(
-        3, betterproto2.TYPE_DOUBLE, repeated=True
-    )
+    embedding: "list[float]" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, repeated=True)
     """
     Set with encoding_format "float".
     """
@@ -684,22 +568,16 @@ class EmbeddingsUsage(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name[
-            "EmbeddingsUsage"
-        ]
+        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name["EmbeddingsUsage"]
 
     prompt_tokens: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
 
     total_tokens: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
 
-    cost: "float | None" = betterproto2.field(
-        3, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    cost: "float | None" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, optional=True)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "EmbeddingsUsage", EmbeddingsUsage
-)
+default_message_pool.register_message("llmgateway.v1", "EmbeddingsUsage", EmbeddingsUsage)
 
 
 @dataclass(eq=False, repr=False)
@@ -713,17 +591,11 @@ class FileContent(betterproto2.Message):
     def DESCRIPTOR() -> Descriptor:
         return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["FileContent"]
 
-    file_data: "str | None" = betterproto2.field(
-        1, betterproto2.TYPE_STRING, optional=True
-    )
+    file_data: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
 
-    file_id: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    file_id: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
 
-    filename: "str | None" = betterproto2.field(
-        3, betterproto2.TYPE_STRING, optional=True
-    )
+    filename: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
 
 
 default_message_pool.register_message("llmgateway.v1", "FileContent", FileContent)
@@ -742,9 +614,7 @@ class FunctionCall(betterproto2.Message):
 
     name: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
 
-    arguments: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    arguments: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
 
 
 default_message_pool.register_message("llmgateway.v1", "FunctionCall", FunctionCall)
@@ -759,15 +629,11 @@ class FunctionDefinition(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "FunctionDefinition"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["FunctionDefinition"]
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    description: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    description: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
 
     parameters: "__google__protobuf__.Struct | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, optional=True
@@ -779,9 +645,7 @@ class FunctionDefinition(betterproto2.Message):
     strict: "bool | None" = betterproto2.field(4, betterproto2.TYPE_BOOL, optional=True)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "FunctionDefinition", FunctionDefinition
-)
+default_message_pool.register_message("llmgateway.v1", "FunctionDefinition", FunctionDefinition)
 
 
 @dataclass(eq=False, repr=False)
@@ -793,9 +657,7 @@ class Generation(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name[
-            "Generation"
-        ]
+        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name["Generation"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -821,10 +683,7 @@ class Generation(betterproto2.Message):
     """
 
     created_at: "datetime.datetime | None" = betterproto2.field(
-        8,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: __google__protobuf__.Timestamp,
-        optional=True,
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
 
     streamed: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
@@ -845,20 +704,14 @@ class Generation(betterproto2.Message):
 
     reasoning_tokens: "int" = betterproto2.field(16, betterproto2.TYPE_INT64)
 
-    cost_usd: "float | None" = betterproto2.field(
-        17, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    cost_usd: "float | None" = betterproto2.field(17, betterproto2.TYPE_DOUBLE, optional=True)
     """
     USD; unset when neither the upstream nor the price table says.
     """
 
-    latency_ms: "float | None" = betterproto2.field(
-        18, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    latency_ms: "float | None" = betterproto2.field(18, betterproto2.TYPE_DOUBLE, optional=True)
 
-    time_to_first_token_ms: "float | None" = betterproto2.field(
-        19, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    time_to_first_token_ms: "float | None" = betterproto2.field(19, betterproto2.TYPE_DOUBLE, optional=True)
 
     error_code: "str" = betterproto2.field(20, betterproto2.TYPE_STRING)
 
@@ -882,9 +735,7 @@ class GetGenerationRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name[
-            "GetGenerationRequest"
-        ]
+        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name["GetGenerationRequest"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -892,9 +743,7 @@ class GetGenerationRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "GetGenerationRequest", GetGenerationRequest
-)
+default_message_pool.register_message("llmgateway.v1", "GetGenerationRequest", GetGenerationRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -906,18 +755,12 @@ class GetGenerationResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name[
-            "GetGenerationResponse"
-        ]
+        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name["GetGenerationResponse"]
 
-    generation: "Generation | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    generation: "Generation | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "GetGenerationResponse", GetGenerationResponse
-)
+default_message_pool.register_message("llmgateway.v1", "GetGenerationResponse", GetGenerationResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -929,16 +772,12 @@ class GetModelRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name[
-            "GetModelRequest"
-        ]
+        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name["GetModelRequest"]
 
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "GetModelRequest", GetModelRequest
-)
+default_message_pool.register_message("llmgateway.v1", "GetModelRequest", GetModelRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -954,9 +793,7 @@ class ImageUrl(betterproto2.Message):
 
     url: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    detail: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    detail: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
     """
     auto | low | high
     """
@@ -1000,9 +837,7 @@ class JsonSchema(betterproto2.Message):
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    description: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True
-    )
+    description: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
 
     schema: "__google__protobuf__.Struct | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, optional=True
@@ -1023,16 +858,12 @@ class ListModelsRequest(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name[
-            "ListModelsRequest"
-        ]
+        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name["ListModelsRequest"]
 
     pass
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "ListModelsRequest", ListModelsRequest
-)
+default_message_pool.register_message("llmgateway.v1", "ListModelsRequest", ListModelsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1044,23 +875,17 @@ class ListModelsResponse(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name[
-            "ListModelsResponse"
-        ]
+        return LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR.message_types_by_name["ListModelsResponse"]
 
     object: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
     Always "list".
     """
 
-    data: "list[Model]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    data: "list[Model]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "ListModelsResponse", ListModelsResponse
-)
+default_message_pool.register_message("llmgateway.v1", "ListModelsResponse", ListModelsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1101,9 +926,7 @@ class Model(betterproto2.Message):
     Provider entry that serves the model.
     """
 
-    capabilities: "list[str]" = betterproto2.field(
-        7, betterproto2.TYPE_STRING, repeated=True
-    )
+    capabilities: "list[str]" = betterproto2.field(7, betterproto2.TYPE_STRING, repeated=True)
     """
     Any of chat, embeddings, vision, tools, reasoning.
     """
@@ -1121,18 +944,14 @@ class PromptTokensDetails(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "PromptTokensDetails"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["PromptTokensDetails"]
 
     cached_tokens: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
 
     audio_tokens: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
 
 
-default_message_pool.register_message(
-    "llmgateway.v1", "PromptTokensDetails", PromptTokensDetails
-)
+default_message_pool.register_message("llmgateway.v1", "PromptTokensDetails", PromptTokensDetails)
 
 
 @dataclass(eq=False, repr=False)
@@ -1144,15 +963,11 @@ class ResponseFormat(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "ResponseFormat"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["ResponseFormat"]
 
     type: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    json_schema: "JsonSchema | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    json_schema: "JsonSchema | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("llmgateway.v1", "ResponseFormat", ResponseFormat)
@@ -1167,13 +982,9 @@ class StreamOptions(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name[
-            "StreamOptions"
-        ]
+        return LLMGATEWAY_V1_CHAT_PROTO_DESCRIPTOR.message_types_by_name["StreamOptions"]
 
-    include_usage: "bool | None" = betterproto2.field(
-        1, betterproto2.TYPE_BOOL, optional=True
-    )
+    include_usage: "bool | None" = betterproto2.field(1, betterproto2.TYPE_BOOL, optional=True)
     """
     Send a last chunk with usage and no choices.
     """
@@ -1191,9 +1002,7 @@ class TokenIds(betterproto2.Message):
     @betterproto2.staticproperty
     @staticmethod
     def DESCRIPTOR() -> Descriptor:
-        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name[
-            "TokenIds"
-        ]
+        return LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR.message_types_by_name["TokenIds"]
 
     ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_INT64, repeated=True)
 
@@ -1217,9 +1026,7 @@ class Tool(betterproto2.Message):
     Always "function" today.
     """
 
-    function: "FunctionDefinition | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    function: "FunctionDefinition | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("llmgateway.v1", "Tool", Tool)
@@ -1242,9 +1049,7 @@ class ToolCall(betterproto2.Message):
 
     type: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
 
-    function: "FunctionCall | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    function: "FunctionCall | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("llmgateway.v1", "ToolCall", ToolCall)
@@ -1300,9 +1105,7 @@ class Usage(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, optional=True
     )
 
-    cost: "float | None" = betterproto2.field(
-        6, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    cost: "float | None" = betterproto2.field(6, betterproto2.TYPE_DOUBLE, optional=True)
     """
     USD, when the upstream reports it.
     """
@@ -1495,9 +1298,7 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def create_chat_completion(
-        self, message: "CreateChatCompletionRequest"
-    ) -> "ChatCompletion":
+    async def create_chat_completion(self, message: "CreateChatCompletionRequest") -> "ChatCompletion":
         """
         CreateChatCompletion answers a chat request in one message.
         """
@@ -1514,18 +1315,14 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield ChatCompletionChunk()
 
-    async def create_embeddings(
-        self, message: "CreateEmbeddingsRequest"
-    ) -> "CreateEmbeddingsResponse":
+    async def create_embeddings(self, message: "CreateEmbeddingsRequest") -> "CreateEmbeddingsResponse":
         """
         CreateEmbeddings embeds one or more inputs.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def get_generation(
-        self, message: "GetGenerationRequest"
-    ) -> "GetGenerationResponse":
+    async def get_generation(self, message: "GetGenerationRequest") -> "GetGenerationResponse":
         """
         GetGeneration returns the usage and cost record of one request.
         """
@@ -1540,17 +1337,14 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_models(request)
         await stream.send_message(response)
 
-    async def __rpc_get_model(
-        self, stream: "grpclib.server.Stream[GetModelRequest, Model]"
-    ) -> None:
+    async def __rpc_get_model(self, stream: "grpclib.server.Stream[GetModelRequest, Model]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_model(request)
         await stream.send_message(response)
 
     async def __rpc_create_chat_completion(
-        self,
-        stream: "grpclib.server.Stream[CreateChatCompletionRequest, ChatCompletion]",
+        self, stream: "grpclib.server.Stream[CreateChatCompletionRequest, ChatCompletion]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1558,8 +1352,7 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_create_chat_completion_stream(
-        self,
-        stream: "grpclib.server.Stream[CreateChatCompletionRequest, ChatCompletionChunk]",
+        self, stream: "grpclib.server.Stream[CreateChatCompletionRequest, ChatCompletionChunk]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1570,8 +1363,7 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
         )
 
     async def __rpc_create_embeddings(
-        self,
-        stream: "grpclib.server.Stream[CreateEmbeddingsRequest, CreateEmbeddingsResponse]",
+        self, stream: "grpclib.server.Stream[CreateEmbeddingsRequest, CreateEmbeddingsResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1579,8 +1371,7 @@ class LlmGatewayServiceBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_get_generation(
-        self,
-        stream: "grpclib.server.Stream[GetGenerationRequest, GetGenerationResponse]",
+        self, stream: "grpclib.server.Stream[GetGenerationRequest, GetGenerationResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
