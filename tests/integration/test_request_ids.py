@@ -51,9 +51,17 @@ async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_l
     ):
         assert r.status == 200
         assert r.headers["x-request-id"] == "req-abc-123"
-    lines = [line for line in log_lines.getvalue().splitlines() if "req-abc-123" in line]
-    assert any("chat gen-" in line for line in lines), log_lines.getvalue()
-    assert any("POST /v1/chat/completions 200" in line for line in lines), log_lines.getvalue()
+        missing = {**CHAT, "model": "nope/none"}
+        async with session.post(
+            f"{gw.rest_url}/v1/chat/completions", json=missing, headers={"x-request-id": "req-def-456"}
+        ) as r:
+            assert r.status == 404
+    lines = log_lines.getvalue().splitlines()
+    # A served chat logs one line, its generation record; a refused request logs its access line.
+    chat_lines = [line for line in lines if "req-abc-123" in line]
+    assert len(chat_lines) == 1, log_lines.getvalue()
+    assert "chat gen-" in chat_lines[0]
+    assert any("req-def-456" in line and "POST /v1/chat/completions 404" in line for line in lines)
 
 
 async def test_rest_mints_a_request_id_when_the_client_sends_none_or_a_bad_one(gw: Running) -> None:

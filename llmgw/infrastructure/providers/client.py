@@ -177,14 +177,23 @@ class OpenAICompatibleProvider:
     async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.timeout
-        response = await self._send(url, orjson.dumps(payload), deadline)
         try:
-            await self._raise_for_status(response, deadline)
-            raw = await self._read_all(response, deadline)
-        except BaseException:
-            response.close()  # a half-read answer (or a client that left) must not go back to the pool
-            raise
+            async with asyncio.timeout_at(deadline):  # one timer for the whole exchange
+                response = await self._session.post(url, data=orjson.dumps(payload))
+                try:
+                    raw = await response.read()
+                except BaseException:
+                    response.close()  # a half-read answer (or a client that left) must not go back to the pool
+                    raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the exchange failed ({type(exc).__name__}).") from exc
         response.release()
+        if response.status >= 400:
+            raise error_from_status(
+                response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
+            )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -49,8 +49,14 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error")
         return error_response(_internal())
     finally:
-        access_log.info(
-            "%s %s %d %.1fms", request.method, request.path, status, (time.perf_counter() - started) * 1000
+        # Chat and embeddings log their own line with the generation record; successes here are debug.
+        access_log.log(
+            logging.INFO if status >= 400 else logging.DEBUG,
+            "%s %s %d %.1fms",
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
         )
 
 
