@@ -51,20 +51,20 @@ class Readiness:
 
 
 class ChatStream:
-    """A streamed answer: its generation id is known before the first chunk arrives."""
+    """A streamed answer in batches of chunks; its generation id is known before the first arrives."""
 
-    def __init__(self, generation_id: str, chunks: AsyncGenerator[JSONObject, None]) -> None:
+    def __init__(self, generation_id: str, batches: AsyncGenerator[list[JSONObject], None]) -> None:
         self.generation_id = generation_id
-        self._chunks = chunks
+        self._batches = batches
 
-    def __aiter__(self) -> AsyncIterator[JSONObject]:
-        return self._chunks
+    def __aiter__(self) -> AsyncIterator[list[JSONObject]]:
+        return self._batches
 
-    async def __anext__(self) -> JSONObject:
-        return await self._chunks.__anext__()
+    async def __anext__(self) -> list[JSONObject]:
+        return await self._batches.__anext__()
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        await self._batches.aclose()
 
 
 class _Tracker:
@@ -190,30 +190,22 @@ class Gateway:
 
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
-    ) -> AsyncGenerator[JSONObject, None]:
+    ) -> AsyncGenerator[list[JSONObject], None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
         upstream = route.provider.stream(route.model, request)
         with self._recorded(tracker, GenerationKind.CHAT):
             try:
-                async for chunk in upstream:
+                async for batch in upstream:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
-                        tracker.upstream_id = str(chunk.get("id") or "")
-                    usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
-                    if usage:
-                        tracker.usage = Usage.from_openai(usage)
-                    choices = chunk.get("choices")
-                    if choices:
-                        for choice in choices:
-                            reason = choice.get("finish_reason")
-                            if reason:
-                                tracker.finish_reason = reason
-                    elif usage and not include_usage:
-                        continue  # the usage chunk the client did not ask for
-                    chunk["id"] = gen_id
-                    chunk["model"] = model_id
-                    yield chunk
+                        tracker.upstream_id = str(batch[0].get("id") or "")
+                    out = [chunk for chunk in batch if _forward(chunk, tracker, include_usage)]
+                    for chunk in out:
+                        chunk["id"] = gen_id
+                        chunk["model"] = model_id
+                    if out:
+                        yield out
             finally:
                 await _aclose(upstream)
 
@@ -281,6 +273,21 @@ class Gateway:
         )
 
 
+def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
+    """Note the chunk's usage and finish reason; False for the usage chunk the client did not ask for."""
+    usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
+    if usage:
+        tracker.usage = Usage.from_openai(usage)
+    choices = chunk.get("choices")
+    if choices:
+        for choice in choices:
+            reason = choice.get("finish_reason")
+            if reason:
+                tracker.finish_reason = reason
+        return True
+    return include_usage or not usage
+
+
 def _has_images(request: ChatRequest) -> bool:
     messages = request.body.get("messages")
     if not isinstance(messages, list):
@@ -294,7 +301,7 @@ def _has_images(request: ChatRequest) -> bool:
     return False
 
 
-async def _aclose(iterator: AsyncIterator[JSONObject]) -> None:
+async def _aclose(iterator: AsyncIterator[list[JSONObject]]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()

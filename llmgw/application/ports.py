@@ -23,8 +23,9 @@ class Provider(Protocol):
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
-        """Stream chat chunks as OpenAI JSON objects, usage chunk included; closes the upstream on exit."""
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+        """Stream chat chunks (OpenAI JSON objects, usage chunk included) in batches: the chunks that
+        arrived together stay together, so a front can write them at once. Closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

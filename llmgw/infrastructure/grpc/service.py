@@ -49,8 +49,9 @@ class GatewayService(v1.LlmGatewayServiceBase):
             stream = self._gateway.stream_chat_completion(request, _context())
             current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    yield chat_chunk_to_proto(chunk)
+                async for batch in stream:
+                    for chunk in batch:
+                        yield chat_chunk_to_proto(chunk)
 
     async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():

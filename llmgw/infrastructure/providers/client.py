@@ -15,7 +15,13 @@ import orjson
 
 from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
-from llmgw.domain.errors import GatewayError, InvalidRequest, UpstreamTimeout, UpstreamUnavailable
+from llmgw.domain.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
@@ -83,7 +89,7 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
@@ -99,12 +105,19 @@ class OpenAICompatibleProvider:
             while not finished:
                 data = await self._read(response, min(loop.time() + wait, deadline))
                 wait = settings.idle_timeout
-                events = decoder.feed(data) if data else decoder.close()
-                for payload in events:
-                    if payload == DONE:
-                        finished = True
-                        break
-                    yield self._chunk(payload)
+                batch: list[JSONObject] = []
+                try:
+                    for payload in decoder.feed(data) if data else decoder.close():
+                        if payload == DONE:
+                            finished = True
+                            break
+                        batch.append(self._chunk(payload))
+                except UpstreamError:
+                    if batch:
+                        yield batch  # what arrived before the error still reaches the client first
+                    raise
+                if batch:
+                    yield batch
                 if not data and not finished:
                     raise UpstreamUnavailable(f"{self.name}: the stream ended before [DONE].")
             await self._drain(response, loop.time() + settings.idle_timeout)
@@ -224,9 +237,14 @@ class OpenAICompatibleProvider:
         )
 
     async def _read(self, response: aiohttp.ClientResponse, deadline: float) -> bytes:
+        content = response.content
         try:
+            # What already arrived needs no timer; most reads of a fast upstream are like that.
+            data = content.read_nowait()
+            if data or content.at_eof():
+                return data
             async with asyncio.timeout_at(deadline):
-                return await response.content.readany()
+                return await content.readany()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.name}: the stream went silent.") from exc
         except aiohttp.ClientError as exc:

@@ -25,6 +25,23 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        if self._data or b"\r" in buffer:
+            return self._feed_lines(buffer)
+        # Fast path, what OpenAI-compatible servers send: LF-only events split by blank lines.
+        parts = buffer.split(b"\n\n")
+        self._buffer = parts.pop()
+        events: list[bytes] = []
+        for part in parts:
+            if part.startswith(b"data: ") and b"\n" not in part:
+                events.append(part[6:])
+            elif part:
+                event = _event_of(part.split(b"\n"))
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _feed_lines(self, buffer: bytes) -> list[bytes]:
+        """The general case, line by line: CR line endings, or an event begun in an earlier feed."""
         events: list[bytes] = []
         start = 0
         while True:
@@ -40,8 +57,7 @@ class SSEDecoder:
                     events.append(b"\n".join(self._data))
                     self._data = []
             elif line.startswith(b"data:"):
-                value = line[5:]
-                self._data.append(value[1:] if value.startswith(b" ") else value)
+                self._data.append(_field_value(line))
         self._buffer = buffer[start:]
         return events
 
@@ -50,6 +66,17 @@ class SSEDecoder:
         events = self.feed(b"\n\n") if self._buffer or self._data else []
         self._buffer = b""
         return events
+
+
+def _field_value(line: bytes) -> bytes:
+    value = line[5:]
+    return value[1:] if value.startswith(b" ") else value
+
+
+def _event_of(lines: list[bytes]) -> bytes | None:
+    """The data of one complete event given as its lines; None for comment-only events."""
+    data = [_field_value(line) for line in lines if line.startswith(b"data:")]
+    return b"\n".join(data) if data else None
 
 
 def encode_event(payload: Any) -> bytes:

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from llmgw.application.gateway import ChatStream, RequestContext
-from llmgw.domain.chat import ChatRequest, parse_chat_request
+from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
@@ -40,21 +40,25 @@ async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse
 
 
 async def _stream(request: web.Request, stream: ChatStream) -> web.StreamResponse:
-    """Nothing is sent before the first upstream chunk: until then an error is an ordinary JSON answer."""
+    """Nothing is sent before the first upstream chunk: until then an error is an ordinary JSON answer.
+
+    Chunks that arrived from the upstream together are written together, in one write.
+    """
     try:
-        first: bytes | None = encode_event(await anext(stream))
+        first: bytes | None = _events(await anext(stream))
     except StopAsyncIteration:
         first = None
-    # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods.
+    # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it costs
+    # two setsockopt calls per stream, and a client that stops reading is noticed by the kernel anyway.
     response = EventSourceResponse(
-        headers={GENERATION_ID_HEADER: stream.generation_id}, allow_all_methods=True
+        headers={GENERATION_ID_HEADER: stream.generation_id}, allow_all_methods=True, send_timeout=None
     )
     await response.prepare(request)
     try:
         if first is not None:
             await response.write(first)
-            async for chunk in stream:
-                await response.write(encode_event(chunk))
+            async for batch in stream:
+                await response.write(_events(batch))
     except GatewayError as exc:
         await response.write(encode_event(error_body(exc)))
     except Exception:  # the edge, mid-stream: a bug ends the stream with an error event
@@ -62,6 +66,9 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
         await response.write(encode_event(error_body(InternalError("internal error"))))
     finally:
         response.stop_streaming()
-    await response.write(DONE_EVENT)
-    await response.write_eof()
+    await response.write_eof(DONE_EVENT)  # one write for [DONE] and the end of the body
     return response
+
+
+def _events(batch: list[JSONObject]) -> bytes:
+    return b"".join([encode_event(chunk) for chunk in batch])
