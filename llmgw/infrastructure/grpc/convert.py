@@ -22,9 +22,12 @@ from llmgw.infrastructure.grpc.convert_chat import (
     chat_completion_to_proto,
     chat_request_from_json,
     chat_request_to_json,
+    encode_chat_chunk,
+    encode_chat_completion,
 )
 from llmgw.infrastructure.grpc.json_fields import Reader, compact, fits, merged
 from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.grpc.wire import Encoded, build, encode
 
 __all__ = [
     "chat_chunk_from_proto",
@@ -37,6 +40,9 @@ __all__ = [
     "embeddings_request_to_json",
     "embeddings_response_from_proto",
     "embeddings_response_to_proto",
+    "encode_chat_chunk",
+    "encode_chat_completion",
+    "encode_embeddings_response",
     "model_to_proto",
 ]
 
@@ -56,18 +62,19 @@ def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddings
     """The proto for an OpenAI embeddings body (for clients and tests); unknown keys go to `extra`."""
     r = Reader(body)
     texts, tokens = _inputs_in(r)
-    return v1.CreateEmbeddingsRequest(
-        model=r.scalar("model", "str") or "",
-        input=texts,
-        token_input=tokens,
-        dimensions=r.scalar("dimensions", "int32"),
-        encoding_format=r.scalar("encoding_format", "str"),
-        user=r.scalar("user", "str"),
-        extra=r.leftover(),
-    )
+    fields = {
+        "model": r.scalar("model", "str") or "",
+        "input": texts,
+        "token_input": tokens,
+        "dimensions": r.scalar("dimensions", "int32"),
+        "encoding_format": r.scalar("encoding_format", "str"),
+        "user": r.scalar("user", "str"),
+        "extra": r.leftover(),
+    }
+    return build(v1.CreateEmbeddingsRequest, fields)
 
 
-def _inputs_in(r: Reader) -> tuple[list[str], list[v1.TokenIds]]:
+def _inputs_in(r: Reader) -> tuple[list[str], list[dict[str, Any]]]:
     value = r.rest.get("input")
     if isinstance(value, str):
         value = [value]
@@ -80,39 +87,48 @@ def _inputs_in(r: Reader) -> tuple[list[str], list[v1.TokenIds]]:
         value = [value]  # one input given as a flat list of token ids
     if all(isinstance(ids, list) and all(fits(i, "int64") for i in ids) for ids in value):
         del r.rest["input"]
-        return [], [v1.TokenIds(ids=ids) for ids in value]
+        return [], [{"ids": ids} for ids in value]
     return [], []
 
 
 def embeddings_response_to_proto(body: Mapping[str, Any]) -> v1.CreateEmbeddingsResponse:
+    return build(v1.CreateEmbeddingsResponse, _embeddings_response_fields(body))
+
+
+def encode_embeddings_response(body: Mapping[str, Any]) -> Encoded:
+    """The gRPC answer's bytes, straight from the OpenAI JSON (the hot path)."""
+    return Encoded(encode(v1.CreateEmbeddingsResponse, _embeddings_response_fields(body)))
+
+
+def _embeddings_response_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     """Float vectors go to `embedding`, base64 ones (encoding_format "base64") to `embedding_base64`."""
     usage = body.get("usage")
-    return v1.CreateEmbeddingsResponse(
-        id=str(body.get("id") or ""),
-        object=str(body.get("object") or "list"),
-        model=str(body.get("model") or ""),
-        data=[_embedding_in(item) for item in body.get("data") or []],
-        usage=_embeddings_usage_in(usage) if isinstance(usage, Mapping) else None,
-    )
+    return {
+        "id": str(body.get("id") or ""),
+        "object": str(body.get("object") or "list"),
+        "model": str(body.get("model") or ""),
+        "data": [_embedding_in(item) for item in body.get("data") or []],
+        "usage": _embeddings_usage_in(usage) if isinstance(usage, Mapping) else None,
+    }
 
 
-def _embedding_in(item: Mapping[str, Any]) -> v1.Embedding:
+def _embedding_in(item: Mapping[str, Any]) -> dict[str, Any]:
     vector = item.get("embedding")
-    return v1.Embedding(
-        object=str(item.get("object") or "embedding"),
-        index=int(item.get("index") or 0),
-        embedding=[float(x) for x in vector] if isinstance(vector, list) else [],
-        embedding_base64=vector if isinstance(vector, str) else "",
-    )
+    return {
+        "object": str(item.get("object") or "embedding"),
+        "index": int(item.get("index") or 0),
+        "embedding": vector if isinstance(vector, list) else [],
+        "embedding_base64": vector if isinstance(vector, str) else "",
+    }
 
 
-def _embeddings_usage_in(usage: Mapping[str, Any]) -> v1.EmbeddingsUsage:
+def _embeddings_usage_in(usage: Mapping[str, Any]) -> dict[str, Any]:
     cost: Any = usage.get("cost")
-    return v1.EmbeddingsUsage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        total_tokens=int(usage.get("total_tokens") or 0),
-        cost=float(cost) if fits(cost, "double") else None,
-    )
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0),
+        "cost": float(cost) if fits(cost, "double") else None,
+    }
 
 
 def embeddings_response_from_proto(msg: v1.CreateEmbeddingsResponse) -> dict[str, Any]:

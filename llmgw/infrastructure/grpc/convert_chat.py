@@ -10,6 +10,10 @@ from typing import Any
 
 from llmgw.infrastructure.grpc.json_fields import Kind, Reader, compact, merged, plain
 from llmgw.infrastructure.grpc.messages import pb, v1
+from llmgw.infrastructure.grpc.wire import Encoded, build, encode
+
+# Keyword fields of a message, built from OpenAI JSON (nested messages and Structs as dicts).
+Fields = dict[str, Any]
 
 _REQUEST_SCALARS: dict[str, Kind] = {
     "temperature": "double",
@@ -71,9 +75,13 @@ def chat_request_to_json(msg: v1.CreateChatCompletionRequest) -> dict[str, Any]:
 
 def chat_request_from_json(body: Mapping[str, Any]) -> v1.CreateChatCompletionRequest:
     """The proto for an OpenAI request body; `stream` is dropped, unknown keys go to `extra`."""
+    return build(v1.CreateChatCompletionRequest, _request_fields(body))
+
+
+def _request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     r = Reader(body)
     r.rest.pop("stream", None)
-    return v1.CreateChatCompletionRequest(
+    return dict(
         model=r.scalar("model", "str") or "",
         messages=r.messages("messages", _request_message_in, required=True),
         **{key: r.scalar(key, kind) for key, kind in _REQUEST_SCALARS.items()},
@@ -85,7 +93,7 @@ def chat_request_from_json(body: Mapping[str, Any]) -> v1.CreateChatCompletionRe
         tool_choice=_tool_choice_in(r),
         response_format=r.message("response_format", _response_format_in),
         stream_options=r.message(
-            "stream_options", lambda s: v1.StreamOptions(include_usage=s.scalar("include_usage", "bool"))
+            "stream_options", lambda s: {"include_usage": s.scalar("include_usage", "bool")}
         ),
         audio=r.struct("audio"),
         prediction=r.struct("prediction"),
@@ -94,8 +102,17 @@ def chat_request_from_json(body: Mapping[str, Any]) -> v1.CreateChatCompletionRe
 
 
 def chat_completion_to_proto(body: Mapping[str, Any]) -> v1.ChatCompletion:
+    return build(v1.ChatCompletion, _completion_fields(body))
+
+
+def encode_chat_completion(body: Mapping[str, Any]) -> Encoded:
+    """The gRPC answer's bytes, straight from the OpenAI JSON (the hot path)."""
+    return Encoded(encode(v1.ChatCompletion, _completion_fields(body)))
+
+
+def _completion_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     r = Reader(body)
-    return v1.ChatCompletion(
+    return dict(
         **_envelope_in(r, "chat.completion"),
         choices=r.messages("choices", _choice_in, required=True),
         usage=r.message("usage", _usage_in),
@@ -112,8 +129,17 @@ def chat_completion_from_proto(msg: v1.ChatCompletion) -> dict[str, Any]:
 
 
 def chat_chunk_to_proto(chunk: Mapping[str, Any]) -> v1.ChatCompletionChunk:
+    return build(v1.ChatCompletionChunk, _chunk_fields(chunk))
+
+
+def encode_chat_chunk(chunk: Mapping[str, Any]) -> Encoded:
+    """One stream message's bytes, straight from the OpenAI JSON chunk (the hot path)."""
+    return Encoded(encode(v1.ChatCompletionChunk, _chunk_fields(chunk)))
+
+
+def _chunk_fields(chunk: Mapping[str, Any]) -> dict[str, Any]:
     r = Reader(chunk)
-    return v1.ChatCompletionChunk(
+    return dict(
         **_envelope_in(r, "chat.completion.chunk"),
         choices=r.messages("choices", _chunk_choice_in, required=True),
         usage=r.message("usage", _usage_in),
@@ -134,15 +160,15 @@ def _stop_in(r: Reader) -> list[str]:
     return [single] if single is not None else r.scalars("stop", "str")
 
 
-def _request_message_in(r: Reader) -> v1.ChatMessage:
+def _request_message_in(r: Reader) -> Fields:
     if "content" in r.rest and r.rest["content"] is None:
         del r.rest["content"]  # a request message without content is written back as content null
     return _message_in(r)
 
 
-def _message_in(r: Reader) -> v1.ChatMessage:
+def _message_in(r: Reader) -> Fields:
     content = r.scalar("content", "str")
-    return v1.ChatMessage(
+    return dict(
         role=r.scalar("role", "str", skip_zero=True) or "",
         content=content,
         content_parts=[] if content is not None else r.messages("content", _part_in),
@@ -164,24 +190,22 @@ def _message_out(m: v1.ChatMessage, *, null_content: bool) -> dict[str, Any]:
     return merged(out, m.extra)
 
 
-def _part_in(r: Reader) -> v1.ContentPart:
-    return v1.ContentPart(
-        type=r.scalar("type", "str") or "",
-        text=r.scalar("text", "str"),
-        refusal=r.scalar("refusal", "str"),
-        image_url=r.message(
+def _part_in(r: Reader) -> Fields:
+    return {
+        "type": r.scalar("type", "str") or "",
+        "text": r.scalar("text", "str"),
+        "refusal": r.scalar("refusal", "str"),
+        "image_url": r.message(
             "image_url",
-            lambda s: v1.ImageUrl(url=s.scalar("url", "str") or "", detail=s.scalar("detail", "str")),
+            lambda s: {"url": s.scalar("url", "str") or "", "detail": s.scalar("detail", "str")},
         ),
-        input_audio=r.message(
+        "input_audio": r.message(
             "input_audio",
-            lambda s: v1.InputAudio(
-                data=s.scalar("data", "str") or "", format=s.scalar("format", "str") or ""
-            ),
+            lambda s: {"data": s.scalar("data", "str") or "", "format": s.scalar("format", "str") or ""},
         ),
-        file=r.message("file", lambda s: v1.FileContent(**{k: s.scalar(k, "str") for k in _FILE_STRINGS})),
-        extra=r.leftover(),
-    )
+        "file": r.message("file", lambda s: dict(**{k: s.scalar(k, "str") for k in _FILE_STRINGS})),
+        "extra": r.leftover(),
+    }
 
 
 def _part_out(p: v1.ContentPart) -> dict[str, Any]:
@@ -195,16 +219,16 @@ def _part_out(p: v1.ContentPart) -> dict[str, Any]:
     return merged(out, p.extra)
 
 
-def _tool_call_in(r: Reader) -> v1.ToolCall:
-    return v1.ToolCall(
-        index=r.scalar("index", "int32"),
-        id=r.scalar("id", "str"),
-        type=r.scalar("type", "str"),
-        function=r.message(
+def _tool_call_in(r: Reader) -> Fields:
+    return {
+        "index": r.scalar("index", "int32"),
+        "id": r.scalar("id", "str"),
+        "type": r.scalar("type", "str"),
+        "function": r.message(
             "function",
-            lambda s: v1.FunctionCall(name=s.scalar("name", "str"), arguments=s.scalar("arguments", "str")),
+            lambda s: {"name": s.scalar("name", "str"), "arguments": s.scalar("arguments", "str")},
         ),
-    )
+    }
 
 
 def _tool_call_out(call: v1.ToolCall) -> dict[str, Any]:
@@ -214,19 +238,19 @@ def _tool_call_out(call: v1.ToolCall) -> dict[str, Any]:
     return out
 
 
-def _tool_in(r: Reader) -> v1.Tool:
-    return v1.Tool(
-        type=r.scalar("type", "str", skip_zero=True) or "",
-        function=r.message(
+def _tool_in(r: Reader) -> Fields:
+    return {
+        "type": r.scalar("type", "str", skip_zero=True) or "",
+        "function": r.message(
             "function",
-            lambda s: v1.FunctionDefinition(
-                name=s.scalar("name", "str") or "",
-                description=s.scalar("description", "str"),
-                parameters=s.struct("parameters"),
-                strict=s.scalar("strict", "bool"),
-            ),
+            lambda s: {
+                "name": s.scalar("name", "str") or "",
+                "description": s.scalar("description", "str"),
+                "parameters": s.struct("parameters"),
+                "strict": s.scalar("strict", "bool"),
+            },
         ),
-    )
+    }
 
 
 def _tool_out(tool: v1.Tool) -> dict[str, Any]:
@@ -237,12 +261,12 @@ def _tool_out(tool: v1.Tool) -> dict[str, Any]:
     return out
 
 
-def _tool_choice_in(r: Reader) -> v1.ToolChoice | None:
+def _tool_choice_in(r: Reader) -> Fields | None:
     value = r.rest.get("tool_choice")
     if isinstance(value, str):
-        choice = v1.ToolChoice(mode=value)
+        choice = {"mode": value}
     elif isinstance(name := _forced_function(value), str):
-        choice = v1.ToolChoice(function_name=name)
+        choice = {"function_name": name}
     else:
         return None  # other shapes (allowed_tools, ...) travel in `extra`
     del r.rest["tool_choice"]
@@ -266,19 +290,19 @@ def _tool_choice_out(choice: v1.ToolChoice) -> Any:
     return choice.mode
 
 
-def _response_format_in(r: Reader) -> v1.ResponseFormat:
-    return v1.ResponseFormat(
-        type=r.scalar("type", "str") or "",
-        json_schema=r.message(
+def _response_format_in(r: Reader) -> Fields:
+    return {
+        "type": r.scalar("type", "str") or "",
+        "json_schema": r.message(
             "json_schema",
-            lambda s: v1.JsonSchema(
-                name=s.scalar("name", "str") or "",
-                description=s.scalar("description", "str"),
-                schema=s.struct("schema"),
-                strict=s.scalar("strict", "bool"),
-            ),
+            lambda s: {
+                "name": s.scalar("name", "str") or "",
+                "description": s.scalar("description", "str"),
+                "schema": s.struct("schema"),
+                "strict": s.scalar("strict", "bool"),
+            },
         ),
-    )
+    }
 
 
 def _response_format_out(fmt: v1.ResponseFormat) -> dict[str, Any]:
@@ -310,24 +334,24 @@ def _envelope_out(msg: v1.ChatCompletion | v1.ChatCompletionChunk, default_objec
     return out | compact(system_fingerprint=msg.system_fingerprint, service_tier=msg.service_tier)
 
 
-def _choice_in(r: Reader) -> v1.Choice:
-    return v1.Choice(
-        index=r.scalar("index", "int32") or 0,
-        message=r.message("message", _message_in),
-        finish_reason=r.scalar("finish_reason", "str"),
-        logprobs=r.struct("logprobs"),
-        extra=r.leftover(),
-    )
+def _choice_in(r: Reader) -> Fields:
+    return {
+        "index": r.scalar("index", "int32") or 0,
+        "message": r.message("message", _message_in),
+        "finish_reason": r.scalar("finish_reason", "str"),
+        "logprobs": r.struct("logprobs"),
+        "extra": r.leftover(),
+    }
 
 
-def _chunk_choice_in(r: Reader) -> v1.ChunkChoice:
-    return v1.ChunkChoice(
-        index=r.scalar("index", "int32") or 0,
-        delta=r.message("delta", _message_in),
-        finish_reason=r.scalar("finish_reason", "str"),
-        logprobs=r.struct("logprobs"),
-        extra=r.leftover(),
-    )
+def _chunk_choice_in(r: Reader) -> Fields:
+    return {
+        "index": r.scalar("index", "int32") or 0,
+        "delta": r.message("delta", _message_in),
+        "finish_reason": r.scalar("finish_reason", "str"),
+        "logprobs": r.struct("logprobs"),
+        "extra": r.leftover(),
+    }
 
 
 def _choice_out(
@@ -340,22 +364,22 @@ def _choice_out(
     return merged(out, choice.extra)
 
 
-def _usage_in(r: Reader) -> v1.Usage:
-    return v1.Usage(
-        prompt_tokens=r.scalar("prompt_tokens", "int64") or 0,
-        completion_tokens=r.scalar("completion_tokens", "int64") or 0,
-        total_tokens=r.scalar("total_tokens", "int64") or 0,
-        prompt_tokens_details=r.message(
+def _usage_in(r: Reader) -> Fields:
+    return {
+        "prompt_tokens": r.scalar("prompt_tokens", "int64") or 0,
+        "completion_tokens": r.scalar("completion_tokens", "int64") or 0,
+        "total_tokens": r.scalar("total_tokens", "int64") or 0,
+        "prompt_tokens_details": r.message(
             "prompt_tokens_details",
-            lambda s: v1.PromptTokensDetails(**_details_in(s, _PROMPT_DETAILS)),
+            lambda s: dict(**_details_in(s, _PROMPT_DETAILS)),
         ),
-        completion_tokens_details=r.message(
+        "completion_tokens_details": r.message(
             "completion_tokens_details",
-            lambda s: v1.CompletionTokensDetails(**_details_in(s, _COMPLETION_DETAILS)),
+            lambda s: dict(**_details_in(s, _COMPLETION_DETAILS)),
         ),
-        cost=r.scalar("cost", "double"),
-        extra=r.leftover(),
-    )
+        "cost": r.scalar("cost", "double"),
+        "extra": r.leftover(),
+    }
 
 
 def _details_in(r: Reader, keys: tuple[str, ...]) -> dict[str, int]:

@@ -70,13 +70,13 @@ class Reader:
         del self.rest[key]
         return {k: float(v) if kind == "double" else v for k, v in value.items()}
 
-    def struct(self, key: str) -> pb.Struct | None:
-        """Any JSON object, as a Struct."""
+    def struct(self, key: str) -> dict[str, Any] | None:
+        """Any JSON object, for a Struct field."""
         value = self.rest.get(key)
         if not isinstance(value, dict):
             return None
         del self.rest[key]
-        return pb.Struct.from_dict(value)
+        return value
 
     def message(self, key: str, build: Callable[[Reader], T]) -> T | None:
         """A nested object, built by `build` from its own reader."""
@@ -100,10 +100,10 @@ class Reader:
         self._settle(key, [child.rest for child in children])
         return result
 
-    def leftover(self) -> pb.Struct | None:
-        """Everything not consumed, as the `extra` Struct (None when nothing is left)."""
+    def leftover(self) -> dict[str, Any] | None:
+        """Everything not consumed, for the `extra` Struct (None when nothing is left)."""
         rest, self.rest = self.rest, {}
-        return pb.Struct.from_dict(rest) if rest else None
+        return rest or None
 
     def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
         if any(remainder) if isinstance(remainder, list) else remainder:

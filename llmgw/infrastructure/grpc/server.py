@@ -17,6 +17,7 @@ from llmgw._proto.google_proto_descriptor_pool import default_google_proto_descr
 from llmgw.application.gateway import Gateway
 from llmgw.infrastructure.grpc.messages import v1 as _v1  # noqa: F401  (registers our descriptors)
 from llmgw.infrastructure.grpc.service import GatewayService
+from llmgw.infrastructure.grpc.wire import EncodedAwareCodec
 from llmgw.infrastructure.request_ids import (
     GENERATION_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -68,7 +69,9 @@ def create_server(gateway: Gateway) -> Server:
     serving = ServiceStatus()
     serving.set(True)  # the service is healthy for as long as this server runs
     health = Health({service: [serving]})
-    server = Server(ServerReflection.extend([service, health], pool=reflection_pool()))
+    server = Server(
+        ServerReflection.extend([service, health], pool=reflection_pool()), codec=EncodedAwareCodec()
+    )
     listen(server, RecvRequest, _on_request)
     listen(server, SendInitialMetadata, _on_metadata)
     listen(server, SendTrailingMetadata, _on_metadata)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 from llmgw.application.gateway import Gateway, RequestContext
 from llmgw.domain.chat import parse_chat_request, parse_embeddings_request
 from llmgw.infrastructure.grpc.convert import (
-    chat_chunk_to_proto,
-    chat_completion_to_proto,
     chat_request_to_json,
     embeddings_request_to_json,
-    embeddings_response_to_proto,
+    encode_chat_chunk,
+    encode_chat_completion,
+    encode_embeddings_response,
     model_to_proto,
 )
 from llmgw.infrastructure.grpc.errors import mapped_errors
@@ -22,6 +23,9 @@ from llmgw.infrastructure.request_ids import current_generation_id, current_requ
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
+    """Answers are encoded through upb (see `wire`) and returned as `Encoded` bytes, which the server's
+    codec sends unchanged; the casts tell the generated base class's signatures so."""
+
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
@@ -39,7 +43,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
             request = parse_chat_request(chat_request_to_json(message), stream=False)
             result = await self._gateway.create_chat_completion(request, _context())
             current_generation_id.set(result.body["id"])
-            return chat_completion_to_proto(result.body)
+            return cast(v1.ChatCompletion, encode_chat_completion(result.body))
 
     async def create_chat_completion_stream(
         self, message: v1.CreateChatCompletionRequest
@@ -51,14 +55,14 @@ class GatewayService(v1.LlmGatewayServiceBase):
             async with contextlib.aclosing(stream):
                 async for batch in stream:
                     for chunk in batch:
-                        yield chat_chunk_to_proto(chunk)
+                        yield cast(v1.ChatCompletionChunk, encode_chat_chunk(chunk))
 
     async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():
             request = parse_embeddings_request(embeddings_request_to_json(message))
             result = await self._gateway.create_embeddings(request, _context())
             current_generation_id.set(result.body["id"])
-            return embeddings_response_to_proto(result.body)
+            return cast(v1.CreateEmbeddingsResponse, encode_embeddings_response(result.body))
 
     async def get_generation(self, message: v1.GetGenerationRequest) -> v1.GetGenerationResponse:
         with mapped_errors():
