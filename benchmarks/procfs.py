@@ -65,3 +65,10 @@ def peak_memory(pid: int) -> PeakMemory:
                 peaks.append(int(line.split()[1]) / 1024)
                 break
     return PeakMemory(sum(peaks), max(peaks, default=0.0), len(peaks))
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, all processes) since boot, from `/proc/stat`."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS

@@ -4,6 +4,7 @@ the first body byte of a streamed answer (Content-Length or chunked bodies, no t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,12 @@ class Connection:
     async def __aexit__(self, *exc: object) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
 
     async def request(self, method: str, path: str, body: bytes = b"") -> Answer:
-        assert self._reader is not None and self._writer is not None, "use `async with`"
+        assert self._reader is not None, "use `async with`"
+        assert self._writer is not None
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

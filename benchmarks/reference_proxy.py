@@ -5,6 +5,7 @@ without parsing."""
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -45,11 +46,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9000")
     args = parser.parse_args()
+    # A client that leaves mid-answer (wrk stopping) is not worth a logged traceback.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     app = web.Application(client_max_size=16 << 20)
     app[UPSTREAM] = args.upstream.rstrip("/")
     app.cleanup_ctx.append(session)
     app.router.add_route("*", "/{tail:.*}", forward)
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host=args.host, port=args.port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
 
 
 if __name__ == "__main__":

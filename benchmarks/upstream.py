@@ -2,7 +2,7 @@
 precomputed answers for chat JSON, chat SSE (20 chunks, a usage chunk, `[DONE]`) and 1536-dim embeddings.
 
 `GET /stats` counts the requests it served, so the driver knows what reached the upstream; `POST /reset`
-zeroes them. A model whose name contains `paced` streams its chunks 5 ms apart.
+zeroes them. A model whose name contains `paced` streams its chunks 5 ms apart (the first with the headers).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import random
 import signal
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import orjson
 import uvloop
 
+_T = TypeVar("_T")
 CHUNKS = 20
 PACE_SECONDS = 0.005
 EMBEDDING_DIMS = 1536
@@ -71,7 +73,12 @@ def _chunk_raw(data: bytes) -> bytes:
 
 def stream_parts(model: str) -> list[bytes]:
     """The SSE answer as HTTP chunks: headers, 20 content chunks, the usage chunk, `[DONE]` and the end."""
-    base = {"id": "chatcmpl-bench0001", "object": "chat.completion.chunk", "created": _CREATED, "model": model}
+    base = {
+        "id": "chatcmpl-bench0001",
+        "object": "chat.completion.chunk",
+        "created": _CREATED,
+        "model": model,
+    }
     parts = [_head(200, "text/event-stream", "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n")]
     for i, word in enumerate(_WORDS):
         delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
@@ -122,13 +129,13 @@ class Upstream:
         model = str(request.get("model", ""))
         if not request.get("stream"):
             self.counts["chat"] += 1
-            return self._cached(("chat", model, 0), chat_answer, model)
+            return self._cached(("chat", model, 0), lambda: chat_answer(model))
         self.counts["stream"] += 1
-        parts: list[bytes] = self._cached(("stream", model, 0), stream_parts, model)
+        parts = self._cached(("stream", model, 0), lambda: stream_parts(model))
         if "paced" in model:
             self.counts["paced"] += 1
             return parts
-        return self._cached(("joined", model, 0), b"".join, parts)
+        return self._cached(("joined", model, 0), lambda: b"".join(parts))
 
     def _embeddings(self, body: bytes) -> bytes:
         request = _parse(body)
@@ -138,13 +145,13 @@ class Upstream:
         model = str(request.get("model", ""))
         inputs = request.get("input")
         count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
-        return self._cached(("embeddings", model, count), lambda m: embeddings_answer(m, count), model)
+        return self._cached(("embeddings", model, count), lambda: embeddings_answer(model, count))
 
-    def _cached(self, key: tuple[str, str, int], build: Any, arg: Any) -> Any:
+    def _cached(self, key: tuple[str, str, int], build: Callable[[], _T]) -> _T:
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = build(arg)
-        return found
+            found = self._cache[key] = build()
+        return cast("_T", found)
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:
@@ -197,18 +204,19 @@ class UpstreamProtocol(asyncio.Protocol):
             method, path = _request_line(head)
             answer = self._upstream.answer(method.upper(), path.split(b"?", 1)[0], body)
             if isinstance(answer, list):
-                self._pacing = asyncio.get_running_loop().create_task(self._pace(answer))
+                # Headers and the first chunk at once: time to first byte is then the proxy's alone.
+                self._transport.write(answer[0] + answer[1])
+                self._pacing = asyncio.get_running_loop().create_task(self._pace(answer[2:]))
             else:
                 self._transport.write(answer)
             if b"\r\nconnection: close" in head:
                 self._transport.close()
 
     async def _pace(self, parts: list[bytes]) -> None:
-        """Headers at once, then each chunk PACE_SECONDS after the previous one."""
+        """Each of the following chunks PACE_SECONDS after the previous one."""
         try:
-            for index, part in enumerate(parts):
-                if index:
-                    await asyncio.sleep(PACE_SECONDS)
+            for part in parts:
+                await asyncio.sleep(PACE_SECONDS)
                 if self._transport is None:
                     return
                 self._transport.write(part)

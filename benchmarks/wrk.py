@@ -22,6 +22,21 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[%BODY%]==]
 
+-- A bound on the requests one run may send, whatever the time: the thread stops past it.
+local max_requests = %MAX%
+local sent = 0
+local prepared = nil
+request = function()
+  sent = sent + 1
+  if sent > max_requests then
+    wrk.thread:stop()
+  end
+  if prepared == nil then
+    prepared = wrk.format()
+  end
+  return prepared
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -42,15 +57,18 @@ class LoadResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    #: CPU seconds the load generator itself spent, where it reports them
+    client_cpu_s: float = math.nan
 
 
 def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def write_script(directory: Path, name: str, body: bytes) -> Path:
+def write_script(directory: Path, name: str, body: bytes, max_requests: int) -> Path:
     path = directory / f"{name}.lua"
-    path.write_text(_SCRIPT.replace("%BODY%", body.decode()).replace("%MARK%", _MARK))
+    script = _SCRIPT.replace("%BODY%", body.decode()).replace("%MARK%", _MARK)
+    path.write_text(script.replace("%MAX%", str(max_requests)))
     return path
 
 

@@ -54,8 +54,8 @@ async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_l
         missing = {**CHAT, "model": "nope/none"}
         async with session.post(
             f"{gw.rest_url}/v1/chat/completions", json=missing, headers={"x-request-id": "req-def-456"}
-        ) as r:
-            assert r.status == 404
+        ) as refused:
+            assert refused.status == 404
     lines = log_lines.getvalue().splitlines()
     # A served chat logs one line, its generation record; a refused request logs its access line.
     chat_lines = [line for line in lines if "req-abc-123" in line]
