@@ -9,6 +9,7 @@ from typing import Any
 from llmgw.infrastructure.config.provenance import KeyPath
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
 from llmgw.infrastructure.config.validation import REQUIRED, Checker, http_url
+from llmgw.infrastructure.providers.dashscope import REGION_BASE_URLS
 
 PROVIDERS_PATH: KeyPath = ("llm", "providers")
 _KINDS = [kind.value for kind in ProviderKind]
@@ -24,6 +25,7 @@ _KEYS = frozenset(
         "idle_timeout",
         "max_connections",
         "headers",
+        "region",
         *_OPENROUTER_HEADERS,
     }
 )
@@ -59,7 +61,7 @@ def _provider(
     return ProviderSettings(
         name=name,
         kind=kind,
-        base_url=check.read(table, path, "base_url", http_url, default=REQUIRED, fallback=""),
+        base_url=_base_url(kind, table, path, check),
         api_key=api_key,
         api_key_source=api_key_source,
         timeout=check.duration(table, path, "timeout", "60s"),
@@ -69,6 +71,20 @@ def _provider(
         max_connections=check.integer(table, path, "max_connections", 100, minimum=1),
         headers=headers,
     )
+
+
+def _base_url(kind: ProviderKind, table: Mapping[str, Any], path: KeyPath, check: Checker) -> str:
+    """`base_url`, or for DashScope its `region` (beijing, international, us): a key works in one region only."""
+    if table.get("region") is None:
+        return str(check.read(table, path, "base_url", http_url, default=REQUIRED, fallback=""))
+    if kind is not ProviderKind.DASHSCOPE:
+        check.fail((*path, "region"), "only providers of kind dashscope have regions; set base_url")
+        return ""
+    if table.get("base_url") is not None:
+        check.fail((*path, "region"), "set base_url or region, not both")
+        return ""
+    region = check.choice(table, path, "region", "beijing", sorted(REGION_BASE_URLS))
+    return REGION_BASE_URLS.get(region, "")
 
 
 def _kind(name: str, table: Mapping[str, Any], path: KeyPath, check: Checker) -> ProviderKind:
