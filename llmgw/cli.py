@@ -64,6 +64,14 @@ def _load(command: str, args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        return _main(args)
+    except BrokenPipeError:  # `llmgw models | head`: the reader left, which is not an error
+        sys.stderr.close()
+        return 0
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         if args.command == "config":
             print(json.dumps(effective_settings(_load(args.for_command, args)), indent=2))
             return 0
