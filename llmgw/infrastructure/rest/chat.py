@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -55,19 +56,29 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
     )
     await response.prepare(request)
     try:
+        await _send(response, first, stream)
+    except ConnectionResetError as exc:
+        # The client left between two writes: what a cancellation is, not an error to report.
+        raise asyncio.CancelledError from exc
+    finally:
+        response.stop_streaming()
+    return response
+
+
+async def _send(response: EventSourceResponse, first: bytes | None, stream: ChatStream) -> None:
+    try:
         if first is not None:
             await response.write(first)
             async for batch in stream:
                 await response.write(_events(batch))
     except GatewayError as exc:
         await response.write(encode_event(error_body(exc)))
+    except ConnectionResetError:
+        raise
     except Exception:  # the edge, mid-stream: a bug ends the stream with an error event
         log.exception("unhandled error mid-stream")
         await response.write(encode_event(error_body(InternalError("internal error"))))
-    finally:
-        response.stop_streaming()
     await response.write_eof(DONE_EVENT)  # one write for [DONE] and the end of the body
-    return response
 
 
 def _events(batch: list[JSONObject]) -> bytes:
