@@ -1,0 +1,202 @@
+"""Start and stop the processes under test: the fake upstream, the reference proxy and llmgw, each on
+loopback ports of its own, its output in a log file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.rawhttp import call_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+_READY_TIMEOUT = 60.0
+# `python -m llmgw` exactly, under a command line that a broad `pkill -f "llmgw serve"` elsewhere on the
+# machine does not match: such kills stopped benchmark runs half-way.
+_LLMGW_MAIN = "from llmgw.cli import main; raise SystemExit(main())"
+# llmgw writes generation records at least every second: its CPU for a row is read once that is done.
+LLMGW_FLUSH_SECONDS = 1.1
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    grpc_port: int = 0
+    health_port: int = 0
+    #: seconds of background work a request may leave behind (llmgw's record writer)
+    deferred_work: float = 0.0
+    #: whether its requests reach the upstream (and so are counted there)
+    uses_upstream: bool = True
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+async def start_upstream(workdir: Path) -> Server:
+    port = free_port()
+    log_path = workdir / "upstream.log"
+    process = _spawn([sys.executable, "-m", "benchmarks.upstream", "--port", str(port)], log_path)
+    server = Server("upstream", process, port, log_path)
+    await _wait_ready(server, port, "/stats")
+    return server
+
+
+async def start_reference(workdir: Path, upstream: Server) -> Server:
+    port = free_port()
+    log_path = workdir / "reference.log"
+    command = [sys.executable, "-m", "benchmarks.reference_proxy", "--port", str(port)]
+    process = _spawn([*command, "--upstream", f"http://{HOST}:{upstream.port}"], log_path)
+    server = Server("reference", process, port, log_path)
+    await _wait_ready(server, port, "/stats")  # forwarded to the upstream's /stats
+    return server
+
+
+async def start_grpc_echo(workdir: Path) -> Server:
+    port = free_port()
+    log_path = workdir / "grpc-echo.log"
+    process = _spawn([sys.executable, "-m", "benchmarks.grpc_echo", "--port", str(port)], log_path)
+    server = Server("grpc-echo", process, 0, log_path, grpc_port=port, uses_upstream=False)
+    await _wait_ready(server, port, None)
+    return server
+
+
+def llmgw_config(workdir: Path, upstream: Server, ports: tuple[int, int, int], workers: int) -> str:
+    rest, grpc, health = ports
+    return f"""\
+[log]
+level = "info"
+format = "text"
+
+[http]
+listen = "{HOST}:{rest}"
+
+[grpc]
+listen = "{HOST}:{grpc}"
+
+[health]
+listen = "{HOST}:{health}"
+
+[storage]
+url = "sqlite:///{workdir / "bench.db"}"
+
+[server]
+workers = {workers}
+shutdown_grace = "5s"
+
+[llm.providers.bench]
+kind = "openai"
+base_url = "http://{HOST}:{upstream.port}/v1"
+
+[[llm.models]]
+id = "bench/chat"
+capabilities = ["chat"]
+pricing = {{ prompt = 0.5, completion = 1.5 }}
+
+[[llm.models]]
+id = "bench/paced"
+upstream_model = "paced"
+capabilities = ["chat"]
+pricing = {{ prompt = 0.5, completion = 1.5 }}
+
+[[llm.models]]
+id = "bench/embed"
+capabilities = ["embeddings"]
+pricing = {{ prompt = 0.1, completion = 0.0 }}
+"""
+
+
+async def start_llmgw(
+    workdir: Path, upstream: Server, name: str, workers: int = 1, wrapper: tuple[str, ...] = ()
+) -> Server:
+    """`llmgw serve` (REST, gRPC, health) with a config dir of its own holding one provider, `bench`.
+
+    `wrapper` runs `-m llmgw` under another module (e.g. cProfile).
+    """
+    config_dir = workdir / name
+    config_dir.mkdir(parents=True, exist_ok=True)
+    ports = (free_port(), free_port(), free_port())
+    (config_dir / "default.toml").write_text(llmgw_config(config_dir, upstream, ports, workers))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("LLMGW_")
+        and not key.endswith("_API_KEY")
+        and key not in ("CONFIG_PATH", "MODE")
+    }
+    launch = [*wrapper, "-m", "llmgw"] if wrapper else [sys.executable, "-c", _LLMGW_MAIN]
+    command = [*launch, "serve", "--config-path", str(config_dir)]
+    log_path = workdir / f"{name}.log"
+    process = _spawn(command, log_path, env)
+    server = Server(name, process, ports[0], log_path, ports[1], ports[2], LLMGW_FLUSH_SECONDS)
+    await _wait_ready(server, ports[2], "/readyz")
+    await _wait_ready(server, ports[1], None)
+    return server
+
+
+async def _wait_ready(server: Server, port: int, path: str | None) -> None:
+    """Until `path` answers 2xx (or, with no path, the port accepts); fail early if the process died."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while True:
+        check_alive(server)
+        try:
+            if path is None:
+                _, writer = await asyncio.open_connection(HOST, port)
+                writer.close()
+            else:
+                await call_json(HOST, port, path)
+        except (OSError, RuntimeError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name} not ready on port {port}:\n{_tail(server)}") from None
+            await asyncio.sleep(0.1)
+        else:
+            return
+
+
+def check_alive(server: Server) -> None:
+    """Raise, with the end of its log, if the server has exited."""
+    if server.process.poll() is not None:
+        raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{_tail(server)}")
+
+
+def _tail(server: Server, lines: int = 30) -> str:
+    try:
+        return "\n".join(server.log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop(server: Server, timeout: float = 30.0) -> int | None:
+    """SIGTERM, wait for a clean exit, SIGKILL if it does not come; the exit status."""
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

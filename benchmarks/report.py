@@ -1,0 +1,229 @@
+"""Write `benchmarks/RESULTS.md`: machine and commit, the table, targets, 1 vs 2 workers, method, profile."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.plan import LLMGW_2, LLMGW_GRPC, LLMGW_REST, TARGETS, UPSTREAM, Kind, Plan
+from benchmarks.procfs import PeakMemory
+from benchmarks.runner import Settings
+from benchmarks.summary import Summaries, Summary, Verdict
+
+PROFILE_START = "<!-- profile:start -->"
+PROFILE_END = "<!-- profile:end -->"
+PROFILE_PLACEHOLDER = "Not profiled in this run: `python -m benchmarks --profile` fills this section."
+
+_KIND_TITLES = {
+    Kind.CHAT: "Chat completion (JSON)",
+    Kind.STREAM: "Streamed chat (SSE, 20 chunks + usage chunk)",
+    Kind.EMBEDDINGS: "Embeddings (one input, 1536 dims)",
+    Kind.PACED: "Time to first byte: paced stream (20 chunks 5 ms apart), one at a time",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    date: str
+    commit: str
+    machine: list[tuple[str, str]]
+    settings: Settings
+    rounds: int
+    plan: Plan
+    wall_seconds: float
+    #: core-seconds the whole machine was busy during the run, and how many of them were ours
+    machine_busy_s: float
+    own_cpu_s: float
+    final_peaks: dict[str, PeakMemory]
+    #: per server, the share of its CPU over the rounds that fell inside some row's window
+    coverage: dict[str, float]
+
+
+def _f(value: float, digits: int = 2, suffix: str = "") -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}{suffix}"
+
+
+def _signed(value: float, digits: int = 2) -> str:
+    return "-" if math.isnan(value) else f"{value:+.{digits}f}"
+
+
+def _peak(peak: PeakMemory | None) -> str:
+    if peak is None:
+        return "-"
+    if peak.processes == 1:
+        return f"{peak.total_mib:.0f}"
+    return f"{peak.total_mib:.0f} ({peak.processes} procs, largest {peak.largest_mib:.0f})"
+
+
+def _row_table(summaries: Summaries, kind: Kind) -> list[str]:
+    latency = "TTFB" if kind is Kind.PACED else "latency"
+    lines = [
+        f"| target | conc | req/s | p50 {latency} ms | p99 {latency} ms | +p50 ms | +p99 ms "
+        "| server CPU ms/req | x reference | upstream CPU ms/req | peak RSS MiB | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for concurrency in summaries.concurrencies(kind):
+        for target in TARGETS:
+            summary = summaries.get(target, kind, concurrency)
+            if summary is not None:
+                lines.append(_row_line(summaries, summary))
+    return lines
+
+
+def _row_line(summaries: Summaries, s: Summary) -> str:
+    added = summaries.added(s)
+    if s.row.kind is Kind.PACED:  # too few requests for CPU figures in 10 ms clock ticks
+        cpu = "| - | - | -"
+    else:
+        ratio = _f(summaries.cpu_ratio(s), 2, "x")
+        cpu = f"| **{_f(s.server_ms, 3)}** | {ratio} | {_f(s.upstream_ms, 3)}"
+    return (
+        f"| {s.row.target.label} | {s.row.concurrency} | {_f(s.rps, 0)} | {_f(s.p50_ms, 3)} | {_f(s.p99_ms, 3)} "
+        f"| {_signed(added[0], 3)} | {_signed(added[1], 3)} {cpu} | {_peak(s.peak)} | {s.errors} |"
+    )
+
+
+def _ratio_table(summaries: Summaries) -> list[str]:
+    concurrencies = summaries.concurrencies(Kind.CHAT)
+    lines = [
+        "| llmgw row | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
+        "|---|" + "--:|" * len(concurrencies),
+    ]
+    for target in (LLMGW_REST, LLMGW_GRPC):
+        for kind in (Kind.CHAT, Kind.STREAM, Kind.EMBEDDINGS):
+            cells = [summaries.get(target, kind, c) for c in concurrencies]
+            if any(cells):
+                ratios = [_f(summaries.cpu_ratio(s), 2, "x") if s else "-" for s in cells]
+                lines.append(f"| {target.label} {kind.value} | " + " | ".join(ratios) + " |")
+    return lines
+
+
+def _verdict_table(verdicts: list[Verdict]) -> list[str]:
+    lines = ["| target | limit | measured | verdict |", "|---|--:|---|---|"]
+    for verdict in verdicts:
+        digits = 1 if verdict.unit == "MiB" else 3 if verdict.unit == "ms" else 2
+        unit = verdict.unit if verdict.unit == "x" else f" {verdict.unit}"
+        measured = ", ".join(f"{where} {_f(value, digits)}{unit}" for where, value in verdict.figures)
+        state = {True: "**met**", False: "**not met**", None: "not measured"}[verdict.met]
+        lines.append(f"| {verdict.name} | ≤ {verdict.limit:g}{unit} | {measured or '-'} | {state} |")
+    return lines
+
+
+def _workers_table(summaries: Summaries, plan: Plan) -> list[str]:
+    lines = [
+        "| row | conc | req/s 1w | req/s 2w | speed-up | p50 ms 1w | p50 ms 2w | p99 ms 1w | p99 ms 2w "
+        "| CPU ms/req 1w | CPU ms/req 2w | peak RSS MiB 2w |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for kind, concurrency in plan.workers_rows:
+        for two in (t for t in TARGETS if t.server == LLMGW_2):
+            one = next(t for t in TARGETS if t.front is two.front and t.gateway and t.server != LLMGW_2)
+            a, b = summaries.get(one, kind, concurrency), summaries.get(two, kind, concurrency)
+            if a is None or b is None:
+                continue
+            lines.append(
+                f"| llmgw {two.front.value} {kind.value} | {concurrency} | {_f(a.rps, 0)} | {_f(b.rps, 0)} "
+                f"| {_f(b.rps / a.rps if a.rps else math.nan, 2, 'x')} | {_f(a.p50_ms, 3)} | {_f(b.p50_ms, 3)} "
+                f"| {_f(a.p99_ms, 3)} | {_f(b.p99_ms, 3)} | {_f(a.server_ms, 3)} | {_f(b.server_ms, 3)} "
+                f"| {_peak(b.peak)} |"
+            )
+    return lines
+
+
+def _method(info: RunInfo, summaries: Summaries) -> list[str]:
+    settings = info.settings
+    loaded = [s for s in summaries.rows.values() if s.row.kind is not Kind.PACED]
+    upstream_worst = max((s.upstream_ms for s in loaded if not math.isnan(s.upstream_ms)), default=math.nan)
+    direct_ms = [s.server_ms for s in loaded if s.row.target.server == UPSTREAM]
+    client = [s.client_ms for s in summaries.rows.values() if not math.isnan(s.client_ms)]
+    foreign = info.machine_busy_s - info.own_cpu_s
+    available = info.wall_seconds * (os.cpu_count() or 1)
+    return [
+        f"- {info.rounds} rounds; in each, every target is loaded in turn for each kind and concurrency "
+        "(order rotated per round); figures are the medians of the rounds, errors their sum.",
+        f"- A row: {settings.warmup:g} s warm-up, then {settings.duration:g} s of load "
+        f"(paced rows: {settings.ttfb_warmup} + {settings.ttfb_samples} streams one at a time). "
+        "HTTP rows use wrk (one thread, `conc` keep-alive connections, a Lua script for the POST body and "
+        "a cap on the requests; stopped by SIGINT when the time is up, so the requests in flight then are "
+        "abandoned, which llmgw logs as cancelled); "
+        "gRPC rows the project's bounded grpclib driver (`benchmarks/grpc_load.py`, `conc` callers over "
+        "up to 8 channels) in a process of its own; TTFB rows a raw HTTP/1.1 client (time from sending "
+        "the request to the first body byte) and, for gRPC, the time to the first streamed message.",
+        "- **server CPU ms/req** = utime+stime (`/proc/<pid>/stat`) of the server's process tree over the "
+        "row, warm-up included / the requests the upstream received over the same span (the bare grpclib "
+        "echo, which has no upstream: the calls its client completed). For llmgw the CPU span ends after its "
+        "record writer's next flush (≤ 1.1 s after the load), so writing records counts. The direct row's "
+        f"server is the upstream itself. Rows' spans hold {_coverage(info)} of each server's CPU over the "
+        "rounds (the rest: idle time between its rows). The x reference column is the median of each "
+        "round's ratio to the reference row (REST: the aiohttp proxy, gRPC: the bare grpclib echo). Paced "
+        "rows have too few requests for CPU figures in 10 ms clock ticks.",
+        f"- The fake upstream (`benchmarks/upstream.py`, raw asyncio on uvloop, precomputed answers) "
+        f"spends at most {_f(upstream_worst, 3)} ms of CPU per request in any row "
+        f"(direct rows: {_f(min(direct_ms, default=math.nan), 3)}-{_f(max(direct_ms, default=math.nan), 3)} ms); "
+        "it is not the bottleneck.",
+        f"- The gRPC load generator spends {_f(min(client, default=math.nan), 3)}-"
+        f"{_f(max(client, default=math.nan), 3)} ms CPU per request itself: on 2 cores it competes with the "
+        "server, so gRPC req/s and latency are lower bounds; CPU per request is not affected.",
+        "- +p50/+p99: the row's latency minus the direct row's at the same kind and concurrency (gRPC rows: "
+        "minus direct REST). Peak RSS: VmHWM, summed over the process tree (2 workers: supervisor, workers "
+        "and multiprocessing's helper).",
+        f"- Run took {info.wall_seconds:.0f} s. The machine was busy {info.machine_busy_s:.0f} core-seconds "
+        f"of {available:.0f}; {max(0.0, foreign):.0f} of them were other processes than this benchmark's "
+        "(other work on the machine makes latency and req/s noisier; CPU per request much less so).",
+    ]
+
+
+def _coverage(info: RunInfo) -> str:
+    shares = sorted(info.coverage.values())
+    if not shares:
+        return "-"
+    return f"{100 * shares[0]:.0f}%" if len(shares) == 1 else f"{100 * shares[0]:.0f}-{100 * shares[-1]:.0f}%"
+
+
+def render(summaries: Summaries, verdicts: list[Verdict], info: RunInfo, profile: str | None) -> str:
+    lines = [
+        "# llmgw benchmarks",
+        "",
+        "Written by `python -m benchmarks` (`tox -e bench`); do not edit by hand.",
+        "",
+        f"- date: {info.date}",
+        f"- commit: `{info.commit}`",
+        *(f"- {name}: {value}" for name, value in info.machine),
+        "- llmgw: one worker (and two for the workers rows), provider `bench` (kind `openai`) on the fake "
+        "upstream, SQLite records through the background writer, `log.level = info` to a file.",
+        "",
+        "## Results",
+        "",
+    ]
+    for kind in Kind:
+        if summaries.concurrencies(kind):
+            lines += [f"### {_KIND_TITLES[kind]}", "", *_row_table(summaries, kind), ""]
+    lines += [
+        "## llmgw CPU per request over the reference's",
+        "",
+        "REST rows over the aiohttp pass-through proxy, gRPC rows over the bare grpclib echo; the median of the "
+        "rounds' ratios.",
+        "",
+        *_ratio_table(summaries),
+        "",
+    ]
+    lines += ["## Targets (one worker)", "", *_verdict_table(verdicts), ""]
+    lines += ["## Workers: 1 vs 2", "", *_workers_table(summaries, info.plan), ""]
+    lines += ["## How it was measured", "", *_method(info, summaries), ""]
+    lines += ["## Profile", "", PROFILE_START, profile or PROFILE_PLACEHOLDER, PROFILE_END, ""]
+    return "\n".join(lines)
+
+
+def replace_profile(results: Path, profile: str) -> bool:
+    """Put `profile` into an existing RESULTS.md's Profile section; False when there is none."""
+    try:
+        text = results.read_text()
+    except OSError:
+        return False
+    start, end = text.find(PROFILE_START), text.find(PROFILE_END)
+    if start < 0 or end < start:
+        return False
+    results.write_text(text[: start + len(PROFILE_START)] + "\n" + profile + "\n" + text[end:])
+    return True

@@ -1,0 +1,178 @@
+"""Rounds folded into one figure per row (the median of the rounds), and the issue's targets judged on them."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from benchmarks.plan import (
+    BARE_GRPC,
+    DIRECT,
+    LLMGW_GRPC,
+    LLMGW_REST,
+    REFERENCE_PROXY,
+    Front,
+    Kind,
+    Row,
+    Target,
+)
+from benchmarks.procfs import PeakMemory
+from benchmarks.runner import Sample
+
+MIB_LIMIT = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    row: Row
+    rounds: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_ms: float
+    #: server CPU ms per request in each round, for ratios between rows measured side by side
+    server_ms_by_round: dict[int, float]
+    upstream_ms: float
+    #: the gRPC load generator's own CPU per request (NaN for wrk rows)
+    client_ms: float
+    peak: PeakMemory | None
+    errors: int
+    upstream_requests: int
+
+
+def _median(values: Iterable[float]) -> float:
+    kept = [value for value in values if not math.isnan(value)]
+    return statistics.median(kept) if kept else math.nan
+
+
+def _summary(row: Row, samples: list[Sample]) -> Summary:
+    peaks = [s.peak for s in samples if s.peak is not None]
+    return Summary(
+        row=row,
+        rounds=len(samples),
+        rps=_median(s.load.requests / s.load.seconds if s.load.seconds else math.nan for s in samples),
+        p50_ms=_median(s.load.p50_ms for s in samples),
+        p99_ms=_median(s.load.p99_ms for s in samples),
+        server_ms=_median(s.server_ms_per_request for s in samples),
+        server_ms_by_round={s.round: s.server_ms_per_request for s in samples},
+        upstream_ms=_median(s.upstream_ms_per_request for s in samples),
+        client_ms=_median(
+            1000 * s.load.client_cpu_s / s.upstream_requests if s.upstream_requests else math.nan
+            for s in samples
+        ),
+        peak=max(peaks, key=lambda peak: peak.total_mib) if peaks else None,
+        errors=sum(s.load.errors for s in samples),
+        upstream_requests=sum(s.upstream_requests for s in samples),
+    )
+
+
+class Summaries:
+    """One Summary per row, with the comparisons the report needs."""
+
+    def __init__(self, samples: Iterable[Sample]) -> None:
+        grouped: dict[Row, list[Sample]] = defaultdict(list)
+        for sample in samples:
+            grouped[sample.row].append(sample)
+        self.rows = {row: _summary(row, found) for row, found in grouped.items()}
+
+    def get(self, target: Target, kind: Kind, concurrency: int) -> Summary | None:
+        return self.rows.get(Row(target, kind, concurrency))
+
+    def added(self, summary: Summary) -> tuple[float, float]:
+        """p50 and p99 over going straight to the upstream (its REST twin for gRPC rows)."""
+        direct = self.get(DIRECT, summary.row.kind, summary.row.concurrency)
+        if direct is None or summary.row.target == DIRECT:
+            return math.nan, math.nan
+        return summary.p50_ms - direct.p50_ms, summary.p99_ms - direct.p99_ms
+
+    def cpu_ratio(self, summary: Summary) -> float:
+        """Server CPU per request over the reference's (REST: the aiohttp proxy, gRPC: the bare grpclib
+        echo), same kind and concurrency."""
+        reference_target = BARE_GRPC if summary.row.target.front is Front.GRPC else REFERENCE_PROXY
+        reference = self.get(reference_target, summary.row.kind, summary.row.concurrency)
+        if reference is None:
+            return math.nan
+        # The median of each round's ratio: rows of one round ran minutes closer together than the rounds.
+        theirs = reference.server_ms_by_round
+        return _median(
+            ours / theirs[index]
+            for index, ours in summary.server_ms_by_round.items()
+            if theirs.get(index, 0.0) > 0 and not math.isnan(theirs[index])
+        )
+
+    def concurrencies(self, kind: Kind) -> list[int]:
+        return sorted({row.concurrency for row in self.rows if row.kind is kind})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    limit: float
+    unit: str
+    #: (where, measured)
+    figures: tuple[tuple[str, float], ...]
+
+    @property
+    def met(self) -> bool | None:
+        values = [value for _, value in self.figures if not math.isnan(value)]
+        if not values:
+            return None
+        return all(value <= self.limit for value in values)
+
+
+def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verdict]:
+    """The issue's targets for one worker, each at every concurrency measured."""
+
+    def per_concurrency(
+        target: Target, kind: Kind, value: Callable[[Summary], float]
+    ) -> tuple[tuple[str, float], ...]:
+        found = ((c, summaries.get(target, kind, c)) for c in summaries.concurrencies(kind))
+        return tuple((f"c{c}", value(s)) for c, s in found if s is not None)
+
+    ratio = summaries.cpu_ratio
+    verdicts = [
+        Verdict(
+            "REST chat CPU/request vs reference", 1.5, "x", per_concurrency(LLMGW_REST, Kind.CHAT, ratio)
+        ),
+        Verdict(
+            "REST stream CPU/request vs reference", 1.5, "x", per_concurrency(LLMGW_REST, Kind.STREAM, ratio)
+        ),
+        Verdict(
+            "REST embeddings CPU/request vs reference",
+            2.0,
+            "x",
+            per_concurrency(LLMGW_REST, Kind.EMBEDDINGS, ratio),
+        ),
+        Verdict(
+            "gRPC unary chat CPU/request",
+            0.55,
+            "ms",
+            per_concurrency(LLMGW_GRPC, Kind.CHAT, lambda s: s.server_ms),
+        ),
+        Verdict(
+            "gRPC 20-chunk stream CPU/request",
+            2.0,
+            "ms",
+            per_concurrency(LLMGW_GRPC, Kind.STREAM, lambda s: s.server_ms),
+        ),
+    ]
+    bare = "{} CPU/request vs bare grpclib echo (the issue's estimate)"
+    verdicts += [
+        Verdict(bare.format("gRPC unary chat"), 1.6, "x", per_concurrency(LLMGW_GRPC, Kind.CHAT, ratio)),
+        Verdict(bare.format("gRPC stream"), 1.6, "x", per_concurrency(LLMGW_GRPC, Kind.STREAM, ratio)),
+    ]
+    paced = summaries.get(LLMGW_REST, Kind.PACED, 1)
+    if paced is not None:
+        added = summaries.added(paced)[0]
+        verdicts.append(
+            Verdict("time to first byte, paced stream, added p50 (REST)", 1.5, "ms", (("c1", added),))
+        )
+    peak = final_peaks.get(LLMGW_REST.server)
+    if peak is not None:
+        verdicts.append(
+            Verdict("peak RSS through the run (1 worker)", MIB_LIMIT, "MiB", (("VmHWM", peak.total_mib),))
+        )
+    return verdicts
