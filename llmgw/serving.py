@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
@@ -38,12 +39,22 @@ FRONTS: dict[str, Fronts] = {
 }
 
 
-def _host(address: ListenAddress) -> str | None:
-    return address.host or None
+def listening_socket(address: ListenAddress, *, reuse_port: bool) -> socket.socket:
+    """Bind `address` ourselves, so port 0 works and the bound port is known; `:port` is dual-stack."""
+    if not address.host and socket.has_dualstack_ipv6():
+        return socket.create_server(
+            ("", address.port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=reuse_port
+        )
+    return socket.create_server((address.host or "0.0.0.0", address.port), reuse_port=reuse_port)  # noqa: S104
+
+
+def _bound(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 @contextlib.asynccontextmanager
-async def _site(app: web.Application, address: ListenAddress, settings: Settings) -> AsyncIterator[None]:
+async def _site(app: web.Application, sock: socket.socket, settings: Settings) -> AsyncIterator[None]:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its handler, and so the upstream call
@@ -52,18 +63,16 @@ async def _site(app: web.Application, address: ListenAddress, settings: Settings
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, _host(address), address.port, reuse_port=settings.server.workers > 1)
-        await site.start()
+        await web.SockSite(runner, sock).start()
         yield
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def _grpc(gateway: Gateway, settings: Settings) -> AsyncIterator[Server]:
+async def _grpc(gateway: Gateway, sock: socket.socket, settings: Settings) -> AsyncIterator[Server]:
     server = create_server(gateway)
-    address = settings.grpc.listen
-    await server.start(_host(address), address.port, reuse_port=settings.server.workers > 1)
+    await server.start(sock=sock)
     try:
         yield server
     finally:
@@ -76,10 +85,11 @@ async def _grpc(gateway: Gateway, settings: Settings) -> AsyncIterator[Server]:
 
 @dataclass(slots=True)
 class RunningFronts:
-    """What `serve_fronts` started; tests look inside, the process only waits."""
+    """What `serve_fronts` started and where it listens; tests look inside, the process only waits."""
 
     rest_app: web.Application | None = None
     grpc_server: Server | None = None
+    ports: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -89,16 +99,27 @@ async def serve_fronts(
     """Start the fronts `command` runs around one gateway; stop and drain them on exit."""
     fronts = FRONTS[command]
     running = RunningFronts()
+    reuse_port = settings.server.workers > 1
     async with contextlib.AsyncExitStack() as stack:
-        if fronts.grpc:
-            running.grpc_server = await stack.enter_async_context(_grpc(gateway, settings))
-        if fronts.rest:
+        listeners = {
+            name: stack.enter_context(listening_socket(address, reuse_port=reuse_port))
+            for name, address, wanted in (
+                ("grpc", settings.grpc.listen, fronts.grpc),
+                ("http", settings.http.listen, fronts.rest),
+                ("health", settings.health.listen, fronts.health),
+            )
+            if wanted
+        }
+        running.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
+        if "grpc" in listeners:
+            running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"], settings))
+        if "http" in listeners:
             running.rest_app = create_app(gateway, max_body_bytes=settings.http.max_body_bytes)
-            await stack.enter_async_context(_site(running.rest_app, settings.http.listen, settings))
-        if fronts.health:
-            health = create_health_app(gateway)
-            await stack.enter_async_context(_site(health, settings.health.listen, settings))
-        log.info("llmgw %s ready: %s", command, _describe(settings, fronts))
+            await stack.enter_async_context(_site(running.rest_app, listeners["http"], settings))
+        if "health" in listeners:
+            await stack.enter_async_context(_site(create_health_app(gateway), listeners["health"], settings))
+        described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
+        log.info("llmgw %s ready: %s", command, described)
         yield running
         log.info("stopping: draining in-flight requests")
 
@@ -116,14 +137,3 @@ async def run(settings: Settings, command: Command, *, stop: asyncio.Event | Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
-
-
-def _describe(settings: Settings, fronts: Fronts) -> str:
-    parts = []
-    if fronts.grpc:
-        parts.append(f"grpc={settings.grpc.listen}")
-    if fronts.rest:
-        parts.append(f"http={settings.http.listen}")
-    if fronts.health:
-        parts.append(f"health={settings.health.listen}")
-    return " ".join(parts)

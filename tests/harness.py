@@ -99,7 +99,7 @@ def settings_for(
     timeouts: Mapping[str, Mapping[str, float]] | None = None,
     max_body_bytes: int = 1_000_000,
 ) -> Settings:
-    """Three providers, one of each kind, pointed at their fakes; every listener on a free port."""
+    """Three providers, one of each kind, pointed at their fakes; every listener on a port of its own."""
     kinds = {
         "dashscope": ProviderKind.DASHSCOPE,
         "openrouter": ProviderKind.OPENROUTER,
@@ -111,9 +111,10 @@ def settings_for(
             name: provider(name, kinds[name], fake, **timeouts.get(name, {})) for name, fake in fakes.items()
         },
         models=tuple(m for m in catalog() if m.provider in fakes),
-        http=HttpSettings(listen=ListenAddress("127.0.0.1", free_port()), max_body_bytes=max_body_bytes),
-        grpc=GrpcSettings(listen=ListenAddress("127.0.0.1", free_port())),
-        health=HealthSettings(listen=ListenAddress("127.0.0.1", free_port())),
+        # Port 0: the gateway binds and reports the ports, so no other socket can take them in between.
+        http=HttpSettings(listen=ListenAddress("127.0.0.1", 0), max_body_bytes=max_body_bytes),
+        grpc=GrpcSettings(listen=ListenAddress("127.0.0.1", 0)),
+        health=HealthSettings(listen=ListenAddress("127.0.0.1", 0)),
         storage=StorageSettings(url=storage_url, retention_days=30),
         server=ServerSettings(workers=1, shutdown_grace=2.0),
     )
@@ -128,11 +129,11 @@ class Running:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.http.listen.port}"
+        return f"http://127.0.0.1:{self.fronts.ports['http']}"
 
     @property
     def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.health.listen.port}"
+        return f"http://127.0.0.1:{self.fronts.ports['health']}"
 
     @property
     def grpc(self) -> v1.LlmGatewayServiceStub:
@@ -143,7 +144,7 @@ class Running:
 async def running_gateway(settings: Settings) -> AsyncIterator[Running]:
     """`llmgw serve` in this event loop: gRPC, REST and health around one gateway."""
     async with build_gateway(settings) as gateway, serve_fronts(gateway, settings, "serve") as fronts:
-        channel = Channel("127.0.0.1", settings.grpc.listen.port)
+        channel = Channel("127.0.0.1", fronts.ports["grpc"])
         try:
             yield Running(settings, gateway, fronts, channel)
         finally:

@@ -7,7 +7,9 @@ through the environment as an operator would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -26,6 +28,8 @@ from tests.fakes.upstream_wire import expected_content
 from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+READY = re.compile(r"llmgw serve ready: (.*)")
+PORT = re.compile(r"(\w+)=\S+:(\d+)")
 SEED_MODELS = [
     "dashscope/qwen-turbo",
     "dashscope/qwen-vl-max",
@@ -50,12 +54,19 @@ class Process:
 
 @asynccontextmanager
 async def llmgw_serve(tmp_path: Path, extra_env: Mapping[str, str] | None = None) -> AsyncIterator[Process]:
-    ports = {"HTTP": free_port(), "GRPC": free_port(), "HEALTH": free_port()}
+    """`python -m llmgw serve` on ports it binds itself (port 0) and reports in its ready line.
+
+    Several workers cannot share a port-0 listener, so with `LLMGW_SERVER__WORKERS` the ports are picked here.
+    """
+    extra_env = dict(extra_env or {})
+    workers = "LLMGW_SERVER__WORKERS" in extra_env
+    ports = {name: free_port() if workers else 0 for name in ("HTTP", "GRPC", "HEALTH")}
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("LLMGW_")}
     env.update({f"LLMGW_{name}__LISTEN": f'"127.0.0.1:{port}"' for name, port in ports.items()})
     env["LLMGW_STORAGE__URL"] = f"sqlite:///{tmp_path / 'llmgw.db'}"
     env["CONFIG_PATH"] = str(REPO / "configs")
-    env.update(extra_env or {})
+    env.update(extra_env)
+    # A session of its own, so a failed test can kill the whole tree (workers hold the output pipe too).
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -64,23 +75,39 @@ async def llmgw_serve(tmp_path: Path, extra_env: Mapping[str, str] | None = None
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
-    process = Process(proc, ports["HTTP"], ports["GRPC"], ports["HEALTH"])
     try:
+        bound = await _ready_ports(proc)
+        process = Process(proc, *(ports[name] or bound[name.lower()] for name in ("HTTP", "GRPC", "HEALTH")))
         await _wait_ready(process)
         yield process
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def _ready_ports(proc: asyncio.subprocess.Process) -> dict[str, int]:
+    """The ports of the first `llmgw serve ready: grpc=host:port http=… health=…` line."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(15):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                pytest.fail("llmgw serve exited before it was ready:\n" + "".join(seen))
+            seen.append(line)
+            match = READY.search(line)
+            if match:
+                return {name: int(port) for name, port in PORT.findall(match.group(1))}
 
 
 async def _wait_ready(process: Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
             if process.proc.returncode is not None:
-                output = await process.proc.stdout.read() if process.proc.stdout else b""
-                pytest.fail(f"llmgw serve exited with {process.proc.returncode}:\n{output.decode()}")
+                pytest.fail(f"llmgw serve exited with {process.proc.returncode}")
             try:
                 async with session.get(f"http://127.0.0.1:{process.health}/readyz") as response:
                     if response.status == 200:
