@@ -72,6 +72,7 @@ class _Tracker:
 
     __slots__ = (
         "ctx",
+        "deltas",
         "finish_reason",
         "first_token",
         "gen_id",
@@ -92,10 +93,17 @@ class _Tracker:
         self.usage: Usage | None = None
         self.finish_reason = ""
         self.upstream_id = ""
+        # Stream deltas that carried generated text: the tokens seen so far when no usage arrives.
+        self.deltas = 0
+
+    def seen_usage(self) -> Usage:
+        """No usage arrived (the stream was cut short): count each text-carrying delta as one token,
+        which is how OpenAI-compatible servers stream; prompt tokens stay unknown (0)."""
+        return Usage(completion_tokens=self.deltas, total_tokens=self.deltas)
 
     def record(self, kind: GenerationKind, outcome: BaseException | None) -> GenerationRecord:
         now = time.perf_counter()
-        usage = self.usage or Usage()
+        usage = self.usage or self.seen_usage()
         status, code, message = _outcome(outcome)
         model = self.route.model
         return GenerationRecord(
@@ -115,7 +123,7 @@ class _Tracker:
             total_tokens=usage.total_tokens,
             cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=price(usage, model.pricing) if self.usage is not None else None,
+            cost_usd=price(usage, model.pricing) if self.usage is not None or self.deltas else None,
             latency_ms=(now - self.ctx.started) * 1000.0,
             time_to_first_token_ms=(
                 (self.first_token - self.ctx.started) * 1000.0 if self.first_token is not None else None
@@ -284,6 +292,9 @@ def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
             reason = choice.get("finish_reason")
             if reason:
                 tracker.finish_reason = reason
+            delta = choice.get("delta")
+            if delta and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")):
+                tracker.deltas += 1
         return True
     return include_usage or not usage
 

@@ -297,18 +297,25 @@ async def test_a_stream_the_client_leaves_is_recorded_as_cancelled(
     fakes["local"].script(Script(chunks=50, chunk_delay=0.05))
     body = {"model": "local/llama", "messages": HI, "stream": True, "user": USER}
 
+    received = 0
     async with session.post(
         f"{gw.rest_url}/v1/chat/completions", json=body, headers={"x-request-id": REQUEST_ID}
     ) as response:
         gen_id = response.headers["x-generation-id"]
         async for line in response.content:
             if line.startswith(b"data: "):
-                break
+                received += 1
+                if received == 3:
+                    break
         response.close()
 
     record = await settled(gw, gen_id)
     assert record.status.value == "cancelled"
     assert record.streamed is True
+    # No usage chunk ever came: the tokens seen so far are the text deltas that were streamed (≥ the 3
+    # the client read, < the 50 the upstream would have sent), and their cost is priced, not unknown.
+    assert 3 <= record.completion_tokens < 50
+    assert record.total_tokens == record.completion_tokens
     assert record.time_to_first_token_ms is not None
     async with asyncio.timeout(1.0):
         await fakes["local"].requests[0].disconnected.wait()
