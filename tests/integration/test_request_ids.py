@@ -9,12 +9,14 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from grpclib import GRPCError, Status
 from grpclib.const import Cardinality
 
 from llmgw.infrastructure.config.settings import LogFormat, LogSettings
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.logs import configure_logging
 from llmgw.infrastructure.rest.keys import GATEWAY
+from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import Running
 
 CHAT = {"model": "local/llama", "messages": [{"role": "user", "content": "hi"}]}
@@ -112,10 +114,12 @@ async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
         await stream.recv_initial_metadata()
         assert stream.initial_metadata is not None
         assert stream.initial_metadata["x-request-id"] == "grpc-req-7"
+        generation_id = stream.initial_metadata["x-generation-id"]
         reply = await stream.recv_message()
         await stream.recv_trailing_metadata()
     assert reply is not None
     assert reply.id.startswith("gen-")
+    assert reply.id == generation_id
     records = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     chat_lines = [r for r in records if r["message"].startswith("chat gen-")]
     assert chat_lines
@@ -156,3 +160,28 @@ async def test_both_fronts_answer_from_the_same_gateway_object(gw: Running) -> N
     found = await gw.grpc.get_generation(v1.GetGenerationRequest(id=generation_id))
     assert found.generation is not None
     assert found.generation.id == generation_id
+
+
+async def test_a_grpc_error_carries_the_generation_id_in_its_trailers(
+    gw: Running, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["local"].script(Script(status=500))
+    async with gw.channel.request(
+        "/llmgateway.v1.LLMGatewayService/CreateChatCompletion",
+        Cardinality.UNARY_UNARY,
+        v1.CreateChatCompletionRequest,
+        v1.ChatCompletion,
+    ) as stream:
+        await stream.send_message(
+            v1.CreateChatCompletionRequest(
+                model="local/llama", messages=[v1.ChatMessage(role="user", content="x")]
+            ),
+            end=True,
+        )
+        with pytest.raises(GRPCError) as caught:
+            await stream.recv_message()
+    assert caught.value.status is Status.UNAVAILABLE
+    assert stream.trailing_metadata is not None
+    generation_id = stream.trailing_metadata["x-generation-id"]
+    record = await gw.gateway.get_generation(str(generation_id))
+    assert record.status.value == "error"
