@@ -24,9 +24,6 @@ class ListenAddress:
     host: str
     port: int
 
-    def __str__(self) -> str:
-        return f"{self.host or '0.0.0.0'}:{self.port}"  # noqa: S104 - listening on all interfaces is the point
-
 
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
