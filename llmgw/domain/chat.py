@@ -7,7 +7,7 @@ model through untouched, so it keeps the caller's object and reads only what it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from llmgw.domain.errors import InvalidRequest
@@ -69,7 +69,6 @@ class Embeddings:
 
     body: JSONObject
     usage: Usage | None
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_chat_request(body: Any, *, stream: bool | None = None) -> ChatRequest:

@@ -26,7 +26,7 @@ def error_from_status(
     """Map an upstream error answer; the message is the upstream's own, with our key scrubbed."""
     # Scrub the key before anything is cut to length, or a cut through the key would keep part of it.
     message, code, param = _read_error(body.replace(secret.encode(), b"***") if secret else body)
-    message = redact(message or f"HTTP {status}", secret)
+    message = message or f"HTTP {status}"
     text = f"{provider}: {message}"
     if status in _REJECTED:
         return UpstreamRejected(text, status=status, code=code, param=param)
@@ -92,9 +92,3 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def redact(text: str, secret: str) -> str:
-    if secret and secret in text:
-        text = text.replace(secret, "***")
-    return text

@@ -4,7 +4,6 @@ that several worker processes may share."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -55,19 +54,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
-_ROW = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-# Rows per INSERT: one statement per batch step. executemany steps once per row, and the sqlite3 module
-# releases and retakes the GIL around every step, which under load costs the event loop a thread
-# hand-off per record. 256 rows keep the parameters well under SQLite's limit of 32766.
-_ROWS_PER_INSERT = 256
-
-
-@functools.cache
-def _insert(rows: int) -> str:
-    values = ", ".join([_ROW] * rows)
-    return f"INSERT OR REPLACE INTO {TABLE} ({COLUMN_LIST}) VALUES {values}"  # noqa: S608
-
-
+_PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
+_INSERT = f"INSERT OR REPLACE INTO {TABLE} ({COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 _SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = ?"  # noqa: S608
 _PRUNE = f"DELETE FROM {TABLE} WHERE created_at < ?"  # noqa: S608
 _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
@@ -117,9 +105,7 @@ class SQLiteStore:
             return
         db = self._connection()
         async with _write_transaction(db):
-            for start in range(0, len(records), _ROWS_PER_INSERT):
-                part = records[start : start + _ROWS_PER_INSERT]
-                await db.execute(_insert(len(part)), [value for record in part for value in to_row(record)])
+            await db.executemany(_INSERT, [to_row(record) for record in records])
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         async with self._connection().execute(_SELECT, (generation_id,)) as cursor:
