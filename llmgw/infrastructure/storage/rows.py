@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -27,9 +28,20 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+_VALUES = operator.attrgetter(*COLUMNS)
+_ENUM_POSITIONS = tuple(
+    position
+    for position, name in enumerate(COLUMNS)
+    if isinstance(_DECODERS.get(name), type) and issubclass(_DECODERS[name], enum.Enum)  # type: ignore[arg-type]
+)
+
+
 def to_row(record: GenerationRecord) -> tuple[Any, ...]:
     """The record's values in `COLUMNS` order, enums as their string values."""
-    return tuple(_encode(getattr(record, name)) for name in COLUMNS)
+    row = list(_VALUES(record))
+    for position in _ENUM_POSITIONS:
+        row[position] = row[position].value
+    return tuple(row)
 
 
 def from_row(row: Sequence[Any]) -> GenerationRecord:
@@ -39,7 +51,3 @@ def from_row(row: Sequence[Any]) -> GenerationRecord:
         for name, value in zip(COLUMNS, row, strict=True)
     }
     return GenerationRecord(**values)
-
-
-def _encode(value: object) -> object:
-    return value.value if isinstance(value, enum.Enum) else value

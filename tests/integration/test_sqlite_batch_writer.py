@@ -1,0 +1,86 @@
+"""The SQLite store's batch writer runs on the event loop thread, so it must never block the loop:
+not while another worker holds the write lock, and not for checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
+from llmgw.infrastructure.storage import sqlite
+from llmgw.infrastructure.storage.sqlite import SQLiteStore
+
+RECORD = GenerationRecord(
+    id="gen-batch",
+    request_id="req-1",
+    kind=GenerationKind.CHAT,
+    model="m",
+    provider="p",
+    upstream_model="m",
+    created_at=1_700_000_000.0,
+    streamed=False,
+    status=GenerationStatus.COMPLETED,
+)
+
+
+async def test_a_batch_waits_for_another_workers_write_lock_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another worker is writing
+        put = asyncio.create_task(store.put_many([RECORD]))
+        ticks = 0
+        for _ in range(20):  # the loop keeps turning while the batch waits for the lock
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not put.done()
+        assert ticks == 20
+        other.execute("COMMIT")
+        await asyncio.wait_for(put, 2)
+        assert await store.get(RECORD.id) == RECORD
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_batch_fails_once_the_lock_stays_taken_past_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.put_many([RECORD])
+        other.execute("COMMIT")
+        await store.put_many([RECORD])  # and works again once the lock is free
+        assert await store.get(RECORD.id) == RECORD
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_writer_checkpoints_the_wal_into_the_file_as_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_ROWS", 100)
+    path = tmp_path / "grow.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        size_before = path.stat().st_size
+        await store.put_many([dataclasses.replace(RECORD, id=f"gen-{i:05d}") for i in range(99)])
+        assert path.stat().st_size == size_before  # appended to the WAL only
+        await store.put_many([dataclasses.replace(RECORD, id="gen-99999")])
+        assert path.stat().st_size > size_before  # the checkpoint copied the pages into the file
+    finally:
+        await store.close()
