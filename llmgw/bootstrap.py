@@ -9,7 +9,7 @@ from llmgw.application.gateway import Gateway
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Router
 from llmgw.infrastructure.config.settings import Settings
-from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_session
+from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_pool
 from llmgw.infrastructure.storage.factory import create_store
 
 
@@ -26,7 +26,7 @@ async def build_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(recorder.stop)
         providers: dict[str, OpenAICompatibleProvider] = {}
         for name, provider_settings in settings.providers.items():
-            provider = OpenAICompatibleProvider(provider_settings, create_session(provider_settings))
+            provider = OpenAICompatibleProvider(provider_settings, create_pool(provider_settings))
             stack.push_async_callback(provider.close)
             providers[name] = provider
         yield Gateway(Router(settings.models, providers), recorder)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible upstream client: one pooled aiohttp session per provider, timeouts, error mapping."""
+"""The OpenAI-compatible upstream client: one connection pool per provider, timeouts, error mapping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from array import array
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from llmgw.domain.catalog import ModelSpec
@@ -25,6 +24,7 @@ from llmgw.domain.errors import (
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
+from llmgw.infrastructure.providers.http import HTTPPool, Response, UpstreamConnectionError
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
 from llmgw.infrastructure.providers.openrouter import OpenRouterQuirks
 from llmgw.infrastructure.providers.sse import DONE, SSEDecoder
@@ -41,30 +41,28 @@ _QUIRKS: Mapping[ProviderKind, OpenAIQuirks] = {
 _EMBEDDING_PARALLELISM = 4
 
 
-def create_session(settings: ProviderSettings) -> aiohttp.ClientSession:
-    """The provider's pooled keep-alive session; must be created inside the running loop."""
-    connector = aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=60, ttl_dns_cache=300)
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.connect_timeout, sock_connect=settings.connect_timeout
-    )
+def create_pool(settings: ProviderSettings) -> HTTPPool:
+    """The provider's keep-alive connection pool; must be created inside the running loop."""
     headers = {"Content-Type": "application/json", **settings.headers}
     if settings.api_key:
         headers["Authorization"] = f"Bearer {settings.api_key}"
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers=headers, read_bufsize=1 << 18, auto_decompress=True
+    return HTTPPool(
+        settings.base_url,
+        limit=settings.max_connections,
+        connect_timeout=settings.connect_timeout,
+        headers=headers,
     )
 
 
 class OpenAICompatibleProvider:
     """A provider entry of any kind; the kind's quirks shape requests and read stream errors."""
 
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: ProviderSettings, pool: HTTPPool) -> None:
         self._settings = settings
-        self._session = session
+        self._pool = pool
         self._quirks = _QUIRKS[settings.kind]
-        base = settings.base_url.rstrip("/")
-        self._chat_url = f"{base}/chat/completions"
-        self._embeddings_url = f"{base}/embeddings"
+        self._chat_url = "/chat/completions"
+        self._embeddings_url = "/embeddings"
 
     @property
     def name(self) -> str:
@@ -75,7 +73,7 @@ class OpenAICompatibleProvider:
         return self._settings.has_credentials
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._pool.close()
 
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         body = await self._post_json(self._chat_url, self._quirks.chat_body(model, request, stream=False))
@@ -192,16 +190,16 @@ class OpenAICompatibleProvider:
         deadline = loop.time() + self._settings.timeout
         try:
             async with asyncio.timeout_at(deadline):  # one timer for the whole exchange
-                response = await self._session.post(url, data=orjson.dumps(payload))
+                response = await self._pool.post(url, orjson.dumps(payload))
                 try:
-                    raw = await response.read()
+                    raw = await response.read_all()
                 except BaseException:
                     response.close()  # a half-read answer (or a client that left) must not go back to the pool
                     raise
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the exchange failed ({type(exc).__name__}).") from exc
+        except UpstreamConnectionError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the exchange failed ({exc}).") from exc
         response.release()
         if response.status >= 400:
             raise error_from_status(
@@ -217,18 +215,16 @@ class OpenAICompatibleProvider:
             raise UpstreamUnavailable(f"{self.name}: the upstream answered with JSON that is not an object.")
         return body
 
-    async def _send(self, url: str, body: bytes, deadline: float) -> aiohttp.ClientResponse:
+    async def _send(self, url: str, body: bytes, deadline: float) -> Response:
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._session.post(url, data=body)
+                return await self._pool.post(url, body)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"{self.name}: cannot reach the upstream ({type(exc).__name__})."
-            ) from exc
+        except UpstreamConnectionError as exc:
+            raise UpstreamUnavailable(f"{self.name}: cannot reach the upstream ({exc}).") from exc
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse, deadline: float) -> None:
+    async def _raise_for_status(self, response: Response, deadline: float) -> None:
         if response.status < 400:
             return
         raw = await self._read_all(response, deadline)
@@ -236,39 +232,36 @@ class OpenAICompatibleProvider:
             response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
         )
 
-    async def _read(self, response: aiohttp.ClientResponse, deadline: float) -> bytes:
-        content = response.content
+    async def _read(self, response: Response, deadline: float) -> bytes:
         try:
             # What already arrived needs no timer; most reads of a fast upstream are like that.
-            data = content.read_nowait()
-            if data or content.at_eof():
+            data = response.read_nowait()
+            if data or response.at_eof():
                 return data
-            async with asyncio.timeout_at(deadline):
-                return await content.readany()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: the stream went silent.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the connection broke mid-stream.") from exc
-
-    async def _read_all(self, response: aiohttp.ClientResponse, deadline: float) -> bytes:
-        try:
             async with asyncio.timeout_at(deadline):
                 return await response.read()
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the connection broke ({type(exc).__name__}).") from exc
+            raise UpstreamTimeout(f"{self.name}: the stream went silent.") from exc
+        except UpstreamConnectionError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the connection broke mid-stream.") from exc
 
-    async def _drain(self, response: aiohttp.ClientResponse, deadline: float) -> None:
-        """Read what follows [DONE] so the connection goes back to the pool instead of being closed."""
-        if response.content.at_eof():
-            response.release()
-            return
+    async def _read_all(self, response: Response, deadline: float) -> bytes:
         try:
             async with asyncio.timeout_at(deadline):
-                await response.content.read()
-        except (TimeoutError, aiohttp.ClientError):
-            return
+                return await response.read_all()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
+        except UpstreamConnectionError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the connection broke ({exc}).") from exc
+
+    async def _drain(self, response: Response, deadline: float) -> None:
+        """Read what follows [DONE] so the connection goes back to the pool instead of being closed."""
+        if not response.at_eof():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await response.read_all()
+            except (TimeoutError, UpstreamConnectionError):
+                return
         response.release()
 
 
