@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Route, Router
 from llmgw.domain.catalog import Capability, ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, StreamChunk
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
 from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
 from llmgw.domain.generation import (
     GenerationKind,
@@ -53,14 +53,14 @@ class Readiness:
 class ChatStream:
     """A streamed answer in batches of chunks; its generation id is known before the first arrives."""
 
-    def __init__(self, generation_id: str, batches: AsyncGenerator[list[StreamChunk], None]) -> None:
+    def __init__(self, generation_id: str, batches: AsyncGenerator[list[JSONObject], None]) -> None:
         self.generation_id = generation_id
         self._batches = batches
 
-    def __aiter__(self) -> AsyncIterator[list[StreamChunk]]:
+    def __aiter__(self) -> AsyncIterator[list[JSONObject]]:
         return self._batches
 
-    async def __anext__(self) -> list[StreamChunk]:
+    async def __anext__(self) -> list[JSONObject]:
         return await self._batches.__anext__()
 
     async def aclose(self) -> None:
@@ -198,7 +198,7 @@ class Gateway:
 
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
-    ) -> AsyncGenerator[list[StreamChunk], None]:
+    ) -> AsyncGenerator[list[JSONObject], None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
         upstream = route.provider.stream(route.model, request)
@@ -207,10 +207,11 @@ class Gateway:
                 async for batch in upstream:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
-                        tracker.upstream_id = batch[0].upstream_id
+                        tracker.upstream_id = str(batch[0].get("id") or "")
                     out = [chunk for chunk in batch if _forward(chunk, tracker, include_usage)]
                     for chunk in out:
-                        chunk.rebrand(gen_id, model_id, keep_usage=include_usage)
+                        chunk["id"] = gen_id
+                        chunk["model"] = model_id
                     if out:
                         yield out
             finally:
@@ -280,15 +281,22 @@ class Gateway:
         )
 
 
-def _forward(chunk: StreamChunk, tracker: _Tracker, include_usage: bool) -> bool:
+def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
     """Note the chunk's usage and finish reason; False for the usage chunk the client did not ask for."""
-    if chunk.usage is not None:
-        tracker.usage = chunk.usage
-    if chunk.finish_reason:
-        tracker.finish_reason = chunk.finish_reason
-    if chunk.carries_text:
-        tracker.deltas += 1
-    return chunk.has_choices or include_usage or chunk.usage is None
+    usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
+    if usage:
+        tracker.usage = Usage.from_openai(usage)
+    choices = chunk.get("choices")
+    if choices:
+        for choice in choices:
+            reason = choice.get("finish_reason")
+            if reason:
+                tracker.finish_reason = reason
+            delta = choice.get("delta")
+            if delta and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")):
+                tracker.deltas += 1
+        return True
+    return include_usage or not usage
 
 
 def _has_images(request: ChatRequest) -> bool:
@@ -304,7 +312,7 @@ def _has_images(request: ChatRequest) -> bool:
     return False
 
 
-async def _aclose(iterator: AsyncIterator[list[StreamChunk]]) -> None:
+async def _aclose(iterator: AsyncIterator[list[JSONObject]]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()

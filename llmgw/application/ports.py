@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from llmgw.domain.catalog import ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, StreamChunk
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
 from llmgw.domain.generation import GenerationRecord
 
 
@@ -23,9 +23,9 @@ class Provider(Protocol):
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[StreamChunk]]:
-        """Stream chat chunks (usage chunk included) in batches: the chunks that arrived together stay
-        together, so a front can write them at once. Closes the upstream on exit."""
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+        """Stream chat chunks (OpenAI JSON objects, usage chunk included) in batches: the chunks that
+        arrived together stay together, so a front can write them at once. Closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

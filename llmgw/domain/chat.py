@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from llmgw.domain.errors import InvalidRequest
 from llmgw.domain.usage import Usage
@@ -61,35 +61,6 @@ class ChatCompletion:
     usage: Usage | None
     finish_reason: str = ""
     upstream_id: str = ""
-
-
-class StreamChunk(Protocol):
-    """One streamed chat chunk as a provider read it: what the gateway needs to know, the body on demand.
-
-    A provider may keep the upstream's JSON text and hand it on rewritten instead of parsing every chunk.
-    """
-
-    #: the chunk's `usage` object, read; None when it has none (or a null one)
-    usage: Usage | None
-    #: the first non-empty `finish_reason` among its choices, else ""
-    finish_reason: str
-    #: whether a choice's delta carries generated text, reasoning or tool calls
-    carries_text: bool
-    #: whether it has a non-empty `choices` list
-    has_choices: bool
-    upstream_id: str
-
-    def rebrand(self, generation_id: str, model: str, *, keep_usage: bool) -> None:
-        """Set `id` and `model`; without `keep_usage`, drop the `usage` field."""
-        ...
-
-    def json(self) -> JSONObject:
-        """The chunk as an OpenAI JSON object."""
-        ...
-
-    def encoded(self) -> bytes:
-        """The chunk as OpenAI JSON text."""
-        ...
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ import pytest
 
 from llmgw.application.routing import Router
 from llmgw.domain.catalog import Capability, ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, StreamChunk
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
 from llmgw.domain.errors import InvalidRequest, NotFound
 
 
@@ -29,7 +29,7 @@ class FakeProvider:
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         raise AssertionError("routing must not call the provider")
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[StreamChunk]]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         raise AssertionError("routing must not call the provider")
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:

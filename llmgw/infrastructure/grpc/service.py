@@ -55,7 +55,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
             async with contextlib.aclosing(stream):
                 async for batch in stream:
                     for chunk in batch:
-                        yield cast(v1.ChatCompletionChunk, encode_chat_chunk(chunk.json()))
+                        yield cast(v1.ChatCompletionChunk, encode_chat_chunk(chunk))
 
     async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():

@@ -13,14 +13,7 @@ from typing import Any
 import orjson
 
 from llmgw.domain.catalog import ModelSpec
-from llmgw.domain.chat import (
-    ChatCompletion,
-    ChatRequest,
-    Embeddings,
-    EmbeddingsRequest,
-    JSONObject,
-    StreamChunk,
-)
+from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
 from llmgw.domain.errors import (
     GatewayError,
     InvalidRequest,
@@ -30,7 +23,6 @@ from llmgw.domain.errors import (
 )
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
-from llmgw.infrastructure.providers.chunks import ChunkReader
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
 from llmgw.infrastructure.providers.http import HTTPPool, Response, UpstreamConnectionError
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
@@ -95,7 +87,7 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[StreamChunk]]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
@@ -106,19 +98,18 @@ class OpenAICompatibleProvider:
         try:
             await self._raise_for_status(response, deadline)
             decoder = SSEDecoder()
-            reader = ChunkReader(self._quirks, provider=self.name, secret=settings.api_key)
             wait = settings.first_token_timeout
             finished = False
             while not finished:
                 data = await self._read(response, min(loop.time() + wait, deadline))
                 wait = settings.idle_timeout
-                batch: list[StreamChunk] = []
+                batch: list[JSONObject] = []
                 try:
                     for payload in decoder.feed(data) if data else decoder.close():
                         if payload == DONE:
                             finished = True
                             break
-                        batch.append(reader.read(payload))
+                        batch.append(self._chunk(payload))
                 except UpstreamError:
                     if batch:
                         yield batch  # what arrived before the error still reaches the client first
@@ -181,6 +172,18 @@ class OpenAICompatibleProvider:
         merged["data"] = data
         merged["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
         return merged
+
+    def _chunk(self, payload: bytes) -> JSONObject:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not JSON.") from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not an object.")
+        error = self._quirks.stream_error(chunk, provider=self.name, secret=self._settings.api_key)
+        if error is not None:
+            raise error
+        return chunk
 
     async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:
         loop = asyncio.get_running_loop()

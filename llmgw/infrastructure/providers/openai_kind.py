@@ -20,9 +20,6 @@ class OpenAIQuirks:
     supports_base64_embeddings = True
     #: Whether token-id arrays are accepted as embeddings input.
     supports_token_input = True
-    #: Whether stream chunks without usage, finish reason or `"error"` may pass through unparsed: true
-    #: while `stream_error` looks only at a top-level `error` (see `providers/chunks.py`).
-    chunks_pass_through = True
 
     def chat_body(self, model: ModelSpec, request: ChatRequest, *, stream: bool) -> JSONObject:
         """The upstream request: the caller's body, upstream model id, and for streams usage always asked."""

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from llmgw.application.gateway import ChatStream, RequestContext
-from llmgw.domain.chat import ChatRequest, StreamChunk, parse_chat_request
+from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
@@ -81,5 +81,5 @@ async def _send(response: EventSourceResponse, first: bytes | None, stream: Chat
     await response.write_eof(DONE_EVENT)  # one write for [DONE] and the end of the body
 
 
-def _events(batch: list[StreamChunk]) -> bytes:
-    return b"".join([b"data: " + chunk.encoded() + b"\n\n" for chunk in batch])
+def _events(batch: list[JSONObject]) -> bytes:
+    return b"".join([encode_event(chunk) for chunk in batch])
