@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
@@ -17,6 +16,7 @@ from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
+from llmgw.infrastructure.rest.sse import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
         first = None
     # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it costs
     # two setsockopt calls per stream, and a client that stops reading is noticed by the kernel anyway.
-    response = EventSourceResponse(
+    response = EventStream(
         headers={GENERATION_ID_HEADER: stream.generation_id}, allow_all_methods=True, send_timeout=None
     )
     await response.prepare(request)
@@ -65,7 +65,7 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
     return response
 
 
-async def _send(response: EventSourceResponse, first: bytes | None, stream: ChatStream) -> None:
+async def _send(response: EventStream, first: bytes | None, stream: ChatStream) -> None:
     try:
         if first is not None:
             await response.write(first)
