@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from typing import TextIO
 
 import orjson
 
@@ -18,6 +20,78 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
+
+
+# Lines wait at most this long before they are written; WARNING and above are written at once.
+FLUSH_SECONDS = 0.2
+# ... or until this many characters wait.
+_FLUSH_CHARS = 64 * 1024
+
+
+class BufferedStreamHandler(logging.StreamHandler[TextIO]):
+    """Writes lines in batches instead of one write and flush per line.
+
+    On the event loop's thread a timer flushes what waits within `FLUSH_SECONDS`; anywhere else, and for
+    WARNING and above, every line is written at once. `logging.shutdown()` (at exit) flushes the rest.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._chars = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001  (logging's contract: a bad record is reported, never raised)
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._chars += len(line)
+        if record.levelno >= logging.WARNING or self._chars >= _FLUSH_CHARS or not self._later():
+            self.flush()
+
+    def _later(self) -> bool:
+        """Make sure a flush is due soon; False where no timer can be set (no loop on this thread)."""
+        if self._timer is not None:
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._timer = loop.call_later(FLUSH_SECONDS, self._timed_flush)
+        return True
+
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            lines, self._lines, self._chars = self._lines, [], 0
+            if lines:
+                self.stream.write("".join(lines))
+            super().flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing better to do
+            pass
+        finally:
+            self.release()
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with the date and time formatted once per second instead of once per line."""
+
+    _second = -1
+    _formatted = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._formatted = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._formatted},{int(record.msecs):03d}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,12 +116,12 @@ def configure_logging(settings: LogSettings) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BufferedStreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if settings.format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(_TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

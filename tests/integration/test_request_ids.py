@@ -36,6 +36,13 @@ def log_lines() -> Iterator[io.StringIO]:
     root.setLevel(saved_level)
 
 
+def _logged(buffer: io.StringIO) -> str:
+    """What was logged so far: lines are written in batches, so flush the handlers first."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return buffer.getvalue()
+
+
 def _capture(buffer: io.StringIO, fmt: LogFormat) -> None:
     configure_logging(LogSettings(level="info", format=fmt))
     handler = logging.getLogger().handlers[0]
@@ -58,10 +65,10 @@ async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_l
             f"{gw.rest_url}/v1/chat/completions", json=missing, headers={"x-request-id": "req-def-456"}
         ) as refused:
             assert refused.status == 404
-    lines = log_lines.getvalue().splitlines()
+    lines = _logged(log_lines).splitlines()
     # A served chat logs one line, its generation record; a refused request logs its access line.
     chat_lines = [line for line in lines if "req-abc-123" in line]
-    assert len(chat_lines) == 1, log_lines.getvalue()
+    assert len(chat_lines) == 1, _logged(log_lines)
     assert "chat gen-" in chat_lines[0]
     assert any("req-def-456" in line and "POST /v1/chat/completions 404" in line for line in lines)
 
@@ -120,7 +127,7 @@ async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
     assert reply is not None
     assert reply.id.startswith("gen-")
     assert reply.id == generation_id
-    records = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    records = [json.loads(line) for line in _logged(log_lines).splitlines()]
     chat_lines = [r for r in records if r["message"].startswith("chat gen-")]
     assert chat_lines
     assert all(r["request_id"] == "grpc-req-7" for r in chat_lines)
