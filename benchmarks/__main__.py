@@ -32,6 +32,7 @@ from benchmarks.summary import Summaries, judge
 
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 PROFILE = REPO_ROOT / "benchmarks" / "PROFILE.md"
+PROFILE_BEFORE = REPO_ROOT / "benchmarks" / "PROFILE-before.md"
 QUICK = Settings(duration=0.35, warmup=0.1, settle=0.1, ttfb_samples=6, ttfb_warmup=1)
 
 
@@ -113,7 +114,11 @@ async def _run(args: argparse.Namespace, settings: Settings, rounds: int) -> int
         coverage=coverage,
     )
     summaries = Summaries(bench.samples)
-    args.output.write_text(report.render(summaries, judge(summaries, final_peaks), info, profile))
+    args.output.write_text(
+        report.render(
+            summaries, judge(summaries, final_peaks), info, profile, report.before_profile(PROFILE_BEFORE)
+        )
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -182,7 +182,13 @@ def _coverage(info: RunInfo) -> str:
     return f"{100 * shares[0]:.0f}%" if len(shares) == 1 else f"{100 * shares[0]:.0f}-{100 * shares[-1]:.0f}%"
 
 
-def render(summaries: Summaries, verdicts: list[Verdict], info: RunInfo, profile: str | None) -> str:
+def render(
+    summaries: Summaries,
+    verdicts: list[Verdict],
+    info: RunInfo,
+    profile: str | None,
+    before: str | None = None,
+) -> str:
     lines = [
         "# llmgw benchmarks",
         "",
@@ -213,7 +219,18 @@ def render(summaries: Summaries, verdicts: list[Verdict], info: RunInfo, profile
     lines += ["## Workers: 1 vs 2", "", *_workers_table(summaries, info.plan), ""]
     lines += ["## How it was measured", "", *_method(info, summaries), ""]
     lines += ["## Profile", "", PROFILE_START, profile or PROFILE_PLACEHOLDER, PROFILE_END, ""]
+    if before:
+        lines += ["### Before", "", before, ""]
     return "\n".join(lines)
+
+
+def before_profile(path: Path) -> str | None:
+    """The tables of a profile taken before the hot-path work (`PROFILE-before.md`), its title dropped."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return text.split("\n", 1)[1].strip() if "\n" in text else None
 
 
 def replace_profile(results: Path, profile: str) -> bool:
