@@ -65,10 +65,16 @@ class ChatCompletion:
 
 @dataclass(slots=True)
 class Embeddings:
-    """An embeddings answer in OpenAI's shape, vectors in input order."""
+    """An embeddings answer in OpenAI's shape, vectors in input order.
+
+    A provider may hand the upstream's answer on as `text` (its JSON, unparsed: thousands of floats are
+    costly to read and write again); `body` then holds only the fields set on top of it (`id`, `model`),
+    which a front merges into the text.
+    """
 
     body: JSONObject
     usage: Usage | None
+    text: bytes | None = None
 
 
 def parse_chat_request(body: Any, *, stream: bool | None = None) -> ChatRequest:

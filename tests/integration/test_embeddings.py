@@ -7,6 +7,7 @@ them back, and encodes base64 itself; the `openai` SDK (which asks for base64 by
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -431,3 +432,22 @@ async def test_grpc_errors_map_to_status_codes(
     assert caught.value.status == status
     assert caught.value.message
     assert all(fake.requests == [] for fake in fakes.values())
+
+
+async def test_a_plain_answer_is_passed_on_as_the_upstreams_text_with_the_gateways_id_and_model(
+    gw: Running, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(
+        f"{gw.rest_url}/v1/embeddings", json={"model": LOCAL, "input": ["a", "b"], "dimensions": 4}
+    ) as response:
+        raw = await response.read()
+        generation_id = response.headers["x-generation-id"]
+    # The fake indents like Python's json.dumps; re-encoding would have made the text compact.
+    assert b'"embedding": [' in raw
+    body = json.loads(raw)
+    assert (body["id"], body["model"]) == (generation_id, LOCAL)
+    assert vectors(body) == [embedding_for("a", 4), embedding_for("b", 4)]
+    async with session.get(f"{gw.rest_url}/v1/generation/{generation_id}") as looked_up:
+        record = (await looked_up.json())["generation"]
+    assert record["prompt_tokens"] > 0
+    assert record["total_tokens"] == body["usage"]["total_tokens"]

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import cast
 
+import orjson
+
 from llmgw.application.gateway import Gateway, RequestContext
 from llmgw.domain.chat import parse_chat_request, parse_embeddings_request
 from llmgw.infrastructure.grpc.convert import (
@@ -62,7 +64,8 @@ class GatewayService(v1.LlmGatewayServiceBase):
             request = parse_embeddings_request(embeddings_request_to_json(message))
             result = await self._gateway.create_embeddings(request, _context())
             current_generation_id.set(result.body["id"])
-            return cast(v1.CreateEmbeddingsResponse, encode_embeddings_response(result.body))
+            body = result.body if result.text is None else orjson.loads(result.text) | result.body
+            return cast(v1.CreateEmbeddingsResponse, encode_embeddings_response(body))
 
     async def get_generation(self, message: v1.GetGenerationRequest) -> v1.GetGenerationResponse:
         with mapped_errors():

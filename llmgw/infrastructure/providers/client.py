@@ -23,6 +23,7 @@ from llmgw.domain.errors import (
 )
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
+from llmgw.infrastructure.json_text import field_span
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
 from llmgw.infrastructure.providers.http import HTTPPool, Response, UpstreamConnectionError
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
@@ -131,11 +132,16 @@ class OpenAICompatibleProvider:
                 f"Provider '{self.name}' accepts only text input for embeddings.", param="input"
             )
         limit = quirks.max_embedding_inputs
+        encode_base64 = request.encoding_format == "base64" and not quirks.supports_base64_embeddings
         if limit is not None and isinstance(inputs, list) and len(inputs) > limit:
             result = await self._embed_split(body, inputs, limit)
         else:
-            result = await self._post_json(self._embeddings_url, body)
-        if request.encoding_format == "base64" and not quirks.supports_base64_embeddings:
+            raw = await self._post(self._embeddings_url, body)
+            passed = None if encode_base64 else _passed_embeddings(raw)
+            if passed is not None:
+                return passed
+            result = self._json_object(raw)
+        if encode_base64:
             _encode_base64(result)
         usage = result.get("usage")
         return Embeddings(body=result, usage=Usage.from_openai(usage) if isinstance(usage, dict) else None)
@@ -186,6 +192,10 @@ class OpenAICompatibleProvider:
         return chunk
 
     async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:
+        return self._json_object(await self._post(url, payload))
+
+    async def _post(self, url: str, payload: JSONObject) -> bytes:
+        """The answer's body, once its status says it is not an error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.timeout
         try:
@@ -205,6 +215,9 @@ class OpenAICompatibleProvider:
             raise error_from_status(
                 response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
             )
+        return raw
+
+    def _json_object(self, raw: bytes) -> JSONObject:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -263,6 +276,18 @@ class OpenAICompatibleProvider:
             except (TimeoutError, UpstreamConnectionError):
                 return
         response.release()
+
+
+def _passed_embeddings(raw: bytes) -> Embeddings | None:
+    """The answer as text, its usage read without parsing the vectors; None if it does not look like an
+    OpenAI embeddings object (it is then parsed, and judged, as any other answer)."""
+    text = raw.strip()
+    if not (text.startswith(b"{") and text.endswith(b"}") and b'"data":' in text):
+        return None
+    span = field_span(text, "usage")
+    if span is None or not isinstance(span[2], dict):
+        return None
+    return Embeddings(body={}, usage=Usage.from_openai(span[2]), text=text)
 
 
 def _is_text_input(inputs: Any) -> bool:
