@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Route, Router
 from llmgw.domain.catalog import Capability, ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.chat import (
+    ChatCompletion,
+    ChatRequest,
+    ChunkBatch,
+    Embeddings,
+    EmbeddingsRequest,
+    JSONObject,
+)
 from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
 from llmgw.domain.generation import (
     GenerationKind,
@@ -53,14 +60,14 @@ class Readiness:
 class ChatStream:
     """A streamed answer in batches of chunks; its generation id is known before the first arrives."""
 
-    def __init__(self, generation_id: str, batches: AsyncGenerator[list[JSONObject], None]) -> None:
+    def __init__(self, generation_id: str, batches: AsyncGenerator[ChunkBatch, None]) -> None:
         self.generation_id = generation_id
         self._batches = batches
 
-    def __aiter__(self) -> AsyncIterator[list[JSONObject]]:
+    def __aiter__(self) -> AsyncIterator[ChunkBatch]:
         return self._batches
 
-    async def __anext__(self) -> list[JSONObject]:
+    async def __anext__(self) -> ChunkBatch:
         return await self._batches.__anext__()
 
     async def aclose(self) -> None:
@@ -198,7 +205,7 @@ class Gateway:
 
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
-    ) -> AsyncGenerator[list[JSONObject], None]:
+    ) -> AsyncGenerator[ChunkBatch, None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
         upstream = route.provider.stream(route.model, request)
@@ -208,7 +215,10 @@ class Gateway:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
                         tracker.upstream_id = str(batch[0].get("id") or "")
-                    out = [chunk for chunk in batch if _forward(chunk, tracker, include_usage)]
+                    out = ChunkBatch(
+                        (chunk for chunk in batch if _forward(chunk, tracker, include_usage)),
+                        final=isinstance(batch, ChunkBatch) and batch.final,
+                    )
                     for chunk in out:
                         chunk["id"] = gen_id
                         chunk["model"] = model_id

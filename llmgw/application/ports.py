@@ -25,7 +25,8 @@ class Provider(Protocol):
 
     def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         """Stream chat chunks (OpenAI JSON objects, usage chunk included) in batches: the chunks that
-        arrived together stay together, so a front can write them at once. Closes the upstream on exit."""
+        arrived together stay together, so a front can write them at once; a `ChunkBatch` marked
+        `final` when the stream ended with it. Closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

@@ -13,7 +13,14 @@ from typing import Any
 import orjson
 
 from llmgw.domain.catalog import ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.chat import (
+    ChatCompletion,
+    ChatRequest,
+    ChunkBatch,
+    Embeddings,
+    EmbeddingsRequest,
+    JSONObject,
+)
 from llmgw.domain.errors import (
     GatewayError,
     InvalidRequest,
@@ -104,11 +111,11 @@ class OpenAICompatibleProvider:
             while not finished:
                 data = await self._read(response, min(loop.time() + wait, deadline))
                 wait = settings.idle_timeout
-                batch: list[JSONObject] = []
+                batch = ChunkBatch()
                 try:
                     for payload in decoder.feed(data) if data else decoder.close():
                         if payload == DONE:
-                            finished = True
+                            finished = batch.final = True
                             break
                         batch.append(self._chunk(payload))
                 except UpstreamError:

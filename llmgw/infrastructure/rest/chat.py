@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 
 from llmgw.application.gateway import ChatStream, RequestContext
-from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
+from llmgw.domain.chat import ChatRequest, ChunkBatch, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
@@ -45,10 +45,7 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
 
     Chunks that arrived from the upstream together are written together, in one write.
     """
-    try:
-        first: bytes | None = _events(await anext(stream))
-    except StopAsyncIteration:
-        first = None
+    first = await anext(stream, None)
     # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it costs
     # two setsockopt calls per stream, and a client that stops reading is noticed by the kernel anyway.
     response = EventStream(
@@ -65,20 +62,27 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
     return response
 
 
-async def _send(response: EventStream, first: bytes | None, stream: ChatStream) -> None:
+async def _send(response: EventStream, batch: ChunkBatch | None, stream: ChatStream) -> None:
+    tail = b""
     try:
-        if first is not None:
-            await response.write(first)
-            async for batch in stream:
-                await response.write(_events(batch))
+        while batch is not None:
+            events = _events(batch)
+            if batch.final:
+                # [DONE] came with these chunks: let the stream finish (it writes its record), then send
+                # them, [DONE] and the end of the body in one write.
+                tail = events
+                await anext(stream, None)
+                break
+            await response.write(events)
+            batch = await anext(stream, None)
     except GatewayError as exc:
-        await response.write(encode_event(error_body(exc)))
+        tail += encode_event(error_body(exc))
     except ConnectionResetError:
         raise
     except Exception:  # the edge, mid-stream: a bug ends the stream with an error event
         log.exception("unhandled error mid-stream")
-        await response.write(encode_event(error_body(InternalError("internal error"))))
-    await response.write_eof(DONE_EVENT)  # one write for [DONE] and the end of the body
+        tail += encode_event(error_body(InternalError("internal error")))
+    await response.write_eof(tail + DONE_EVENT)  # one write for the last chunks, [DONE] and the end
 
 
 def _events(batch: list[JSONObject]) -> bytes:
