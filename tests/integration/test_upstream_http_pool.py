@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import trustme
 import uvloop
 
 from llmgw.infrastructure.providers.http import HTTPPool, UpstreamConnectionError
@@ -285,6 +287,32 @@ async def test_a_caller_that_gives_up_waiting_frees_its_slot_and_connection() ->
     assert await response.read_all() == b"{}"
     response.release()
     await pool.close()
+
+
+@on_both_loops
+async def test_https_checks_the_servers_certificate_and_keeps_the_connection_alive() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    state = Server(fixed(b'{"tls":true}'))
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=server_context)
+    _servers.append(server)
+    base_url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    pool = HTTPPool(base_url, limit=2, connect_timeout=2, headers={}, ssl_context=trusting)
+    for _ in range(2):
+        response = await pool.post("/x", b"{}")
+        assert await response.read_all() == b'{"tls":true}'
+        response.release()
+    assert state.connections == 1
+    await pool.close()
+    # The system's trust store does not know this CA: the connection is refused, nothing is sent.
+    untrusting = HTTPPool(base_url, limit=1, connect_timeout=2, headers={})
+    with pytest.raises(UpstreamConnectionError, match="cannot connect"):
+        await untrusting.post("/x", b"{}")
+    await untrusting.close()
+    assert len(state.requests) == 2
 
 
 @on_both_loops
