@@ -316,6 +316,21 @@ async def test_https_checks_the_servers_certificate_and_keeps_the_connection_ali
 
 
 @on_both_loops
+async def test_a_closed_pool_closes_its_connections_and_opens_no_more() -> None:
+    server = await serve(fixed(b"{}"))
+    pool = pool_for(server)
+    response = await pool.post("/x", b"{}")
+    await response.read_all()
+    response.release()
+    assert pool.open_connections == 1
+    await pool.close()
+    assert pool.open_connections == 0
+    with pytest.raises(UpstreamConnectionError, match="closed"):
+        await pool.post("/x", b"{}")
+    assert server.connections == 1
+
+
+@on_both_loops
 async def test_nothing_listening_is_a_connection_error() -> None:
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]

@@ -323,6 +323,8 @@ class HTTPPool:
                 b"Content-Length: %d\r\n\r\n" % len(body),
             )
         )
+        if self._closed:
+            raise UpstreamConnectionError("the connection pool is closed")
         await self._slots.acquire()
         connection: _Connection | None = None
         try:
