@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -19,13 +20,31 @@ class GenerationStatus(enum.Enum):
     CANCELLED = "cancelled"
 
 
+# Random parts drawn from the system's CSPRNG this many at a time: one system call per batch, not per id.
+_RANDOM_BATCH = 512
+_random_parts: Iterator[str] = iter(())
+
+
+def _random_part() -> str:
+    """16 hex digits from the OS's CSPRNG. `next` on a list iterator is atomic, so threads never share
+    one; two threads refilling at once each draw a fresh batch."""
+    global _random_parts  # noqa: PLW0603  (the batch is process state by design)
+    part = next(_random_parts, None)
+    if part is None:
+        data = secrets.token_bytes(8 * _RANDOM_BATCH)
+        batch = [data[at : at + 8].hex() for at in range(0, len(data), 8)]
+        _random_parts = iter(batch[1:])
+        part = batch[0]
+    return part
+
+
 def new_generation_id() -> str:
     """A gateway-minted id, OpenRouter-style `gen-…`: 12 hex digits of Unix milliseconds, then 16 random.
 
     Ids minted later sort later, so stores append to their index instead of writing all over it;
-    the 64 random bits keep ids unguessable.
+    the 64 random bits (from the OS's CSPRNG, drawn in batches) keep ids unguessable.
     """
-    return f"gen-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    return f"gen-{time.time_ns() // 1_000_000:012x}{_random_part()}"
 
 
 @dataclass(frozen=True, slots=True)
