@@ -215,13 +215,12 @@ class Gateway:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
                         tracker.upstream_id = str(batch[0].get("id") or "")
-                    out = ChunkBatch(
-                        (chunk for chunk in batch if _forward(chunk, tracker, include_usage)),
-                        final=isinstance(batch, ChunkBatch) and batch.final,
-                    )
-                    for chunk in out:
-                        chunk["id"] = gen_id
-                        chunk["model"] = model_id
+                    out = ChunkBatch(final=isinstance(batch, ChunkBatch) and batch.final)
+                    for chunk in batch:
+                        if _forward(chunk, tracker, include_usage):
+                            chunk["id"] = gen_id
+                            chunk["model"] = model_id
+                            out.append(chunk)
                     if out:
                         yield out
             finally:

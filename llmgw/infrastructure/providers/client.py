@@ -193,9 +193,10 @@ class OpenAICompatibleProvider:
             raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not JSON.") from exc
         if not isinstance(chunk, dict):
             raise UpstreamUnavailable(f"{self.name}: the stream carried a chunk that is not an object.")
-        error = self._quirks.stream_error(chunk, provider=self.name, secret=self._settings.api_key)
-        if error is not None:
-            raise error
+        if "error" in chunk:  # checked first: this runs for every chunk of every stream
+            error = self._quirks.stream_error(chunk, provider=self.name, secret=self._settings.api_key)
+            if error is not None:
+                raise error
         return chunk
 
     async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:

@@ -43,7 +43,8 @@ class OpenAIQuirks:
         return body
 
     def stream_error(self, chunk: Mapping[str, Any], *, provider: str, secret: str) -> UpstreamError | None:
-        """An error reported inside the stream, or None for an ordinary chunk."""
+        """An error reported inside the stream (a top-level `error`), or None; asked only about chunks
+        that have an `error` key."""
         error = chunk.get("error")
         if error:
             return error_from_event(error, provider=provider, secret=secret)
