@@ -157,7 +157,7 @@ async def test_both_fronts_answer_from_the_same_gateway_object(gw: Running) -> N
     assert gw.fronts.rest_app[GATEWAY] is gw.gateway
     services = gw.fronts.grpc_server._mapping  # grpclib keeps the handler table here
     handler = services["/llmgateway.v1.LLMGatewayService/GetGeneration"].func
-    assert handler.__self__._gateway is gw.gateway
+    assert handler.method.__self__._gateway is gw.gateway  # the handler carrying the ids, then our method
     # And behaviourally: a REST request's record is visible through gRPC at once, from the shared recorder.
     async with (
         aiohttp.ClientSession() as session,

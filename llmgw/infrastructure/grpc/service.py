@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import orjson
+from grpclib.const import Handler
 
 from llmgw.application.gateway import Gateway, RequestContext
 from llmgw.domain.chat import parse_chat_request, parse_embeddings_request
@@ -20,6 +21,7 @@ from llmgw.infrastructure.grpc.convert import (
 )
 from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
+from llmgw.infrastructure.grpc.handlers import with_ids
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
 
@@ -30,6 +32,9 @@ class GatewayService(v1.LlmGatewayServiceBase):
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return with_ids(self, super().__mapping__())
 
     async def list_models(self, message: v1.ListModelsRequest) -> v1.ListModelsResponse:
         return v1.ListModelsResponse(
