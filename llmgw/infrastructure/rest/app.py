@@ -31,23 +31,22 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except GatewayError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            response = http_error_response(exc)
+        except Exception:  # the edge: a bug becomes a 500 without leaking its details
+            log.exception("unhandled error")
+            response = error_response(_internal())
         status = response.status
-        return response
-    except GatewayError as exc:
-        response = error_response(exc)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        response = http_error_response(exc)
-        status = response.status
+        if not response.prepared:  # a streamed answer sent its request id with its headers
+            response.headers[REQUEST_ID_HEADER] = request_id
         return response
     except asyncio.CancelledError:
         status = 499
         raise
-    except Exception:  # the edge: a bug becomes a 500 without leaking its details
-        log.exception("unhandled error")
-        return error_response(_internal())
     finally:
         # Chat and embeddings log their own line with the generation record; successes here are debug.
         access_log.log(
@@ -64,16 +63,9 @@ def _internal() -> GatewayError:
     return InternalError("internal error", code="internal_error")
 
 
-async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
-
-
 def create_app(gateway: Gateway, *, max_body_bytes: int) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
     app[GATEWAY] = gateway
-    app.on_response_prepare.append(_echo_request_id)
     app.add_routes(
         [
             web.get("/v1/models", models.list_models),

@@ -13,7 +13,7 @@ from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, ChunkBatch, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
-from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
@@ -49,9 +49,8 @@ async def _stream(request: web.Request, stream: ChatStream) -> web.StreamRespons
     first = await anext(stream, None)
     # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it costs
     # two setsockopt calls per stream, and a client that stops reading is noticed by the kernel anyway.
-    response = EventStream(
-        headers={GENERATION_ID_HEADER: stream.generation_id}, allow_all_methods=True, send_timeout=None
-    )
+    headers = {GENERATION_ID_HEADER: stream.generation_id, REQUEST_ID_HEADER: request_id(request)}
+    response = EventStream(headers=headers, allow_all_methods=True, send_timeout=None)
     await response.prepare(request)
     try:
         await _send(response, first, stream)
