@@ -40,6 +40,7 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
         self._lines: list[str] = []
         self._chars = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -54,13 +55,14 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def _later(self) -> bool:
         """Make sure a flush is due soon; False where no timer can be set (no loop on this thread)."""
-        if self._timer is not None:
-            return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        self._timer = loop.call_later(FLUSH_SECONDS, self._timed_flush)
+        # A timer set on an earlier loop (closed since, in a process that ran several) would never fire.
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer = loop.call_later(FLUSH_SECONDS, self._timed_flush)
+            self._timer_loop = loop
         return True
 
     def _timed_flush(self) -> None:

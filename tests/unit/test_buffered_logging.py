@@ -58,6 +58,24 @@ async def test_a_warning_is_written_at_once_with_the_lines_before_it(
     assert stream.getvalue() == "INFO before\nWARNING trouble\n"
 
 
+def test_a_timer_left_on_a_closed_loop_does_not_hold_lines_back_on_the_next(
+    logger: tuple[logging.Logger, CountingStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "FLUSH_SECONDS", 0.02)
+    log, stream = logger
+
+    async def log_and_leave() -> None:
+        log.info("first loop")  # its timer is still pending when this loop closes
+
+    async def log_and_wait() -> None:
+        log.info("second loop")
+        await asyncio.sleep(0.08)
+
+    asyncio.run(log_and_leave())
+    asyncio.run(log_and_wait())
+    assert stream.getvalue() == "INFO first loop\nINFO second loop\n"
+
+
 def test_off_the_loop_every_line_is_written_at_once(logger: tuple[logging.Logger, CountingStream]) -> None:
     log, stream = logger
     log.info("no loop here")
