@@ -25,8 +25,10 @@ from llmgw.infrastructure.grpc.convert import (
     embeddings_request_to_json,
     embeddings_response_from_proto,
     embeddings_response_to_proto,
+    encode_chat_chunk,
     model_to_proto,
 )
+from llmgw.infrastructure.grpc.wire import Framed
 
 Json = dict[str, Any]
 
@@ -738,3 +740,17 @@ def test_a_model_keeps_its_configured_owner() -> None:
 
     assert model_to_proto(spec).owned_by == "alibaba"
     assert model_to_proto(spec).capabilities == ["embeddings"]
+
+
+def test_framed_messages_are_laid_out_as_grpc_frames_them() -> None:
+    first = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 1, "model": "m"})
+    second = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 2, "model": "m"})
+    framed = Framed([first.data, second.data])
+    assert framed.count == 2
+    data, messages = framed.data, []
+    while data:
+        assert data[0] == 0  # not compressed
+        length = int.from_bytes(data[1:5], "big")
+        messages.append(v1.ChatCompletionChunk.parse(data[5 : 5 + length]))
+        data = data[5 + length :]
+    assert [m.created for m in messages] == [1, 2]

@@ -23,6 +23,7 @@ from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import with_ids
 from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.grpc.wire import Framed
 from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
 
 
@@ -61,8 +62,9 @@ class GatewayService(v1.LlmGatewayServiceBase):
             current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
                 async for batch in stream:
-                    for chunk in batch:
-                        yield cast(v1.ChatCompletionChunk, encode_chat_chunk(chunk))
+                    # Chunks that arrived together leave together: one DATA write (see handlers).
+                    framed = Framed([encode_chat_chunk(chunk).data for chunk in batch])
+                    yield cast(v1.ChatCompletionChunk, framed)
 
     async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():

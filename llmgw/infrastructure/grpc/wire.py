@@ -47,6 +47,17 @@ class Encoded:
         self.data = data
 
 
+class Framed:
+    """Several messages of a stream, each already encoded and framed as gRPC frames them (a zero flag
+    byte, a 4-byte big-endian length, the bytes): the handler sends them in one DATA write."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.data = b"".join([b"\x00" + len(m).to_bytes(4, "big") + m for m in messages])
+        self.count = len(messages)
+
+
 class EncodedAwareCodec(ProtoCodec):
     """grpclib's protobuf codec, plus pass-through of `Encoded` messages."""
 
