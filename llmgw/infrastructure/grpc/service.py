@@ -29,7 +29,8 @@ from llmgw.infrastructure.request_ids import current_generation_id, current_requ
 
 class GatewayService(v1.LlmGatewayServiceBase):
     """Answers are encoded through upb (see `wire`) and returned as `Encoded` bytes, which the server's
-    codec sends unchanged; the casts tell the generated base class's signatures so."""
+    codec sends unchanged, or for streams as `Framed` batches, which our handlers send (see `handlers`);
+    the casts tell the generated base class's signatures so."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
