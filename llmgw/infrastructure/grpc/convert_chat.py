@@ -203,7 +203,7 @@ def _part_in(r: Reader) -> Fields:
             "input_audio",
             lambda s: {"data": s.scalar("data", "str") or "", "format": s.scalar("format", "str") or ""},
         ),
-        "file": r.message("file", lambda s: dict(**{k: s.scalar(k, "str") for k in _FILE_STRINGS})),
+        "file": r.message("file", lambda s: {k: s.scalar(k, "str") for k in _FILE_STRINGS}),
         "extra": r.leftover(),
     }
 
@@ -335,19 +335,18 @@ def _envelope_out(msg: v1.ChatCompletion | v1.ChatCompletionChunk, default_objec
 
 
 def _choice_in(r: Reader) -> Fields:
-    return {
-        "index": r.scalar("index", "int32") or 0,
-        "message": r.message("message", _message_in),
-        "finish_reason": r.scalar("finish_reason", "str"),
-        "logprobs": r.struct("logprobs"),
-        "extra": r.leftover(),
-    }
+    return _any_choice_in(r, "message")
 
 
 def _chunk_choice_in(r: Reader) -> Fields:
+    return _any_choice_in(r, "delta")
+
+
+def _any_choice_in(r: Reader, body: str) -> Fields:
+    """A completion's choice carries a `message`, a chunk's a `delta`; the rest is the same."""
     return {
         "index": r.scalar("index", "int32") or 0,
-        "delta": r.message("delta", _message_in),
+        body: r.message(body, _message_in),
         "finish_reason": r.scalar("finish_reason", "str"),
         "logprobs": r.struct("logprobs"),
         "extra": r.leftover(),

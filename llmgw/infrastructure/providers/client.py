@@ -69,8 +69,8 @@ class OpenAICompatibleProvider:
         self._settings = settings
         self._pool = pool
         self._quirks = _QUIRKS[settings.kind]
-        self._chat_url = "/chat/completions"
-        self._embeddings_url = "/embeddings"
+        self._chat_path = "/chat/completions"
+        self._embeddings_path = "/embeddings"
 
     @property
     def name(self) -> str:
@@ -84,7 +84,7 @@ class OpenAICompatibleProvider:
         await self._pool.close()
 
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
-        body = await self._post_json(self._chat_url, self._quirks.chat_body(model, request, stream=False))
+        body = await self._post_json(self._chat_path, self._quirks.chat_body(model, request, stream=False))
         choices = body.get("choices")
         first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         usage = body.get("usage")
@@ -101,7 +101,7 @@ class OpenAICompatibleProvider:
         deadline = loop.time() + settings.timeout
         body = orjson.dumps(self._quirks.chat_body(model, request, stream=True))
         response = await self._send(
-            self._chat_url, body, min(loop.time() + settings.first_token_timeout, deadline)
+            self._chat_path, body, min(loop.time() + settings.first_token_timeout, deadline)
         )
         try:
             await self._raise_for_status(response, deadline)
@@ -143,7 +143,7 @@ class OpenAICompatibleProvider:
         if limit is not None and isinstance(inputs, list) and len(inputs) > limit:
             result = await self._embed_split(body, inputs, limit)
         else:
-            raw = await self._post(self._embeddings_url, body)
+            raw = await self._post(self._embeddings_path, body)
             passed = None if encode_base64 else _passed_embeddings(raw)
             if passed is not None:
                 return passed
@@ -160,7 +160,7 @@ class OpenAICompatibleProvider:
         async def part(start: int) -> JSONObject:
             async with gate:
                 return await self._post_json(
-                    self._embeddings_url, {**body, "input": inputs[start : start + limit]}
+                    self._embeddings_path, {**body, "input": inputs[start : start + limit]}
                 )
 
         starts = range(0, len(inputs), limit)
@@ -199,16 +199,16 @@ class OpenAICompatibleProvider:
                 raise error
         return chunk
 
-    async def _post_json(self, url: str, payload: JSONObject) -> JSONObject:
-        return self._json_object(await self._post(url, payload))
+    async def _post_json(self, path: str, payload: JSONObject) -> JSONObject:
+        return self._json_object(await self._post(path, payload))
 
-    async def _post(self, url: str, payload: JSONObject) -> bytes:
+    async def _post(self, path: str, payload: JSONObject) -> bytes:
         """The answer's body, once its status says it is not an error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.timeout
         try:
             async with asyncio.timeout_at(deadline):  # one timer for the whole exchange
-                response = await self._pool.post(url, orjson.dumps(payload))
+                response = await self._pool.post(path, orjson.dumps(payload))
                 try:
                     raw = await response.read_all()
                 except BaseException:
@@ -236,10 +236,10 @@ class OpenAICompatibleProvider:
             raise UpstreamUnavailable(f"{self.name}: the upstream answered with JSON that is not an object.")
         return body
 
-    async def _send(self, url: str, body: bytes, deadline: float) -> Response:
+    async def _send(self, path: str, body: bytes, deadline: float) -> Response:
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._pool.post(url, body)
+                return await self._pool.post(path, body)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
         except UpstreamConnectionError as exc:

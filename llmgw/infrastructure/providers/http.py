@@ -303,6 +303,7 @@ class HTTPPool:
             if any(c in f"{name}{value}" for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} contains a line break")
         self._fields = "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode("latin-1")
+        self._starts: dict[str, bytes] = {}
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
@@ -314,15 +315,12 @@ class HTTPPool:
 
     async def post(self, path: str, body: bytes) -> Response:
         """POST `body` to the base URL's path + `path`; the caller releases or closes the answer."""
-        head = b"".join(
-            (
-                b"POST ",
-                f"{self._path}{path}{self._query}".encode(),
-                b" HTTP/1.1\r\n",
-                self._fields,
-                b"Content-Length: %d\r\n\r\n" % len(body),
+        start = self._starts.get(path)
+        if start is None:  # once per path: the request line and the fixed header fields
+            start = self._starts[path] = (
+                f"POST {self._path}{path}{self._query} HTTP/1.1\r\n".encode() + self._fields
             )
-        )
+        head = start + b"Content-Length: %d\r\n\r\n" % len(body)
         if self._closed:
             raise UpstreamConnectionError("the connection pool is closed")
         await self._slots.acquire()

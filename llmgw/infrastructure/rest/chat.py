@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import orjson
 from aiohttp import web
 
 from llmgw.application.gateway import ChatStream, RequestContext
@@ -86,5 +85,4 @@ async def _send(response: EventStream, batch: ChunkBatch | None, stream: ChatStr
 
 
 def _events(batch: list[JSONObject]) -> bytes:
-    # encode_event, inlined: this runs for every chunk. orjson never writes a raw newline.
-    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in batch])
+    return b"".join([encode_event(chunk) for chunk in batch])

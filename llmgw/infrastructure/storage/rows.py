@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -29,11 +28,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 
 
 _VALUES = operator.attrgetter(*COLUMNS)
-_ENUM_POSITIONS = tuple(
-    position
-    for position, name in enumerate(COLUMNS)
-    if isinstance(_DECODERS.get(name), type) and issubclass(_DECODERS[name], enum.Enum)  # type: ignore[arg-type]
-)
+# The enum fields, stored as their values.
+_ENUM_POSITIONS = (COLUMNS.index("kind"), COLUMNS.index("status"))
 
 
 def to_row(record: GenerationRecord) -> tuple[Any, ...]:
