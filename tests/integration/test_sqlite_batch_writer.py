@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,46 +29,48 @@ RECORD = GenerationRecord(
 )
 
 
-async def test_a_batch_waits_for_another_workers_write_lock_without_blocking_the_loop(tmp_path: Path) -> None:
+@pytest.fixture
+async def shared(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, sqlite3.Connection]]:
+    """An open store, and another connection to its file standing for another worker."""
     path = tmp_path / "shared.db"
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     other = sqlite3.connect(path, isolation_level=None)
     try:
-        other.execute("BEGIN IMMEDIATE")  # another worker is writing
-        put = asyncio.create_task(store.put_many([RECORD]))
-        ticks = 0
-        for _ in range(20):  # the loop keeps turning while the batch waits for the lock
-            await asyncio.sleep(0.005)
-            ticks += 1
-        assert not put.done()
-        assert ticks == 20
-        other.execute("COMMIT")
-        await asyncio.wait_for(put, 2)
-        assert await store.get(RECORD.id) == RECORD
+        yield store, other
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_batch_waits_for_another_workers_write_lock_without_blocking_the_loop(
+    shared: tuple[SQLiteStore, sqlite3.Connection],
+) -> None:
+    store, other = shared
+    other.execute("BEGIN IMMEDIATE")  # another worker is writing
+    put = asyncio.create_task(store.put_many([RECORD]))
+    started = time.monotonic()
+    for _ in range(20):  # the loop keeps turning while the batch waits for the lock
+        await asyncio.sleep(0.005)
+    # A writer waiting inside SQLite (busy_timeout) would have held the loop for seconds here.
+    assert time.monotonic() - started < 1.0
+    assert not put.done()
+    other.execute("COMMIT")
+    await asyncio.wait_for(put, 2)
+    assert await store.get(RECORD.id) == RECORD
 
 
 async def test_a_batch_fails_once_the_lock_stays_taken_past_the_busy_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: tuple[SQLiteStore, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store, other = shared
     monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 50)
-    path = tmp_path / "shared.db"
-    store = SQLiteStore(f"sqlite:///{path}")
-    await store.open()
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await store.put_many([RECORD])
-        other.execute("COMMIT")
-        await store.put_many([RECORD])  # and works again once the lock is free
-        assert await store.get(RECORD.id) == RECORD
-    finally:
-        other.close()
-        await store.close()
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await store.put_many([RECORD])
+    other.execute("COMMIT")
+    await store.put_many([RECORD])  # and works again once the lock is free
+    assert await store.get(RECORD.id) == RECORD
 
 
 async def test_the_writer_checkpoints_the_wal_into_the_file_as_it_grows(

@@ -55,4 +55,3 @@ async def test_a_short_stream_sends_no_ping_and_leaves_no_timer_or_task(
     assert stream._timer is None
     assert stream._pinging is None
     assert not stream.is_connected()
-    await asyncio.sleep(0.1)  # a timer left behind would fire now and write after the end

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import time
+import weakref
 
 import pytest
 
@@ -85,8 +86,8 @@ def test_off_the_loop_every_line_is_written_at_once(logger: tuple[logging.Logger
 async def test_shutdown_flushes_what_waits(logger: tuple[logging.Logger, CountingStream]) -> None:
     log, stream = logger
     log.info("last words")
-    for handler in log.handlers:
-        handler.flush()  # what logging.shutdown() does at exit
+    assert stream.getvalue() == ""
+    logging.shutdown([weakref.ref(handler) for handler in log.handlers])  # what runs at exit
     assert stream.getvalue() == "INFO last words\n"
 
 
