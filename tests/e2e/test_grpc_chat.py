@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 from grpclib import GRPCError, Status
+from grpclib.client import Channel
+from grpclib.const import Cardinality
 
 from llmgw.infrastructure.grpc.convert import chat_completion_from_proto, chat_request_from_json
 from llmgw.infrastructure.grpc.messages import pb, v1
+from llmgw.infrastructure.grpc.wire import Encoded, EncodedAwareCodec
 from tests.fakes import upstream_wire as wire
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import SECRETS, Running, running_gateway, settings_for
@@ -425,6 +428,33 @@ async def test_empty_messages_are_invalid_argument(
     with pytest.raises(GRPCError) as caught:
         await call(gw, v1.CreateChatCompletionRequest(model="local/llama", messages=[]), streamed=streamed)
     assert caught.value.status is Status.INVALID_ARGUMENT
+    assert fakes["local"].requests == []
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_bytes_that_are_no_request_are_invalid_argument_with_the_ids(
+    gw: Running, fakes: dict[str, FakeUpstream], streamed: bool
+) -> None:
+    method = "CreateChatCompletionStream" if streamed else "CreateChatCompletion"
+    cardinality = Cardinality.UNARY_STREAM if streamed else Cardinality.UNARY_UNARY
+    channel = Channel("127.0.0.1", gw.fronts.ports["grpc"], codec=EncodedAwareCodec())  # sends Encoded as is
+    try:
+        async with channel.request(
+            f"/llmgateway.v1.LLMGatewayService/{method}",
+            cardinality,
+            Encoded,
+            v1.ChatCompletion,
+            metadata={"x-request-id": "bad-bytes-1"},
+        ) as stream:
+            await stream.send_message(Encoded(b"\xff\xff\xff"), end=True)  # a truncated varint
+            with pytest.raises(GRPCError) as caught:
+                await stream.recv_message()
+    finally:
+        channel.close()
+    assert caught.value.status is Status.INVALID_ARGUMENT
+    assert caught.value.message == "the request is not a valid CreateChatCompletionRequest message"
+    assert stream.trailing_metadata is not None
+    assert stream.trailing_metadata["x-request-id"] == "bad-bytes-1"
     assert fakes["local"].requests == []
 
 

@@ -6,6 +6,9 @@ import copy
 from typing import Any
 
 import orjson
+import pytest
+from google.protobuf.message import Message
+from grpclib import GRPCError, Status
 
 import llmgw._proto.google.protobuf as pb
 
@@ -28,7 +31,7 @@ from llmgw.infrastructure.grpc.convert import (
     encode_chat_chunk,
     model_to_proto,
 )
-from llmgw.infrastructure.grpc.wire import Framed
+from llmgw.infrastructure.grpc.wire import EncodedAwareCodec, Framed
 
 Json = dict[str, Any]
 
@@ -134,8 +137,13 @@ def over_the_wire(msg: Any) -> Any:
     return type(msg).parse(bytes(msg))
 
 
+def server_decoded(msg: Any) -> Any:
+    """What the gateway's handlers get: the server's codec decodes requests with upb."""
+    return EncodedAwareCodec().decode(bytes(msg), type(msg))
+
+
 def request_round_trip(body: Json) -> Json:
-    return chat_request_to_json(over_the_wire(chat_request_from_json(body)))
+    return chat_request_to_json(server_decoded(chat_request_from_json(body)))
 
 
 # Chat requests
@@ -148,6 +156,27 @@ def test_a_rich_openai_request_survives_the_trip_through_proto_bytes_unchanged()
 
     assert out == RICH_REQUEST
     assert orjson.loads(orjson.dumps(out)) == RICH_REQUEST
+
+
+def test_the_server_decodes_requests_with_upb_and_both_kinds_of_message_convert_alike() -> None:
+    chat = chat_request_from_json(RICH_REQUEST)
+    embeddings = embeddings_request_from_json({"model": "m", "input": ["a", "b"], "text_type": "query"})
+
+    assert isinstance(server_decoded(chat), Message)  # upb's, not betterproto2's
+    assert isinstance(server_decoded(embeddings), Message)
+    assert server_decoded(v1.GetGenerationRequest(id="gen-1")).id == "gen-1"
+    assert chat_request_to_json(server_decoded(chat)) == chat_request_to_json(over_the_wire(chat))
+    assert chat_request_to_json(server_decoded(chat)) == RICH_REQUEST
+    assert embeddings_request_to_json(server_decoded(embeddings)) == embeddings_request_to_json(embeddings)
+
+
+@pytest.mark.parametrize("message_type", [v1.CreateChatCompletionRequest, v1.GetGenerationRequest])
+def test_bytes_that_are_no_request_message_are_the_clients_error(message_type: type) -> None:
+    with pytest.raises(GRPCError) as caught:
+        EncodedAwareCodec().decode(b"\xff\xff\xff", message_type)
+
+    assert caught.value.status is Status.INVALID_ARGUMENT
+    assert caught.value.message == f"the request is not a valid {message_type.__name__} message"
 
 
 def test_modelled_request_fields_are_typed_for_grpc_handlers() -> None:
@@ -660,8 +689,8 @@ def test_embeddings_request_bodies_round_trip_through_proto() -> None:
     texts = {"model": "m", "input": ["a", "b"], "dimensions": 64, "text_type": "document"}
     tokens = {"model": "m", "input": [[1, 2], [3]]}
 
-    assert embeddings_request_to_json(over_the_wire(embeddings_request_from_json(texts))) == texts
-    assert embeddings_request_to_json(over_the_wire(embeddings_request_from_json(tokens))) == tokens
+    assert embeddings_request_to_json(server_decoded(embeddings_request_from_json(texts))) == texts
+    assert embeddings_request_to_json(server_decoded(embeddings_request_from_json(tokens))) == tokens
     assert embeddings_request_to_json(embeddings_request_from_json({"model": "m", "input": [7, 8]}))[
         "input"
     ] == [[7, 8]]

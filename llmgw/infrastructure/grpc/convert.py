@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf.message import Message
+
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.infrastructure.grpc.convert_chat import (
     chat_chunk_from_proto,
@@ -25,9 +27,9 @@ from llmgw.infrastructure.grpc.convert_chat import (
     encode_chat_chunk,
     encode_chat_completion,
 )
-from llmgw.infrastructure.grpc.json_fields import Reader, compact, fits, merged
+from llmgw.infrastructure.grpc.json_fields import Reader, field, fits, merged, present
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.grpc.wire import Encoded, build, encode
+from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
 
 __all__ = [
     "chat_chunk_from_proto",
@@ -47,15 +49,16 @@ __all__ = [
 ]
 
 
-def embeddings_request_to_json(msg: v1.CreateEmbeddingsRequest) -> dict[str, Any]:
+def embeddings_request_to_json(request: v1.CreateEmbeddingsRequest | Message) -> dict[str, Any]:
     """The OpenAI body: one text input as a plain string, several as a list, token inputs as id lists."""
+    msg: Any = upb(v1.CreateEmbeddingsRequest, request)
     out: dict[str, Any] = {"model": msg.model}
     if msg.input:
         out["input"] = msg.input[0] if len(msg.input) == 1 else list(msg.input)
     elif msg.token_input:
         out["input"] = [list(tokens.ids) for tokens in msg.token_input]
-    out |= compact(dimensions=msg.dimensions, encoding_format=msg.encoding_format, user=msg.user)
-    return merged(out, msg.extra)
+    out |= present(msg, ("dimensions", "encoding_format", "user"))
+    return merged(out, msg)
 
 
 def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddingsRequest:
@@ -131,7 +134,8 @@ def _embeddings_usage_in(usage: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def embeddings_response_from_proto(msg: v1.CreateEmbeddingsResponse) -> dict[str, Any]:
+def embeddings_response_from_proto(response: v1.CreateEmbeddingsResponse | Message) -> dict[str, Any]:
+    msg: Any = upb(v1.CreateEmbeddingsResponse, response)
     out: dict[str, Any] = {"id": msg.id} if msg.id else {}
     out |= {"object": msg.object or "list", "model": msg.model}
     out["data"] = [
@@ -142,9 +146,9 @@ def embeddings_response_from_proto(msg: v1.CreateEmbeddingsResponse) -> dict[str
         }
         for item in msg.data
     ]
-    if (usage := msg.usage) is not None:
+    if (usage := field(msg, "usage")) is not None:
         out["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
-        out["usage"] |= compact(cost=usage.cost)
+        out["usage"] |= present(usage, ("cost",))
     return out
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmgw.infrastructure.grpc.json_fields import Kind, Reader, compact, merged, plain
-from llmgw.infrastructure.grpc.messages import pb, v1
-from llmgw.infrastructure.grpc.wire import Encoded, build, encode
+from google.protobuf.message import Message
+
+from llmgw.infrastructure.grpc.json_fields import Kind, Reader, field, merged, plain, present
+from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
 
 # Keyword fields of a message, built from OpenAI JSON (nested messages and Structs as dicts).
 Fields = dict[str, Any]
@@ -32,6 +34,7 @@ _REQUEST_SCALARS: dict[str, Kind] = {
     "store": "bool",
     "service_tier": "str",
 }
+_REQUEST_OPTIONALS = tuple(_REQUEST_SCALARS)
 _MESSAGE_STRINGS = ("name", "tool_call_id", "reasoning_content", "refusal")
 _FILE_STRINGS = ("file_data", "file_id", "filename")
 _PROMPT_DETAILS = ("cached_tokens", "audio_tokens")
@@ -43,13 +46,14 @@ _COMPLETION_DETAILS = (
 )
 
 
-def chat_request_to_json(msg: v1.CreateChatCompletionRequest) -> dict[str, Any]:
+def chat_request_to_json(request: v1.CreateChatCompletionRequest | Message) -> dict[str, Any]:
     """The OpenAI request body; `stream` never appears (the RPC decides)."""
+    msg: Any = upb(v1.CreateChatCompletionRequest, request)
     out: dict[str, Any] = {
         "model": msg.model,
         "messages": [_message_out(m, null_content=True) for m in msg.messages],
     }
-    out |= compact(**{key: getattr(msg, key) for key in _REQUEST_SCALARS})
+    out |= present(msg, _REQUEST_OPTIONALS)
     if msg.stop:
         out["stop"] = list(msg.stop)
     if msg.logit_bias:
@@ -61,14 +65,14 @@ def chat_request_to_json(msg: v1.CreateChatCompletionRequest) -> dict[str, Any]:
         out["modalities"] = list(msg.modalities)
     if msg.tools:
         out["tools"] = [_tool_out(tool) for tool in msg.tools]
-    if msg.tool_choice is not None:
+    if msg.HasField("tool_choice"):
         out["tool_choice"] = _tool_choice_out(msg.tool_choice)
-    if msg.response_format is not None:
+    if msg.HasField("response_format"):
         out["response_format"] = _response_format_out(msg.response_format)
-    if msg.stream_options is not None:
-        out["stream_options"] = compact(include_usage=msg.stream_options.include_usage)
-    out |= _structs_out(audio=msg.audio, prediction=msg.prediction)
-    out = merged(out, msg.extra)
+    if msg.HasField("stream_options"):
+        out["stream_options"] = present(msg.stream_options, ("include_usage",))
+    out |= _structs_out(msg, "audio", "prediction")
+    out = merged(out, msg)
     out.pop("stream", None)
     return out
 
@@ -120,12 +124,13 @@ def _completion_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def chat_completion_from_proto(msg: v1.ChatCompletion) -> dict[str, Any]:
+def chat_completion_from_proto(completion: v1.ChatCompletion | Message) -> dict[str, Any]:
+    msg: Any = upb(v1.ChatCompletion, completion)
     out = _envelope_out(msg, "chat.completion")
-    out["choices"] = [_choice_out(choice, choice.message, "message") for choice in msg.choices]
-    if msg.usage is not None:
+    out["choices"] = [_choice_out(choice, "message") for choice in msg.choices]
+    if msg.HasField("usage"):
         out["usage"] = _usage_out(msg.usage)
-    return merged(out, msg.extra)
+    return merged(out, msg)
 
 
 def chat_chunk_to_proto(chunk: Mapping[str, Any]) -> v1.ChatCompletionChunk:
@@ -147,12 +152,13 @@ def _chunk_fields(chunk: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def chat_chunk_from_proto(msg: v1.ChatCompletionChunk) -> dict[str, Any]:
+def chat_chunk_from_proto(chunk: v1.ChatCompletionChunk | Message) -> dict[str, Any]:
+    msg: Any = upb(v1.ChatCompletionChunk, chunk)
     out = _envelope_out(msg, "chat.completion.chunk")
-    out["choices"] = [_choice_out(choice, choice.delta, "delta") for choice in msg.choices]
-    if msg.usage is not None:
+    out["choices"] = [_choice_out(choice, "delta") for choice in msg.choices]
+    if msg.HasField("usage"):
         out["usage"] = _usage_out(msg.usage)
-    return merged(out, msg.extra)
+    return merged(out, msg)
 
 
 def _stop_in(r: Reader) -> list[str]:
@@ -178,16 +184,18 @@ def _message_in(r: Reader) -> Fields:
     )
 
 
-def _message_out(m: v1.ChatMessage, *, null_content: bool) -> dict[str, Any]:
+def _message_out(m: Any, *, null_content: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role} if m.role else {}
     if m.content_parts:
         out["content"] = [_part_out(part) for part in m.content_parts]
-    elif m.content is not None or null_content:
+    elif m.HasField("content"):
         out["content"] = m.content
-    out |= compact(**{key: getattr(m, key) for key in _MESSAGE_STRINGS})
+    elif null_content:
+        out["content"] = None
+    out |= present(m, _MESSAGE_STRINGS)
     if m.tool_calls:
         out["tool_calls"] = [_tool_call_out(call) for call in m.tool_calls]
-    return merged(out, m.extra)
+    return merged(out, m)
 
 
 def _part_in(r: Reader) -> Fields:
@@ -208,15 +216,15 @@ def _part_in(r: Reader) -> Fields:
     }
 
 
-def _part_out(p: v1.ContentPart) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": p.type, **compact(text=p.text, refusal=p.refusal)}
-    if p.image_url is not None:
-        out["image_url"] = {"url": p.image_url.url, **compact(detail=p.image_url.detail)}
-    if p.input_audio is not None:
+def _part_out(p: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": p.type, **present(p, ("text", "refusal"))}
+    if p.HasField("image_url"):
+        out["image_url"] = {"url": p.image_url.url, **present(p.image_url, ("detail",))}
+    if p.HasField("input_audio"):
         out["input_audio"] = {"data": p.input_audio.data, "format": p.input_audio.format}
-    if p.file is not None:
-        out["file"] = compact(**{key: getattr(p.file, key) for key in _FILE_STRINGS})
-    return merged(out, p.extra)
+    if p.HasField("file"):
+        out["file"] = present(p.file, _FILE_STRINGS)
+    return merged(out, p)
 
 
 def _tool_call_in(r: Reader) -> Fields:
@@ -231,10 +239,10 @@ def _tool_call_in(r: Reader) -> Fields:
     }
 
 
-def _tool_call_out(call: v1.ToolCall) -> dict[str, Any]:
-    out = compact(index=call.index, id=call.id, type=call.type)
-    if call.function is not None:
-        out["function"] = compact(name=call.function.name, arguments=call.function.arguments)
+def _tool_call_out(call: Any) -> dict[str, Any]:
+    out = present(call, ("index", "id", "type"))
+    if call.HasField("function"):
+        out["function"] = present(call.function, ("name", "arguments"))
     return out
 
 
@@ -253,11 +261,11 @@ def _tool_in(r: Reader) -> Fields:
     }
 
 
-def _tool_out(tool: v1.Tool) -> dict[str, Any]:
+def _tool_out(tool: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": tool.type or "function"}
-    if (fn := tool.function) is not None:
-        out["function"] = {"name": fn.name, **compact(description=fn.description)}
-        out["function"] |= _structs_out(parameters=fn.parameters) | compact(strict=fn.strict)
+    if (fn := field(tool, "function")) is not None:
+        out["function"] = {"name": fn.name, **present(fn, ("description",))}
+        out["function"] |= _structs_out(fn, "parameters") | present(fn, ("strict",))
     return out
 
 
@@ -284,7 +292,7 @@ def _forced_function(value: Any) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _tool_choice_out(choice: v1.ToolChoice) -> Any:
+def _tool_choice_out(choice: Any) -> Any:
     if choice.function_name:
         return {"type": "function", "function": {"name": choice.function_name}}
     return choice.mode
@@ -305,16 +313,17 @@ def _response_format_in(r: Reader) -> Fields:
     }
 
 
-def _response_format_out(fmt: v1.ResponseFormat) -> dict[str, Any]:
+def _response_format_out(fmt: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": fmt.type}
-    if (schema := fmt.json_schema) is not None:
-        out["json_schema"] = {"name": schema.name, **compact(description=schema.description)}
-        out["json_schema"] |= _structs_out(schema=schema.schema) | compact(strict=schema.strict)
+    if (schema := field(fmt, "json_schema")) is not None:
+        out["json_schema"] = {"name": schema.name, **present(schema, ("description",))}
+        out["json_schema"] |= _structs_out(schema, "schema") | present(schema, ("strict",))
     return out
 
 
-def _structs_out(**structs: pb.Struct | None) -> dict[str, Any]:
-    return {key: plain(struct) for key, struct in structs.items() if struct is not None}
+def _structs_out(msg: Any, *names: str) -> dict[str, Any]:
+    """The set Struct fields `names` of `msg`, as JSON objects."""
+    return {name: plain(getattr(msg, name)) for name in names if msg.HasField(name)}
 
 
 def _envelope_in(r: Reader, default_object: str) -> dict[str, Any]:
@@ -329,9 +338,9 @@ def _envelope_in(r: Reader, default_object: str) -> dict[str, Any]:
     }
 
 
-def _envelope_out(msg: v1.ChatCompletion | v1.ChatCompletionChunk, default_object: str) -> dict[str, Any]:
+def _envelope_out(msg: Any, default_object: str) -> dict[str, Any]:
     out = {"id": msg.id, "object": msg.object or default_object, "created": msg.created, "model": msg.model}
-    return out | compact(system_fingerprint=msg.system_fingerprint, service_tier=msg.service_tier)
+    return out | present(msg, ("system_fingerprint", "service_tier"))
 
 
 def _choice_in(r: Reader) -> Fields:
@@ -353,14 +362,13 @@ def _any_choice_in(r: Reader, body: str) -> Fields:
     }
 
 
-def _choice_out(
-    choice: v1.Choice | v1.ChunkChoice, message: v1.ChatMessage | None, key: str
-) -> dict[str, Any]:
+def _choice_out(choice: Any, key: str) -> dict[str, Any]:
+    """A completion's choice (`key` "message") or a chunk's (`key` "delta")."""
     out: dict[str, Any] = {"index": choice.index}
-    if message is not None:
-        out[key] = _message_out(message, null_content=False)
-    out |= compact(finish_reason=choice.finish_reason) | _structs_out(logprobs=choice.logprobs)
-    return merged(out, choice.extra)
+    if choice.HasField(key):
+        out[key] = _message_out(getattr(choice, key), null_content=False)
+    out |= present(choice, ("finish_reason",)) | _structs_out(choice, "logprobs")
+    return merged(out, choice)
 
 
 def _usage_in(r: Reader) -> Fields:
@@ -386,16 +394,16 @@ def _details_in(r: Reader, keys: tuple[str, ...]) -> dict[str, int]:
     return {key: r.scalar(key, "int64", skip_zero=True) or 0 for key in keys}
 
 
-def _usage_out(usage: v1.Usage) -> dict[str, Any]:
+def _usage_out(usage: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-    for key, details, keys in (
-        ("prompt_tokens_details", usage.prompt_tokens_details, _PROMPT_DETAILS),
-        ("completion_tokens_details", usage.completion_tokens_details, _COMPLETION_DETAILS),
+    for key, keys in (
+        ("prompt_tokens_details", _PROMPT_DETAILS),
+        ("completion_tokens_details", _COMPLETION_DETAILS),
     ):
-        if details is not None:
+        if (details := field(usage, key)) is not None:
             out[key] = {k: getattr(details, k) for k in keys if getattr(details, k)}
-    return merged(out | compact(cost=usage.cost), usage.extra)
+    return merged(out | present(usage, ("cost",)), usage)

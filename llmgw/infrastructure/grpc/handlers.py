@@ -66,9 +66,8 @@ class _Unary:
     async def __call__(self, stream: Stream[Any, Any]) -> None:
         _use_ids_encoder(stream)
         _take_request_id(stream)
-        request = await stream.recv_message()
         try:
-            reply = await self.method(request)
+            reply = await self.method(await stream.recv_message())
         except GRPCError as exc:
             await _fail(stream, exc)
             return
@@ -87,9 +86,9 @@ class _ServerStream:
     async def __call__(self, stream: Stream[Any, Any]) -> None:
         _use_ids_encoder(stream)
         _take_request_id(stream)
-        request = await stream.recv_message()
         started = False
         try:
+            request = await stream.recv_message()
             async with contextlib.aclosing(self.method(request)) as replies:  # type: ignore[type-var]
                 async for reply in replies:
                     if not started:

@@ -1,6 +1,7 @@
 """Lossless reading of OpenAI JSON objects into proto fields, and the merge that undoes it.
 
 What a proto field cannot hold exactly stays in `Reader.rest` and travels in the nearest `extra` Struct.
+The way back reads upb messages (`wire.upb`): unset `optional` and message fields are told by `HasField`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
-from llmgw.infrastructure.grpc.messages import pb
+from google.protobuf.message import Message
 
 Kind = Literal["str", "bool", "int32", "int64", "double"]
 T = TypeVar("T")
@@ -112,29 +113,45 @@ class Reader:
             del self.rest[key]
 
 
-def plain(struct: pb.Struct | None) -> dict[str, Any]:
+def present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
+    """The set ones of `msg`'s proto3 `optional` scalar fields `names`."""
+    return {name: getattr(msg, name) for name in names if msg.HasField(name)}
+
+
+def field(msg: Message, name: str) -> Any:
+    """A message (or Struct) field of `msg`, None when unset."""
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def plain(struct: Message | None) -> dict[str, Any]:
     """A Struct as JSON, whole-number doubles turned back into ints (`thinking_budget: 1000`, not 1000.0)."""
     if struct is None:
         return {}
-    result: dict[str, Any] = _whole_numbers(struct.to_dict())
-    return result
+    return {key: _json(value) for key, value in struct.fields.items()}
 
 
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value
+def _json(value: Any) -> Any:
+    """A `google.protobuf.Value` as JSON."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number: float = value.number_value
+        return int(number) if number.is_integer() else number
+    if kind == "struct_value":
+        return {key: _json(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_json(item) for item in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or no kind at all
 
 
-def merged(typed: dict[str, Any], extra: pb.Struct | None) -> dict[str, Any]:
-    """`typed` with `extra` deep-merged over it: objects key by key, equal-length lists item by item."""
-    if extra is None:
+def merged(typed: dict[str, Any], msg: Message) -> dict[str, Any]:
+    """`typed` with `msg.extra` deep-merged over it: objects key by key, equal-length lists item by item."""
+    if not msg.HasField("extra"):
         return typed
-    result: dict[str, Any] = _merge(typed, plain(extra))
+    result: dict[str, Any] = _merge(typed, plain(msg.extra))
     return result
 
 
@@ -147,8 +164,3 @@ def _merge(base: Any, over: Any) -> Any:
     if isinstance(base, list) and isinstance(over, list) and len(base) == len(over):
         return [_merge(b, o) for b, o in zip(base, over, strict=True)]
     return over
-
-
-def compact(**fields: Any) -> dict[str, Any]:
-    """The given fields minus those that are None (unset proto3 `optional` fields)."""
-    return {key: value for key, value in fields.items() if value is not None}

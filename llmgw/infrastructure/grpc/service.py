@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from grpclib.const import Handler
@@ -28,9 +28,10 @@ from llmgw.infrastructure.request_ids import current_generation_id, current_requ
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
-    """Answers are encoded through upb (see `wire`) and returned as `Encoded` bytes, which the server's
-    codec sends unchanged, or for streams as `Framed` batches, which our handlers send (see `handlers`);
-    the casts tell the generated base class's signatures so."""
+    """Requests arrive as upb messages (the server's codec decodes them, see `wire`), hence `Any` where
+    a handler reads more than an `id`. Answers are encoded through upb and returned as `Encoded` bytes, which the codec sends
+    unchanged, or for streams as `Framed` batches, which our handlers send (see `handlers`); the casts tell
+    the generated base class's signatures so."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -47,16 +48,14 @@ class GatewayService(v1.LlmGatewayServiceBase):
         with mapped_errors():
             return model_to_proto(self._gateway.get_model(message.id))
 
-    async def create_chat_completion(self, message: v1.CreateChatCompletionRequest) -> v1.ChatCompletion:
+    async def create_chat_completion(self, message: Any) -> v1.ChatCompletion:
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=False)
             result = await self._gateway.create_chat_completion(request, _context())
             current_generation_id.set(result.body["id"])
             return cast(v1.ChatCompletion, encode_chat_completion(result.body))
 
-    async def create_chat_completion_stream(
-        self, message: v1.CreateChatCompletionRequest
-    ) -> AsyncIterator[v1.ChatCompletionChunk]:
+    async def create_chat_completion_stream(self, message: Any) -> AsyncIterator[v1.ChatCompletionChunk]:
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=True)
             stream = self._gateway.stream_chat_completion(request, _context())
@@ -67,7 +66,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
                     framed = Framed([encode_chat_chunk(chunk).data for chunk in batch])
                     yield cast(v1.ChatCompletionChunk, framed)
 
-    async def create_embeddings(self, message: v1.CreateEmbeddingsRequest) -> v1.CreateEmbeddingsResponse:
+    async def create_embeddings(self, message: Any) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():
             request = parse_embeddings_request(embeddings_request_to_json(message))
             result = await self._gateway.create_embeddings(request, _context())
