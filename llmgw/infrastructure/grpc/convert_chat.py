@@ -179,7 +179,7 @@ def _message_in(r: Reader) -> Fields:
         content=content,
         content_parts=[] if content is not None else r.messages("content", _part_in),
         tool_calls=r.messages("tool_calls", _tool_call_in),
-        **{key: r.scalar(key, "str") for key in _MESSAGE_STRINGS},
+        **r.optionals(_MESSAGE_STRINGS, "str"),
         extra=r.leftover(),
     )
 
@@ -333,8 +333,7 @@ def _envelope_in(r: Reader, default_object: str) -> dict[str, Any]:
         "object": obj or default_object,
         "created": r.scalar("created", "int64") or 0,
         "model": r.scalar("model", "str") or "",
-        "system_fingerprint": r.scalar("system_fingerprint", "str"),
-        "service_tier": r.scalar("service_tier", "str"),
+        **r.optionals(("system_fingerprint", "service_tier"), "str"),
     }
 
 

@@ -55,6 +55,16 @@ class Reader:
         del self.rest[key]
         return float(value) if kind == "double" else value
 
+    def optionals(self, keys: tuple[str, ...], kind: Kind) -> dict[str, Any]:
+        """`scalar` for each of `keys` that is present; only the values read (proto3 `optional` fields
+        left out are unset, and most keys are absent from most objects)."""
+        rest = self.rest
+        found = {}
+        for key in keys:
+            if key in rest and (value := self.scalar(key, kind)) is not None:
+                found[key] = value
+        return found
+
     def scalars(self, key: str, kind: Kind) -> list[Any]:
         """A non-empty list of scalars (an empty list stays in `rest`)."""
         value = self.rest.get(key)
