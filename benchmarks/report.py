@@ -105,7 +105,12 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
     for verdict in verdicts:
         digits = 1 if verdict.unit == "MiB" else 3 if verdict.unit == "ms" else 2
         unit = verdict.unit if verdict.unit == "x" else f" {verdict.unit}"
-        measured = ", ".join(f"{where} {_f(value, digits)}{unit}" for where, value in verdict.figures)
+        label, beside = verdict.beside or ("", {})
+        measured = ", ".join(
+            f"{where} {_f(value, digits)}{unit}"
+            + (f" ({label} {_f(beside[where], digits)}{unit})" if where in beside else "")
+            for where, value in verdict.figures
+        )
         state = {True: "**met**", False: "**not met**", None: "not measured"}[verdict.met]
         lines.append(f"| {verdict.name} | ≤ {verdict.limit:g}{unit} | {measured or '-'} | {state} |")
     return lines

@@ -114,6 +114,8 @@ class Verdict:
     unit: str
     #: (where, measured)
     figures: tuple[tuple[str, float], ...]
+    #: what a reference row measured at the same places, shown beside (label, {where: value})
+    beside: tuple[str, dict[str, float]] | None = None
 
     @property
     def met(self) -> bool | None:
@@ -131,6 +133,9 @@ def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verd
     ) -> tuple[tuple[str, float], ...]:
         found = ((c, summaries.get(target, kind, c)) for c in summaries.concurrencies(kind))
         return tuple((f"c{c}", value(s)) for c, s in found if s is not None)
+
+    def cpu(summary: Summary) -> float:
+        return summary.server_ms
 
     ratio = summaries.cpu_ratio
     verdicts = [
@@ -150,13 +155,15 @@ def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verd
             "gRPC unary chat CPU/request",
             0.55,
             "ms",
-            per_concurrency(LLMGW_GRPC, Kind.CHAT, lambda s: s.server_ms),
+            per_concurrency(LLMGW_GRPC, Kind.CHAT, cpu),
+            ("bare echo", dict(per_concurrency(BARE_GRPC, Kind.CHAT, cpu))),
         ),
         Verdict(
             "gRPC 20-chunk stream CPU/request",
             2.0,
             "ms",
-            per_concurrency(LLMGW_GRPC, Kind.STREAM, lambda s: s.server_ms),
+            per_concurrency(LLMGW_GRPC, Kind.STREAM, cpu),
+            ("bare echo", dict(per_concurrency(BARE_GRPC, Kind.STREAM, cpu))),
         ),
     ]
     bare = "{} CPU/request vs bare grpclib echo (the issue's estimate)"
