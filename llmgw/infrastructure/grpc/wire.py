@@ -18,6 +18,8 @@ from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.encoding.proto import ProtoCodec
 
+from llmgw.infrastructure.grpc.messages import v1  # noqa: F401  (registers our descriptors for `_upb_class`)
+
 M = TypeVar("M")
 
 
