@@ -217,6 +217,17 @@ def test_struct_numbers_reach_the_upstream_as_ints_while_double_fields_stay_floa
     assert schema["properties"]["threshold"]["minimum"] == 0.5
 
 
+def test_whole_numbers_beyond_exact_doubles_stay_doubles_so_the_body_still_encodes() -> None:
+    out = request_round_trip({"model": "m", "messages": [], "huge": 1e300, "edge": 2.0**53, "over": 2.0**60})
+
+    assert out["huge"] == 1e300
+    assert type(out["huge"]) is float
+    assert out["edge"] == 2**53
+    assert type(out["edge"]) is int
+    assert type(out["over"]) is float
+    assert orjson.loads(orjson.dumps(out))["huge"] == 1e300  # an int of 300 digits would not encode
+
+
 def test_stream_is_never_sent_upstream_even_when_a_client_puts_it_in_extra() -> None:
     msg = v1.CreateChatCompletionRequest(model="m", extra=pb.Struct.from_dict({"stream": True, "top_k": 20}))
 

@@ -5,8 +5,8 @@ Chat is lossless: a value no proto field holds exactly (explicit nulls such as `
 `extra` and is merged back (deep, `extra` wins). Known losses: missing keys the OpenAI schema requires
 (`id`, `model`, `choices`, `index`, usage token counts, a tool's `type`, ...) come back with their defaults;
 a string `stop` comes back as a one-element list; a request message without `content` gets `"content": null`;
-numbers inside Struct values are doubles (whole ones come back as ints, integers beyond 2**53 lose
-precision). Embeddings: one input comes back as a plain string, and responses keep only modelled fields.
+numbers inside Struct values are doubles (whole ones up to 2**53 come back as ints, larger ones as
+doubles). Embeddings: one input comes back as a plain string, and responses keep only modelled fields.
 """
 
 from __future__ import annotations

@@ -133,10 +133,9 @@ def field(msg: Message, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def plain(struct: Message | None) -> dict[str, Any]:
-    """A Struct as JSON, whole-number doubles turned back into ints (`thinking_budget: 1000`, not 1000.0)."""
-    if struct is None:
-        return {}
+def plain(struct: Message) -> dict[str, Any]:
+    """A Struct as JSON, whole-number doubles turned back into ints (`thinking_budget: 1000`, not 1000.0)
+    where a double holds the int exactly; larger ones stay doubles, which JSON encoders can write."""
     return {key: _json(value) for key, value in struct.fields.items()}
 
 
@@ -147,7 +146,7 @@ def _json(value: Any) -> Any:
         return value.string_value
     if kind == "number_value":
         number: float = value.number_value
-        return int(number) if number.is_integer() else number
+        return int(number) if number.is_integer() and abs(number) <= _EXACT_DOUBLE_INT else number
     if kind == "struct_value":
         return {key: _json(item) for key, item in value.struct_value.fields.items()}
     if kind == "list_value":
