@@ -1,8 +1,13 @@
 """The generation recorder: one bounded buffer, one background writer, reads that see unwritten records.
 
 Requests hand records over with `record()` (no I/O, no await). The writer flushes them to the store in
-batches at least every `flush_interval` and at `stop()`. A store that is down does not fail requests:
-records wait in the buffer, and when the buffer is full new ones are dropped, counted and logged.
+batches at least every `flush_interval`, whenever `batch_size` wait, and at `stop()`. A store that is down
+does not fail requests: records wait in the buffer, and when the buffer is full new ones are dropped,
+counted and logged.
+
+Batches are small and the writer lets requests run between them: a store may write on the event loop's
+thread (SQLite does, ~7 µs a row), so a batch holds every request on the loop for as long as it takes:
+100 rows ~0.7 ms, where 500 took ~3 ms and showed in the p99 latency of every request around it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class GenerationRecorder:
         store: GenerationStore,
         *,
         max_pending: int = 50_000,
-        batch_size: int = 500,
+        batch_size: int = 100,
         flush_interval: float = 1.0,
         retention_days: int = 0,
         retry_delay: float = 1.0,
@@ -113,6 +118,8 @@ class GenerationRecorder:
             self.store_healthy = True
             for record in batch:
                 self._pending.pop(record.id, None)
+            if self._pending:
+                await asyncio.sleep(0)  # requests waiting on the loop go first
         return True
 
     async def _run(self) -> None:
