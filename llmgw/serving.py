@@ -142,6 +142,12 @@ async def run(settings: Settings, command: Command, *, stop: asyncio.Event | Non
     log.info("stopped")
 
 
+# Young-generation collections start once this many more container objects were allocated than freed.
+# Python's 700 is reached by the ebb and flow of requests in flight, not by garbage: under load it ran
+# ~1300 collections per 55k requests (~5 µs of CPU a request); 10000 ran 9, and cycles are still freed.
+GC_YOUNG_THRESHOLD = 10_000
+
+
 def _settle_heap() -> None:
     """Hide what start-up built (modules, configuration, the gateway: it lives as long as the process) from
     the garbage collector, so that its full collections walk only what requests allocate. Measured under
@@ -149,3 +155,5 @@ def _settle_heap() -> None:
     concurrency 32 went from 29 to 14 ms. Start-up's own garbage is collected first, once."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
