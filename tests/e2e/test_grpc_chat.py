@@ -381,6 +381,20 @@ async def test_extra_struct_fields_reach_the_upstream_as_plain_json(
     assert "extra" not in sent
 
 
+async def test_a_json_schema_reaches_the_upstream_with_its_properties_in_the_clients_order(
+    gw: Running, fakes: dict[str, FakeUpstream]
+) -> None:
+    """Structured outputs generate properties in schema order ("reasoning" before "answer")."""
+    order = ["reasoning", "answer", "zeta", "alpha", "confidence", "b", "a", "m"]
+    schema = {"type": "object", "properties": {key: {"type": "string"} for key in order}}
+    response_format = v1.ResponseFormat(
+        type="json_schema", json_schema=v1.JsonSchema(name="s", schema=pb.Struct.from_dict(schema))
+    )
+    await gw.grpc.create_chat_completion(hello("local/llama", response_format=response_format))
+    sent = fakes["local"].requests[-1].json
+    assert list(sent["response_format"]["json_schema"]["schema"]["properties"]) == order
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
 async def test_the_upstream_receives_field_for_field_what_a_grpc_client_sent(
     gw: Running, fakes: dict[str, FakeUpstream], streamed: bool

@@ -17,6 +17,7 @@ import llmgw._proto.google.protobuf as pb
 import llmgw._proto.google.api  # noqa: F401
 from llmgw._proto.llmgateway import v1
 from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.domain.errors import InvalidRequest
 from llmgw.infrastructure.grpc.convert import (
     chat_chunk_from_proto,
     chat_chunk_to_proto,
@@ -168,6 +169,68 @@ def test_the_server_decodes_requests_with_upb_and_both_kinds_of_message_convert_
     assert chat_request_to_json(server_decoded(chat)) == chat_request_to_json(over_the_wire(chat))
     assert chat_request_to_json(server_decoded(chat)) == RICH_REQUEST
     assert embeddings_request_to_json(server_decoded(embeddings)) == embeddings_request_to_json(embeddings)
+
+
+# Properties out of alphabetical order, more than upb's hash map keeps in order by chance.
+SCHEMA: Json = {
+    "type": "object",
+    "properties": {
+        key: {"type": "string"}
+        for key in ("reasoning", "answer", "zeta", "alpha", "confidence", "b", "a", "m")
+    },
+    "required": ["reasoning", "answer"],
+}
+
+
+def keys_in_order(value: Any) -> Any:
+    """`value` with every object turned into its list of (key, value) pairs: equality then sees order."""
+    if isinstance(value, dict):
+        return [(key, keys_in_order(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [keys_in_order(item) for item in value]
+    return value
+
+
+def test_struct_keys_reach_the_upstream_in_the_order_the_client_sent_them() -> None:
+    """Structured outputs generate properties in schema order; upb's maps would iterate in hash order."""
+    extra = {"zeta": 1, "alpha": {"y": True, "b": None, "x": "s"}, "mid": [{"q": 1, "c": 2}], "a": 0.5}
+    msg = v1.CreateChatCompletionRequest(  # betterproto2 writes a Struct's keys in dict order
+        model="m",
+        tools=[
+            v1.Tool(
+                type="function",
+                function=v1.FunctionDefinition(name="f", parameters=pb.Struct.from_dict(SCHEMA)),
+            )
+        ],
+        response_format=v1.ResponseFormat(
+            type="json_schema", json_schema=v1.JsonSchema(name="s", schema=pb.Struct.from_dict(SCHEMA))
+        ),
+        extra=pb.Struct.from_dict(extra),
+    )
+
+    out = chat_request_to_json(server_decoded(msg))
+
+    assert keys_in_order(out["tools"][0]["function"]["parameters"]) == keys_in_order(SCHEMA)
+    assert keys_in_order(out["response_format"]["json_schema"]["schema"]) == keys_in_order(SCHEMA)
+    assert keys_in_order({k: out[k] for k in extra}) == keys_in_order(extra)
+    assert list(out)[-4:] == list(extra)
+
+
+def test_structs_nested_deeper_than_upb_would_parse_still_convert() -> None:
+    deep: Json = {"leaf": True}
+    for _ in range(60):  # upb stops at 100 levels of messages: ~33 levels of JSON objects in a Struct
+        deep = {"properties": deep}
+    msg = v1.CreateChatCompletionRequest(model="m", extra=pb.Struct.from_dict({"schema": deep}))
+
+    assert chat_request_to_json(server_decoded(msg))["schema"] == deep
+
+
+def test_a_struct_field_that_is_not_a_struct_is_an_invalid_request() -> None:
+    # Field 100 (`extra`), 3 bytes: a map entry that claims 5 bytes and has 1.
+    broken = b"\xa2\x06\x03" + b"\x0a\x05\x0a"
+
+    with pytest.raises(InvalidRequest, match=r"google\.protobuf\.Struct field is not valid"):
+        chat_request_to_json(EncodedAwareCodec().decode(broken, v1.CreateChatCompletionRequest))
 
 
 @pytest.mark.parametrize("message_type", [v1.CreateChatCompletionRequest, v1.GetGenerationRequest])

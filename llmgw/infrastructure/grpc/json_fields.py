@@ -6,16 +6,20 @@ The way back reads upb messages (`wire.upb`): unset `optional` and message field
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import struct as _binary
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import Message
+
+from llmgw.domain.errors import InvalidRequest
 
 Kind = Literal["str", "bool", "int32", "int64", "double"]
 T = TypeVar("T")
 
 _INT_LIMITS = {"int32": 2**31, "int64": 2**63}
 _EXACT_DOUBLE_INT = 2**53
+_DOUBLE = _binary.Struct("<d")
 
 
 def fits(value: Any, kind: Kind) -> bool:
@@ -133,20 +137,29 @@ def field(msg: Message, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def plain(struct: Message) -> dict[str, Any]:
-    """A Struct as JSON, whole-number doubles turned back into ints (`thinking_budget: 1000`, not 1000.0)
-    where a double holds the int exactly; larger ones stay doubles, which JSON encoders can write."""
-    return {key: _json(value) for key, value in struct.fields.items()}
+def plain(struct: bytes | Message) -> dict[str, Any]:
+    """A Struct as JSON, keys in the order they were sent (`wire`'s reading messages hold a Struct's raw
+    bytes; a upb Struct message, whose keys come in hash order, is read too). Whole-number doubles turn back
+    into ints where a double holds the int exactly (`thinking_budget: 1000`, not 1000.0); larger ones stay
+    doubles, which JSON encoders can write. A Value without a kind reads as null.
+
+    Bytes that are no Struct raise `InvalidRequest`: upb left them unchecked.
+    """
+    if not isinstance(struct, bytes):
+        return {key: _json(value) for key, value in struct.fields.items()}
+    try:
+        return _struct_bytes(struct)
+    except (ValueError, IndexError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidRequest("A google.protobuf.Struct field is not valid protobuf.") from exc
 
 
 def _json(value: Any) -> Any:
-    """A `google.protobuf.Value` as JSON."""
+    """A `google.protobuf.Value` message as JSON."""
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":
-        number: float = value.number_value
-        return int(number) if number.is_integer() and abs(number) <= _EXACT_DOUBLE_INT else number
+        return _number(value.number_value)
     if kind == "struct_value":
         return {key: _json(item) for key, item in value.struct_value.fields.items()}
     if kind == "list_value":
@@ -154,6 +167,86 @@ def _json(value: Any) -> Any:
     if kind == "bool_value":
         return value.bool_value
     return None  # null_value, or no kind at all
+
+
+def _number(number: float) -> float | int:
+    return int(number) if number.is_integer() and abs(number) <= _EXACT_DOUBLE_INT else number
+
+
+# The protobuf wire format of google.protobuf.Struct, Value and ListValue, read in field order.
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+def _struct_bytes(data: bytes) -> dict[str, Any]:
+    """Struct { map<string, Value> fields = 1 }: each entry { string key = 1; Value value = 2 }."""
+    out: dict[str, Any] = {}
+    for number, entry in _fields(data):
+        if number == 1:
+            key, value = "", None
+            for part, item in _fields(entry):
+                if part == 1:
+                    key = item.decode()
+                elif part == 2:
+                    value = _value_bytes(item)
+            out[key] = value  # a repeated key: the last one wins, as protobuf maps do
+    return out
+
+
+def _value_bytes(data: bytes) -> Any:
+    """Value { oneof kind { NullValue null_value = 1; double number_value = 2; string string_value = 3;
+    bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6 } }: the last one set wins."""
+    value: Any = None
+    for number, item in _fields(data):
+        if number == 1:
+            value = None
+        elif number == 2:
+            value = _number(_DOUBLE.unpack(item)[0])
+        elif number == 3:
+            value = item.decode()
+        elif number == 4:
+            value = bool(item)
+        elif number == 5:
+            value = _struct_bytes(item)
+        elif number == 6:  # ListValue { repeated Value values = 1 }
+            value = [_value_bytes(element) for index, element in _fields(item) if index == 1]
+    return value
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, Any]]:
+    """(field number, value) in wire order: ints for varints, bytes for everything else."""
+    position, end = 0, len(data)
+    while position < end:
+        tag, position = _varint(data, position)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == _VARINT:
+            value, position = _varint(data, position)
+            yield number, value
+            continue
+        if wire_type == _LENGTH:
+            size, position = _varint(data, position)
+        elif wire_type == _FIXED64:
+            size = 8
+        elif wire_type == _FIXED32:
+            size = 4
+        else:
+            raise ValueError(f"wire type {wire_type} has no place in a Struct")
+        if position + size > end:
+            raise ValueError("a field runs past the end of its message")
+        yield number, data[position : position + size]
+        position += size
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[position]  # IndexError past the end: a truncated varint
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
 
 
 def merged(typed: dict[str, Any], msg: Message) -> dict[str, Any]:

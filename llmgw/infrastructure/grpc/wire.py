@@ -3,9 +3,13 @@
 betterproto2 works in pure Python: ~200 µs to encode one stream chunk, ~22 µs to decode a one-message chat
 request. upb builds and serialises the same answer from keyword fields (Struct fields from plain dicts, None
 for unset) in ~10 µs, and decodes that request in under 1 µs. The classes come from the descriptors
-betterproto2 already registered, so the bytes are those of our generated messages. The server's codec hands
-the handlers upb messages; the converters read upb messages (`upb` turns a betterproto2 one, as clients and
-tests build them, into its twin).
+betterproto2 already registered, so the bytes are those of our generated messages.
+
+Messages are read (by the server's codec, and by `upb` for a betterproto2 message, as clients and tests
+build them) as twins whose Struct fields hold the Struct's raw bytes: upb keeps a Struct's keys in a hash
+map, which iterates in hash order, while JSON Schemas, tool parameters and `extra` must reach the upstream
+in the order the client wrote them (structured outputs generate properties in schema order).
+`json_fields.plain` reads those bytes in order.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import functools
 from typing import Any, TypeVar
 
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.encoding.proto import ProtoCodec
@@ -36,11 +41,61 @@ def encode(betterproto_class: type, fields: dict[str, Any]) -> bytes:
     return data
 
 
+_STRUCT = ".google.protobuf.Struct"
+_READING = descriptor_pool.DescriptorPool()
+
+
+@functools.cache
+def _reading_class(message_type: type) -> type[Message]:
+    """The upb class that reads `message_type`: for our messages, the twin with Struct fields as raw bytes
+    (at any depth); for others (health, reflection) the message's own upb class."""
+    descriptor: Descriptor = message_type.DESCRIPTOR  # type: ignore[attr-defined]
+    if not descriptor.full_name.startswith("llmgateway."):
+        return _upb_class(message_type)
+    _add_reading_file(descriptor.file)
+    reading_class: type[Message] = message_factory.GetMessageClass(
+        _READING.FindMessageTypeByName(descriptor.full_name)
+    )
+    return reading_class
+
+
+def _add_reading_file(file: FileDescriptor) -> None:
+    try:
+        _READING.FindFileByName(file.name)
+        return
+    except KeyError:
+        pass
+    for dependency in file.dependencies:
+        _add_reading_file(dependency)
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    if proto.package.startswith("llmgateway."):
+        for message in proto.message_type:
+            _structs_as_bytes(message)
+    _READING.Add(proto)
+
+
+def _structs_as_bytes(message: descriptor_pb2.DescriptorProto) -> None:
+    """Struct fields become `optional bytes` (same wire format; presence kept by a synthetic oneof)."""
+    for nested in message.nested_type:
+        _structs_as_bytes(nested)
+    for field in message.field:
+        if field.type_name != _STRUCT:
+            continue
+        field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+        field.ClearField("type_name")
+        if not field.HasField("oneof_index"):
+            field.proto3_optional = True
+            field.oneof_index = len(message.oneof_decl)
+            message.oneof_decl.add(name=f"_{field.name}")
+
+
 def upb(betterproto_class: type, message: Any) -> Message:
-    """`message` as a upb message: itself if it is one already, else its betterproto2 twin re-read."""
+    """`message` as the upb message the converters read (Struct fields as raw bytes, see the module's
+    docstring): itself if it is one already, else its betterproto2 twin re-read."""
     if isinstance(message, Message):
         return message
-    parsed: Message = _upb_class(betterproto_class).FromString(bytes(message))
+    parsed: Message = _reading_class(betterproto_class).FromString(bytes(message))
     return parsed
 
 
@@ -72,7 +127,7 @@ class Framed:
 
 class EncodedAwareCodec(ProtoCodec):
     """The server's codec: grpclib's protobuf codec, plus pass-through of `Encoded` answers, and requests
-    decoded by upb into upb messages (the handlers only read them). Bytes that are not a valid message of
+    decoded by upb into the messages the converters read (see `upb`). Bytes that are not a valid message of
     the type are the client's fault: INVALID_ARGUMENT (betterproto2 accepts some truncated ones)."""
 
     def encode(self, message: Any, message_type: Any) -> bytes:
@@ -82,7 +137,7 @@ class EncodedAwareCodec(ProtoCodec):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         try:
-            return _upb_class(message_type).FromString(data)
+            return _reading_class(message_type).FromString(data)
         except DecodeError as exc:
             name = message_type.__name__
             raise GRPCError(Status.INVALID_ARGUMENT, f"the request is not a valid {name} message") from exc
