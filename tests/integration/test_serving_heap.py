@@ -16,7 +16,7 @@ class _Node:
     next: _Node | None = None
 
 
-async def test_serving_freezes_start_up_objects_and_collects_young_ones_less_often(
+async def test_serving_freezes_start_up_objects_and_raises_the_young_collection_threshold(
     fakes: dict[str, FakeUpstream],
 ) -> None:
     """Full collections walk every tracked object: under load one took ~29 ms while every request in
