@@ -30,6 +30,7 @@ from llmgw.infrastructure.grpc.convert import (
     embeddings_response_from_proto,
     embeddings_response_to_proto,
     encode_chat_chunk,
+    encode_chat_completion,
     model_to_proto,
 )
 from llmgw.infrastructure.grpc.wire import EncodedAwareCodec, Framed
@@ -214,6 +215,37 @@ def test_struct_keys_reach_the_upstream_in_the_order_the_client_sent_them() -> N
     assert keys_in_order(out["response_format"]["json_schema"]["schema"]) == keys_in_order(SCHEMA)
     assert keys_in_order({k: out[k] for k in extra}) == keys_in_order(extra)
     assert list(out)[-4:] == list(extra)
+
+
+def test_structs_are_written_with_their_keys_in_order_for_any_protobuf_reader() -> None:
+    """What the gateway writes (answers) and what its client helpers build keep the JSON's key order on the
+    wire too, so a reader that keeps wire order (betterproto2 does) sees the schema as it was written."""
+    body = {
+        "model": "m",
+        "messages": [],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}},
+    }
+    request = v1.CreateChatCompletionRequest.parse(bytes(chat_request_from_json(body)))
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "zeta": 1,
+        "alpha": {"y": 2, "b": 3},
+        "mid": None,
+    }
+    encoded = v1.ChatCompletion.parse(encode_chat_completion(answer).data)
+
+    assert request.response_format is not None
+    assert request.response_format.json_schema is not None
+    assert request.response_format.json_schema.schema is not None
+    assert keys_in_order(request.response_format.json_schema.schema.to_dict()) == keys_in_order(SCHEMA)
+    assert encoded.extra is not None
+    assert keys_in_order(encoded.extra.to_dict()) == keys_in_order(
+        {"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": None}
+    )
 
 
 def test_structs_nested_deeper_than_upb_would_parse_still_convert() -> None:

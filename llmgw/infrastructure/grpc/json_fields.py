@@ -85,13 +85,13 @@ class Reader:
         del self.rest[key]
         return {k: float(v) if kind == "double" else v for k, v in value.items()}
 
-    def struct(self, key: str) -> dict[str, Any] | None:
-        """Any JSON object, for a Struct field."""
+    def struct(self, key: str) -> bytes | None:
+        """Any JSON object, for a Struct field (as `struct_bytes`)."""
         value = self.rest.get(key)
         if not isinstance(value, dict):
             return None
         del self.rest[key]
-        return value
+        return struct_bytes(value)
 
     def message(self, key: str, build: Callable[[Reader], T]) -> T | None:
         """A nested object, built by `build` from its own reader."""
@@ -115,10 +115,10 @@ class Reader:
         self._settle(key, [child.rest for child in children])
         return result
 
-    def leftover(self) -> dict[str, Any] | None:
-        """Everything not consumed, for the `extra` Struct (None when nothing is left)."""
+    def leftover(self) -> bytes | None:
+        """Everything not consumed, for the `extra` Struct (as `struct_bytes`; None when nothing is left)."""
         rest, self.rest = self.rest, {}
-        return rest or None
+        return struct_bytes(rest) if rest else None
 
     def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
         if any(remainder) if isinstance(remainder, list) else remainder:
@@ -173,8 +173,53 @@ def _number(number: float) -> float | int:
     return int(number) if number.is_integer() and abs(number) <= _EXACT_DOUBLE_INT else number
 
 
-# The protobuf wire format of google.protobuf.Struct, Value and ListValue, read in field order.
+# The protobuf wire format of google.protobuf.Struct, Value and ListValue, written and read in key order.
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+_NULL, _TRUE, _FALSE, _NUMBER = b"\x08\x00", b"\x20\x01", b"\x20\x00", b"\x11"
+
+
+def struct_bytes(obj: Mapping[str, Any]) -> bytes:
+    """A JSON object as the bytes of a google.protobuf.Struct, its keys in order (see `wire`)."""
+    parts = []
+    for key, item in obj.items():
+        name = key.encode()
+        value = _value(item)
+        # FieldsEntry { string key = 1; Value value = 2 }, as field 1 of the Struct
+        entry = b"\x0a" + _size(len(name)) + name + b"\x12" + _size(len(value)) + value
+        parts.append(b"\x0a" + _size(len(entry)) + entry)
+    return b"".join(parts)
+
+
+def _value(value: Any) -> bytes:
+    if value is None or value is True or value is False:
+        return _NULL if value is None else _TRUE if value else _FALSE
+    if isinstance(value, str):
+        text = value.encode()
+        return b"\x1a" + _size(len(text)) + text
+    if isinstance(value, int | float):
+        return _NUMBER + _DOUBLE.pack(value)
+    if isinstance(value, Mapping):
+        fields = struct_bytes(value)
+        return b"\x2a" + _size(len(fields)) + fields
+    if isinstance(value, list | tuple):
+        items = b"".join([b"\x0a" + _size(len(item)) + item for item in map(_value, value)])
+        return b"\x32" + _size(len(items)) + items
+    raise TypeError(f"a Struct cannot hold {type(value).__name__} values")
+
+
+_SMALL_SIZES = [bytes((size,)) for size in range(0x80)]
+
+
+def _size(size: int) -> bytes:
+    """A length as a varint."""
+    if size < 0x80:
+        return _SMALL_SIZES[size]
+    out = bytearray()
+    while size >= 0x80:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out)
 
 
 def _struct_bytes(data: bytes) -> dict[str, Any]:

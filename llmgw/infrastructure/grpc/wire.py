@@ -5,11 +5,11 @@ request. upb builds and serialises the same answer from keyword fields (Struct f
 for unset) in ~10 µs, and decodes that request in under 1 µs. The classes come from the descriptors
 betterproto2 already registered, so the bytes are those of our generated messages.
 
-Messages are read (by the server's codec, and by `upb` for a betterproto2 message, as clients and tests
-build them) as twins whose Struct fields hold the Struct's raw bytes: upb keeps a Struct's keys in a hash
-map, which iterates in hash order, while JSON Schemas, tool parameters and `extra` must reach the upstream
-in the order the client wrote them (structured outputs generate properties in schema order).
-`json_fields.plain` reads those bytes in order.
+Messages are written and read (by `encode`, by the server's codec, and by `upb` for a betterproto2 message,
+as clients and tests build them) through twins whose Struct fields hold the Struct's raw bytes: upb keeps a
+Struct's keys in a hash map, which iterates in hash order, while JSON Schemas, tool parameters and `extra`
+must reach the upstream in the order the client wrote them (structured outputs generate properties in
+schema order). `json_fields` writes and reads those bytes in order.
 """
 
 from __future__ import annotations
@@ -23,56 +23,49 @@ from google.protobuf.message import DecodeError, Message
 from grpclib import GRPCError, Status
 from grpclib.encoding.proto import ProtoCodec
 
-from llmgw.infrastructure.grpc.messages import v1  # noqa: F401  (registers our descriptors for `_upb_class`)
+from llmgw.infrastructure.grpc.messages import v1  # noqa: F401  (registers the descriptors the twins copy)
 
 M = TypeVar("M")
 
 
-@functools.cache
-def _upb_class(betterproto_class: type) -> type[Message]:
-    descriptor = betterproto_class.DESCRIPTOR  # type: ignore[attr-defined]
-    upb_class: type[Message] = message_factory.GetMessageClass(descriptor)
-    return upb_class
-
-
 def encode(betterproto_class: type, fields: dict[str, Any]) -> bytes:
-    """The wire bytes of `betterproto_class` with `fields` (keyword fields of its upb twin)."""
-    data: bytes = _upb_class(betterproto_class)(**fields).SerializeToString()
+    """The wire bytes of `betterproto_class` with `fields`: keyword fields of its upb twin, Struct fields as
+    the bytes `json_fields.struct_bytes` wrote (keys in order)."""
+    data: bytes = _twin_class(betterproto_class)(**fields).SerializeToString()
     return data
 
 
 _STRUCT = ".google.protobuf.Struct"
-_READING = descriptor_pool.DescriptorPool()
+_TWINS = descriptor_pool.DescriptorPool()
 
 
 @functools.cache
-def _reading_class(message_type: type) -> type[Message]:
-    """The upb class that reads `message_type`: for our messages, the twin with Struct fields as raw bytes
-    (at any depth); for others (health, reflection) the message's own upb class."""
+def _twin_class(message_type: type) -> type[Message]:
+    """The upb class that writes and reads `message_type`: for our messages, the twin with Struct fields as
+    raw bytes (at any depth); for others (health, reflection) the message's own upb class."""
     descriptor: Descriptor = message_type.DESCRIPTOR  # type: ignore[attr-defined]
     if not descriptor.full_name.startswith("llmgateway."):
-        return _upb_class(message_type)
-    _add_reading_file(descriptor.file)
-    reading_class: type[Message] = message_factory.GetMessageClass(
-        _READING.FindMessageTypeByName(descriptor.full_name)
-    )
-    return reading_class
+        own: type[Message] = message_factory.GetMessageClass(descriptor)
+        return own
+    _add_twin_file(descriptor.file)
+    twin: type[Message] = message_factory.GetMessageClass(_TWINS.FindMessageTypeByName(descriptor.full_name))
+    return twin
 
 
-def _add_reading_file(file: FileDescriptor) -> None:
+def _add_twin_file(file: FileDescriptor) -> None:
     try:
-        _READING.FindFileByName(file.name)
+        _TWINS.FindFileByName(file.name)
         return
     except KeyError:
         pass
     for dependency in file.dependencies:
-        _add_reading_file(dependency)
+        _add_twin_file(dependency)
     proto = descriptor_pb2.FileDescriptorProto()
     file.CopyToProto(proto)
     if proto.package.startswith("llmgateway."):
         for message in proto.message_type:
             _structs_as_bytes(message)
-    _READING.Add(proto)
+    _TWINS.Add(proto)
 
 
 def _structs_as_bytes(message: descriptor_pb2.DescriptorProto) -> None:
@@ -95,7 +88,7 @@ def upb(betterproto_class: type, message: Any) -> Message:
     docstring): itself if it is one already, else its betterproto2 twin re-read."""
     if isinstance(message, Message):
         return message
-    parsed: Message = _reading_class(betterproto_class).FromString(bytes(message))
+    parsed: Message = _twin_class(betterproto_class).FromString(bytes(message))
     return parsed
 
 
@@ -137,7 +130,7 @@ class EncodedAwareCodec(ProtoCodec):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         try:
-            return _reading_class(message_type).FromString(data)
+            return _twin_class(message_type).FromString(data)
         except DecodeError as exc:
             name = message_type.__name__
             raise GRPCError(Status.INVALID_ARGUMENT, f"the request is not a valid {name} message") from exc
