@@ -257,9 +257,21 @@ def test_structs_nested_deeper_than_upb_would_parse_still_convert() -> None:
     assert chat_request_to_json(server_decoded(msg))["schema"] == deep
 
 
-def test_a_struct_field_that_is_not_a_struct_is_an_invalid_request() -> None:
-    # Field 100 (`extra`), 3 bytes: a map entry that claims 5 bytes and has 1.
-    broken = b"\xa2\x06\x03" + b"\x0a\x05\x0a"
+@pytest.mark.parametrize(
+    "struct",
+    [
+        b"\x0a\x05\x0a",  # a map entry that claims 5 bytes and has 1
+        b"\x0a\x80",  # a truncated varint
+        b"\x0a\x02\x08\x05",  # the key as a varint
+        b"\x0a\x03\x0a\x01\xff",  # the key not UTF-8
+        b"\x0a\x09\x0a\x01k\x12\x04\x15\x00\x00\x00",  # a number of 4 bytes (wire type 5, truncated)
+        b"\x0a\x0a\x0a\x01k\x12\x05\x15\x00\x00\x00\x00",  # a number of 4 bytes
+        b"\x0a\x03\x0b\x00\x00",  # wire type 3 (groups)
+    ],
+    ids=["overrun", "truncated-varint", "int-key", "bad-utf8", "short-fixed32", "fixed32-number", "group"],
+)
+def test_a_struct_field_that_is_not_a_struct_is_an_invalid_request(struct: bytes) -> None:
+    broken = b"\xa2\x06" + bytes((len(struct),)) + struct  # field 100: `extra`
 
     with pytest.raises(InvalidRequest, match=r"google\.protobuf\.Struct field is not valid"):
         chat_request_to_json(EncodedAwareCodec().decode(broken, v1.CreateChatCompletionRequest))

@@ -2,6 +2,8 @@
 
 What a proto field cannot hold exactly stays in `Reader.rest` and travels in the nearest `extra` Struct.
 The way back reads upb messages (`wire.upb`): unset `optional` and message fields are told by `HasField`.
+Struct fields are bytes in those messages (see `wire`): `struct_bytes` writes them and `plain` reads them,
+keys in order.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def field(msg: Message, name: str) -> Any:
 
 
 def plain(struct: bytes | Message) -> dict[str, Any]:
-    """A Struct as JSON, keys in the order they were sent (`wire`'s reading messages hold a Struct's raw
+    """A Struct as JSON, keys in the order they were sent (`wire`'s twin messages hold a Struct's raw
     bytes; a upb Struct message, whose keys come in hash order, is read too). Whole-number doubles turn back
     into ints where a double holds the int exactly (`thinking_budget: 1000`, not 1000.0); larger ones stay
     doubles, which JSON encoders can write. A Value without a kind reads as null.
@@ -148,8 +150,10 @@ def plain(struct: bytes | Message) -> dict[str, Any]:
     if not isinstance(struct, bytes):
         return {key: _json(value) for key, value in struct.fields.items()}
     try:
-        return _struct_bytes(struct)
-    except (ValueError, IndexError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return _read_struct(struct)
+    # Whatever the bytes hold: a truncated or overlong varint, a field running past its end, a wrong wire
+    # type (an int where bytes belong), a double of the wrong size, bad UTF-8, nesting beyond recursion.
+    except (ValueError, IndexError, TypeError, AttributeError, _binary.error, RecursionError) as exc:
         raise InvalidRequest("A google.protobuf.Struct field is not valid protobuf.") from exc
 
 
@@ -183,14 +187,14 @@ def struct_bytes(obj: Mapping[str, Any]) -> bytes:
     parts = []
     for key, item in obj.items():
         name = key.encode()
-        value = _value(item)
+        value = _write_value(item)
         # FieldsEntry { string key = 1; Value value = 2 }, as field 1 of the Struct
         entry = b"\x0a" + _size(len(name)) + name + b"\x12" + _size(len(value)) + value
         parts.append(b"\x0a" + _size(len(entry)) + entry)
     return b"".join(parts)
 
 
-def _value(value: Any) -> bytes:
+def _write_value(value: Any) -> bytes:
     if value is None or value is True or value is False:
         return _NULL if value is None else _TRUE if value else _FALSE
     if isinstance(value, str):
@@ -202,7 +206,7 @@ def _value(value: Any) -> bytes:
         fields = struct_bytes(value)
         return b"\x2a" + _size(len(fields)) + fields
     if isinstance(value, list | tuple):
-        items = b"".join([b"\x0a" + _size(len(item)) + item for item in map(_value, value)])
+        items = b"".join([b"\x0a" + _size(len(item)) + item for item in map(_write_value, value)])
         return b"\x32" + _size(len(items)) + items
     raise TypeError(f"a Struct cannot hold {type(value).__name__} values")
 
@@ -222,26 +226,26 @@ def _size(size: int) -> bytes:
     return bytes(out)
 
 
-def _struct_bytes(data: bytes) -> dict[str, Any]:
+def _read_struct(data: bytes) -> dict[str, Any]:
     """Struct { map<string, Value> fields = 1 }: each entry { string key = 1; Value value = 2 }."""
     out: dict[str, Any] = {}
-    for number, entry in _fields(data):
+    for number, entry in _read_fields(data):
         if number == 1:
             key, value = "", None
-            for part, item in _fields(entry):
+            for part, item in _read_fields(entry):
                 if part == 1:
                     key = item.decode()
                 elif part == 2:
-                    value = _value_bytes(item)
+                    value = _read_value(item)
             out[key] = value  # a repeated key: the last one wins, as protobuf maps do
     return out
 
 
-def _value_bytes(data: bytes) -> Any:
+def _read_value(data: bytes) -> Any:
     """Value { oneof kind { NullValue null_value = 1; double number_value = 2; string string_value = 3;
     bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6 } }: the last one set wins."""
     value: Any = None
-    for number, item in _fields(data):
+    for number, item in _read_fields(data):
         if number == 1:
             value = None
         elif number == 2:
@@ -251,24 +255,24 @@ def _value_bytes(data: bytes) -> Any:
         elif number == 4:
             value = bool(item)
         elif number == 5:
-            value = _struct_bytes(item)
+            value = _read_struct(item)
         elif number == 6:  # ListValue { repeated Value values = 1 }
-            value = [_value_bytes(element) for index, element in _fields(item) if index == 1]
+            value = [_read_value(element) for index, element in _read_fields(item) if index == 1]
     return value
 
 
-def _fields(data: bytes) -> Iterator[tuple[int, Any]]:
+def _read_fields(data: bytes) -> Iterator[tuple[int, Any]]:
     """(field number, value) in wire order: ints for varints, bytes for everything else."""
     position, end = 0, len(data)
     while position < end:
-        tag, position = _varint(data, position)
+        tag, position = _read_varint(data, position)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == _VARINT:
-            value, position = _varint(data, position)
+            value, position = _read_varint(data, position)
             yield number, value
             continue
         if wire_type == _LENGTH:
-            size, position = _varint(data, position)
+            size, position = _read_varint(data, position)
         elif wire_type == _FIXED64:
             size = 8
         elif wire_type == _FIXED32:
@@ -281,7 +285,7 @@ def _fields(data: bytes) -> Iterator[tuple[int, Any]]:
         position += size
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         byte = data[position]  # IndexError past the end: a truncated varint
