@@ -69,7 +69,8 @@ def _add_twin_file(file: FileDescriptor) -> None:
 
 
 def _structs_as_bytes(message: descriptor_pb2.DescriptorProto) -> None:
-    """Struct fields become `optional bytes` (same wire format; presence kept by a synthetic oneof)."""
+    """Struct fields become `optional bytes` (same wire format; presence kept by a synthetic oneof), and a
+    repeated one would become `repeated bytes`."""
     for nested in message.nested_type:
         _structs_as_bytes(nested)
     for field in message.field:
@@ -77,7 +78,8 @@ def _structs_as_bytes(message: descriptor_pb2.DescriptorProto) -> None:
             continue
         field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
         field.ClearField("type_name")
-        if not field.HasField("oneof_index"):
+        repeated = field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        if not repeated and not field.HasField("oneof_index"):
             field.proto3_optional = True
             field.oneof_index = len(message.oneof_decl)
             message.oneof_decl.add(name=f"_{field.name}")
