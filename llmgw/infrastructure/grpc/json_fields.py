@@ -145,12 +145,14 @@ def plain(struct: bytes | Message) -> dict[str, Any]:
     into ints where a double holds the int exactly (`thinking_budget: 1000`, not 1000.0); larger ones stay
     doubles, which JSON encoders can write. A Value without a kind reads as null.
 
-    Bytes that are no Struct raise `InvalidRequest`: upb left them unchecked.
+    Bytes that are no Struct, or nest objects and lists more than `MAX_STRUCT_DEPTH` deep, raise
+    `InvalidRequest`: upb left them unchecked. Nested fields are read as views, not copies, so a deep
+    Struct costs no more memory than its bytes.
     """
     if not isinstance(struct, bytes):
         return {key: _json(value) for key, value in struct.fields.items()}
     try:
-        return _read_struct(struct)
+        return _read_struct(memoryview(struct), 0)
     # Whatever the bytes hold: a truncated or overlong varint, a field running past its end, a wrong wire
     # type (an int where bytes belong), a double of the wrong size, bad UTF-8, nesting beyond recursion.
     except (ValueError, IndexError, TypeError, AttributeError, _binary.error, RecursionError) as exc:
@@ -226,22 +228,31 @@ def _size(size: int) -> bytes:
     return bytes(out)
 
 
-def _read_struct(data: bytes) -> dict[str, Any]:
+#: JSON objects and lists nested deeper than this in a Struct are refused (upb refused ~33 levels; JSON
+#: encoders stop at a few hundred, which would fail the request later as an internal error)
+MAX_STRUCT_DEPTH = 100
+
+
+def _read_struct(data: memoryview, depth: int) -> dict[str, Any]:
     """Struct { map<string, Value> fields = 1 }: each entry { string key = 1; Value value = 2 }."""
+    if depth > MAX_STRUCT_DEPTH:
+        raise InvalidRequest(
+            f"A google.protobuf.Struct field nests more than {MAX_STRUCT_DEPTH} levels deep."
+        )
     out: dict[str, Any] = {}
     for number, entry in _read_fields(data):
         if number == 1:
             key, value = "", None
             for part, item in _read_fields(entry):
                 if part == 1:
-                    key = item.decode()
+                    key = str(item, "utf-8")
                 elif part == 2:
-                    value = _read_value(item)
+                    value = _read_value(item, depth)
             out[key] = value  # a repeated key: the last one wins, as protobuf maps do
     return out
 
 
-def _read_value(data: bytes) -> Any:
+def _read_value(data: memoryview, depth: int) -> Any:
     """Value { oneof kind { NullValue null_value = 1; double number_value = 2; string string_value = 3;
     bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6 } }: the last one set wins."""
     value: Any = None
@@ -251,18 +262,22 @@ def _read_value(data: bytes) -> Any:
         elif number == 2:
             value = _number(_DOUBLE.unpack(item)[0])
         elif number == 3:
-            value = item.decode()
+            value = str(item, "utf-8")
         elif number == 4:
             value = bool(item)
         elif number == 5:
-            value = _read_struct(item)
+            value = _read_struct(item, depth + 1)
         elif number == 6:  # ListValue { repeated Value values = 1 }
-            value = [_read_value(element) for index, element in _read_fields(item) if index == 1]
+            if depth + 1 > MAX_STRUCT_DEPTH:
+                raise InvalidRequest(
+                    f"A google.protobuf.Struct field nests more than {MAX_STRUCT_DEPTH} levels deep."
+                )
+            value = [_read_value(element, depth + 1) for index, element in _read_fields(item) if index == 1]
     return value
 
 
-def _read_fields(data: bytes) -> Iterator[tuple[int, Any]]:
-    """(field number, value) in wire order: ints for varints, bytes for everything else."""
+def _read_fields(data: memoryview) -> Iterator[tuple[int, Any]]:
+    """(field number, value) in wire order: ints for varints, views of `data` for everything else."""
     position, end = 0, len(data)
     while position < end:
         tag, position = _read_varint(data, position)
@@ -285,7 +300,7 @@ def _read_fields(data: bytes) -> Iterator[tuple[int, Any]]:
         position += size
 
 
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+def _read_varint(data: memoryview, position: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         byte = data[position]  # IndexError past the end: a truncated varint
