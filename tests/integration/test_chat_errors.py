@@ -123,6 +123,14 @@ BAD_REQUESTS = {
     "stream not a boolean": BadRequest(
         json.dumps({"model": "local/llama", "messages": HI, "stream": "yes"}).encode(), "stream"
     ),
+    # orjson reads 1024 levels but writes 255: the upstream's body could not be written (was a 500)
+    "JSON nested 300 levels": BadRequest(
+        b'{"model": "local/llama", "messages": [{"role": "user", "content": "hi"}], "deep": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}",
+        None,
+    ),
 }
 
 

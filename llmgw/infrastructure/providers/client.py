@@ -99,7 +99,7 @@ class OpenAICompatibleProvider:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
-        body = orjson.dumps(self._quirks.chat_body(model, request, stream=True))
+        body = _json_body(self._quirks.chat_body(model, request, stream=True))
         response = await self._send(
             self._chat_path, body, min(loop.time() + settings.first_token_timeout, deadline)
         )
@@ -208,7 +208,7 @@ class OpenAICompatibleProvider:
         deadline = loop.time() + self._settings.timeout
         try:
             async with asyncio.timeout_at(deadline):  # one timer for the whole exchange
-                response = await self._pool.post(path, orjson.dumps(payload))
+                response = await self._pool.post(path, _json_body(payload))
                 try:
                     raw = await response.read_all()
                 except BaseException:
@@ -311,3 +311,12 @@ def _encode_base64(result: JSONObject) -> None:
             if sys.byteorder != "little":
                 floats.byteswap()
             item["embedding"] = base64.b64encode(floats.tobytes()).decode("ascii")
+
+
+def _json_body(payload: JSONObject) -> bytes:
+    """The request's JSON for the upstream. orjson writes at most 255 levels of nesting; a client's body
+    nested deeper (orjson reads up to 1024) is the client's error, not the gateway's."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequest(f"The request cannot be sent upstream as JSON: {exc}.") from exc
