@@ -301,8 +301,18 @@ def test_reading_a_deep_struct_costs_no_more_memory_than_its_bytes() -> None:
         b"\x0a\x09\x0a\x01k\x12\x04\x15\x00\x00\x00",  # a number of 4 bytes (wire type 5, truncated)
         b"\x0a\x0a\x0a\x01k\x12\x05\x15\x00\x00\x00\x00",  # a number of 4 bytes
         b"\x0a\x03\x0b\x00\x00",  # wire type 3 (groups)
+        b"\x00\x00",  # field number 0
     ],
-    ids=["overrun", "truncated-varint", "int-key", "bad-utf8", "short-fixed32", "fixed32-number", "group"],
+    ids=[
+        "overrun",
+        "truncated-varint",
+        "int-key",
+        "bad-utf8",
+        "short-fixed32",
+        "fixed32-number",
+        "group",
+        "field-zero",
+    ],
 )
 def test_a_struct_field_that_is_not_a_struct_is_an_invalid_request(struct: bytes) -> None:
     broken = b"\xa2\x06" + bytes((len(struct),)) + struct  # field 100: `extra`

@@ -282,6 +282,8 @@ def _read_fields(data: memoryview) -> Iterator[tuple[int, Any]]:
     while position < end:
         tag, position = _read_varint(data, position)
         number, wire_type = tag >> 3, tag & 7
+        if number == 0:
+            raise ValueError("field number 0 is not a field")
         if wire_type == _VARINT:
             value, position = _read_varint(data, position)
             yield number, value
