@@ -215,7 +215,7 @@ class Gateway:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
                         tracker.upstream_id = str(batch[0].get("id") or "")
-                    out = ChunkBatch(final=isinstance(batch, ChunkBatch) and batch.final)
+                    out = ChunkBatch(final=batch.final)
                     for chunk in batch:
                         if _forward(chunk, tracker, include_usage):
                             chunk["id"] = gen_id

@@ -6,7 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from llmgw.domain.catalog import ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.chat import (
+    ChatCompletion,
+    ChatRequest,
+    ChunkBatch,
+    Embeddings,
+    EmbeddingsRequest,
+)
 from llmgw.domain.generation import GenerationRecord
 
 
@@ -23,10 +29,10 @@ class Provider(Protocol):
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
         """Stream chat chunks (OpenAI JSON objects, usage chunk included) in batches: the chunks that
-        arrived together stay together, so a front can write them at once; a `ChunkBatch` marked
-        `final` when the stream ended with it. Closes the upstream on exit."""
+        arrived together stay together, so a front can write them at once; the batch the stream ended
+        with is marked `final`. Closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

@@ -8,7 +8,13 @@ import pytest
 
 from llmgw.application.routing import Router
 from llmgw.domain.catalog import Capability, ModelSpec
-from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.chat import (
+    ChatCompletion,
+    ChatRequest,
+    ChunkBatch,
+    Embeddings,
+    EmbeddingsRequest,
+)
 from llmgw.domain.errors import InvalidRequest, NotFound
 
 
@@ -29,7 +35,7 @@ class FakeProvider:
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         raise AssertionError("routing must not call the provider")
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
         raise AssertionError("routing must not call the provider")
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:

@@ -95,7 +95,7 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
