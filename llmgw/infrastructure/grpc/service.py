@@ -28,10 +28,10 @@ from llmgw.infrastructure.request_ids import current_generation_id, current_requ
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
-    """Requests arrive as upb messages (the server's codec decodes them, see `wire`), hence `Any` where
-    a handler reads more than an `id`. Answers are encoded through upb and returned as `Encoded` bytes, which the codec sends
-    unchanged, or for streams as `Framed` batches, which our handlers send (see `handlers`); the casts tell
-    the generated base class's signatures so."""
+    """Requests arrive as upb messages (the server's codec decodes them, see `wire`), hence `Any` where a
+    handler reads more than an `id`. Answers are encoded through upb and returned as `Encoded` bytes, which
+    the codec sends unchanged, or for streams as `Framed` batches, which our handlers send (see
+    `handlers`); the casts tell the generated base class's signatures so."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway

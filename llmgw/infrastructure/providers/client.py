@@ -47,6 +47,9 @@ _QUIRKS: Mapping[ProviderKind, OpenAIQuirks] = {
 }
 # Parallel sub-requests when an embeddings batch is split for an upstream's input limit.
 _EMBEDDING_PARALLELISM = 4
+# Below each provider's base_url.
+_CHAT_PATH = "/chat/completions"
+_EMBEDDINGS_PATH = "/embeddings"
 
 
 def create_pool(settings: ProviderSettings) -> HTTPPool:
@@ -69,8 +72,6 @@ class OpenAICompatibleProvider:
         self._settings = settings
         self._pool = pool
         self._quirks = _QUIRKS[settings.kind]
-        self._chat_path = "/chat/completions"
-        self._embeddings_path = "/embeddings"
 
     @property
     def name(self) -> str:
@@ -84,7 +85,7 @@ class OpenAICompatibleProvider:
         await self._pool.close()
 
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
-        body = await self._post_json(self._chat_path, self._quirks.chat_body(model, request, stream=False))
+        body = await self._post_json(_CHAT_PATH, self._quirks.chat_body(model, request, stream=False))
         choices = body.get("choices")
         first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         usage = body.get("usage")
@@ -101,7 +102,7 @@ class OpenAICompatibleProvider:
         deadline = loop.time() + settings.timeout
         body = _json_body(self._quirks.chat_body(model, request, stream=True))
         response = await self._send(
-            self._chat_path, body, min(loop.time() + settings.first_token_timeout, deadline)
+            _CHAT_PATH, body, min(loop.time() + settings.first_token_timeout, deadline)
         )
         try:
             await self._raise_for_status(response, deadline)
@@ -143,7 +144,7 @@ class OpenAICompatibleProvider:
         if limit is not None and isinstance(inputs, list) and len(inputs) > limit:
             result = await self._embed_split(body, inputs, limit)
         else:
-            raw = await self._post(self._embeddings_path, body)
+            raw = await self._post(_EMBEDDINGS_PATH, body)
             passed = None if encode_base64 else _passed_embeddings(raw)
             if passed is not None:
                 return passed
@@ -160,7 +161,7 @@ class OpenAICompatibleProvider:
         async def part(start: int) -> JSONObject:
             async with gate:
                 return await self._post_json(
-                    self._embeddings_path, {**body, "input": inputs[start : start + limit]}
+                    _EMBEDDINGS_PATH, {**body, "input": inputs[start : start + limit]}
                 )
 
         starts = range(0, len(inputs), limit)
