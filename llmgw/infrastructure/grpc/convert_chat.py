@@ -211,7 +211,7 @@ def _part_in(r: Reader) -> Fields:
             "input_audio",
             lambda s: {"data": s.scalar("data", "str") or "", "format": s.scalar("format", "str") or ""},
         ),
-        "file": r.message("file", lambda s: {k: s.scalar(k, "str") for k in _FILE_STRINGS}),
+        "file": r.message("file", lambda s: s.optionals(_FILE_STRINGS, "str")),
         "extra": r.leftover(),
     }
 
