@@ -64,8 +64,7 @@ class _Unary:
         self.method = method
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
-        _use_ids_encoder(stream)
-        _take_request_id(stream)
+        _begin(stream)
         try:
             reply = await self.method(await stream.recv_message())
         except GRPCError as exc:
@@ -84,8 +83,7 @@ class _ServerStream:
         self.method = method
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
-        _use_ids_encoder(stream)
-        _take_request_id(stream)
+        _begin(stream)
         started = False
         try:
             request = await stream.recv_message()
@@ -130,13 +128,12 @@ class _IdsEncoder(hpack.Encoder):
 _FRESH_HEADERS = frozenset({REQUEST_ID_HEADER.encode(), GENERATION_ID_HEADER.encode()})
 
 
-def _use_ids_encoder(stream: Stream[Any, Any]) -> None:
+def _begin(stream: Stream[Any, Any]) -> None:
+    """A call's start: the connection's encoder made an `_IdsEncoder` (once per connection; its state
+    stays), the request id taken from the metadata or minted, no generation id yet."""
     encoder = stream._stream.connection._connection.encoder
-    if encoder.__class__ is not _IdsEncoder:  # once per connection; the encoder's state stays
+    if encoder.__class__ is not _IdsEncoder:
         encoder.__class__ = _IdsEncoder
-
-
-def _take_request_id(stream: Stream[Any, Any]) -> None:
     value = stream.metadata.get(REQUEST_ID_HEADER) if stream.metadata is not None else None
     current_request_id.set(accept_or_mint(value if isinstance(value, str) else None))
     current_generation_id.set(None)

@@ -235,10 +235,6 @@ MAX_STRUCT_DEPTH = 100
 
 def _read_struct(data: memoryview, depth: int) -> dict[str, Any]:
     """Struct { map<string, Value> fields = 1 }: each entry { string key = 1; Value value = 2 }."""
-    if depth > MAX_STRUCT_DEPTH:
-        raise InvalidRequest(
-            f"A google.protobuf.Struct field nests more than {MAX_STRUCT_DEPTH} levels deep."
-        )
     out: dict[str, Any] = {}
     for number, entry in _read_fields(data):
         if number == 1:
@@ -266,14 +262,21 @@ def _read_value(data: memoryview, depth: int) -> Any:
         elif number == 4:
             value = bool(item)
         elif number == 5:
-            value = _read_struct(item, depth + 1)
+            value = _read_struct(item, _deeper(depth))
         elif number == 6:  # ListValue { repeated Value values = 1 }
-            if depth + 1 > MAX_STRUCT_DEPTH:
-                raise InvalidRequest(
-                    f"A google.protobuf.Struct field nests more than {MAX_STRUCT_DEPTH} levels deep."
-                )
-            value = [_read_value(element, depth + 1) for index, element in _read_fields(item) if index == 1]
+            value = [
+                _read_value(element, _deeper(depth)) for index, element in _read_fields(item) if index == 1
+            ]
     return value
+
+
+def _deeper(depth: int) -> int:
+    """One level down into an object or a list, refused past `MAX_STRUCT_DEPTH`."""
+    if depth >= MAX_STRUCT_DEPTH:
+        raise InvalidRequest(
+            f"A google.protobuf.Struct field nests more than {MAX_STRUCT_DEPTH} levels deep."
+        )
+    return depth + 1
 
 
 def _read_fields(data: memoryview) -> Iterator[tuple[int, Any]]:
