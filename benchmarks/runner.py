@@ -26,7 +26,7 @@ from benchmarks.wrk import LoadResult
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    duration: float = 1.25
+    duration: float = 1.0
     warmup: float = 0.2
     #: after a load, time for abandoned in-flight requests to finish before the counts are read
     settle: float = 0.15
