@@ -95,9 +95,19 @@ def _ratio_table(summaries: Summaries) -> list[str]:
         for kind in (Kind.CHAT, Kind.STREAM, Kind.EMBEDDINGS):
             cells = [summaries.get(target, kind, c) for c in concurrencies]
             if any(cells):
-                ratios = [_f(summaries.cpu_ratio(s), 2, "x") if s else "-" for s in cells]
+                ratios = [_ratio_with_range(summaries, s) if s else "-" for s in cells]
                 lines.append(f"| {target.label} {kind.value} | " + " | ".join(ratios) + " |")
     return lines
+
+
+def _ratio_with_range(summaries: Summaries, summary: Summary) -> str:
+    """The median ratio, and with several rounds the lowest and highest round's: how far a verdict
+    could move between runs."""
+    median = _f(summaries.cpu_ratio(summary), 2, "x")
+    ratios = summaries.cpu_ratios(summary)
+    if len(ratios) < 2:
+        return median
+    return f"{median} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def _verdict_table(verdicts: list[Verdict]) -> list[str]:
@@ -215,7 +225,7 @@ def render(
         "## llmgw CPU per request over the reference's",
         "",
         "REST rows over the aiohttp pass-through proxy, gRPC rows over the bare grpclib echo; the median of the "
-        "rounds' ratios.",
+        "rounds' ratios (in parentheses: the lowest and highest round's).",
         "",
         *_ratio_table(summaries),
         "",

@@ -90,18 +90,22 @@ class Summaries:
 
     def cpu_ratio(self, summary: Summary) -> float:
         """Server CPU per request over the reference's (REST: the aiohttp proxy, gRPC: the bare grpclib
-        echo), same kind and concurrency."""
+        echo), same kind and concurrency: the median of each round's ratio, since rows of one round ran
+        minutes closer together than the rounds."""
+        return _median(self.cpu_ratios(summary))
+
+    def cpu_ratios(self, summary: Summary) -> list[float]:
+        """Each round's ratio of `cpu_ratio`, in round order."""
         reference_target = BARE_GRPC if summary.row.target.front is Front.GRPC else REFERENCE_PROXY
         reference = self.get(reference_target, summary.row.kind, summary.row.concurrency)
         if reference is None:
-            return math.nan
-        # The median of each round's ratio: rows of one round ran minutes closer together than the rounds.
+            return []
         theirs = reference.server_ms_by_round
-        return _median(
+        return [
             ours / theirs[index]
-            for index, ours in summary.server_ms_by_round.items()
-            if theirs.get(index, 0.0) > 0 and not math.isnan(theirs[index])
-        )
+            for index, ours in sorted(summary.server_ms_by_round.items())
+            if theirs.get(index, 0.0) > 0 and not math.isnan(theirs[index]) and not math.isnan(ours)
+        ]
 
     def concurrencies(self, kind: Kind) -> list[int]:
         return sorted({row.concurrency for row in self.rows if row.kind is kind})
