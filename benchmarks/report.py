@@ -157,7 +157,8 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
     available = info.wall_seconds * (os.cpu_count() or 1)
     return [
         f"- {info.rounds} round{'s' if info.rounds != 1 else ''}; in each, every target is loaded in turn "
-        "for each kind and concurrency (order rotated per round); figures are the medians of the rounds, errors their sum.",
+        "for each kind and concurrency (order rotated per round); figures are the medians of the rounds, "
+        "errors their sum.",
         f"- A row: {settings.warmup:g} s warm-up, then {settings.duration:g} s of load "
         f"(paced rows: {settings.ttfb_warmup} + {settings.ttfb_samples} streams one at a time). "
         "HTTP rows use wrk (one thread, `conc` keep-alive connections, a Lua script for the POST body and "
