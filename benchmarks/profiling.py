@@ -164,10 +164,10 @@ def render(profiles: list[Profile], seconds: int) -> str:
         f"{_SPY_RATE} Hz, idle time left out; own % = samples with the function on top of the stack, "
         "total % = samples with it anywhere on the stack (cProfile, used where py-spy cannot attach: "
         "tottime and cumtime over the whole process, start-up included). CPU figures are not taken from "
-        "profiled runs. py-spy counts every thread: aiosqlite's `_connection_worker_thread`, where it "
-        "shows, stands for SQLite calls made there (C code, and waits on the disk that py-spy may count "
-        "as busy); since the SQLite store writes its batches on the event loop thread, only checkpoints "
-        "and lookups run there.",
+        "profiled runs. py-spy counts every thread, and does not always see a wait as idle: aiosqlite's "
+        "`_connection_worker_thread` is mostly that thread waiting on its queue (an idle llmgw shows it, "
+        "and `Runner.run`, in about 4% of samples each); the SQLite store writes its batches on the event "
+        "loop thread, and only checkpoints and lookups run there.",
     ]
     for found in profiles:
         count = f", {found.samples} samples" if found.samples else ""
