@@ -34,7 +34,6 @@ _REQUEST_SCALARS: dict[str, Kind] = {
     "store": "bool",
     "service_tier": "str",
 }
-_REQUEST_OPTIONALS = tuple(_REQUEST_SCALARS)
 _MESSAGE_STRINGS = ("name", "tool_call_id", "reasoning_content", "refusal")
 _FILE_STRINGS = ("file_data", "file_id", "filename")
 _PROMPT_DETAILS = ("cached_tokens", "audio_tokens")
@@ -53,7 +52,7 @@ def chat_request_to_json(request: v1.CreateChatCompletionRequest | Message) -> d
         "model": msg.model,
         "messages": [_message_out(m, null_content=True) for m in msg.messages],
     }
-    out |= present(msg, _REQUEST_OPTIONALS)
+    out |= present(msg, _REQUEST_SCALARS)
     if msg.stop:
         out["stop"] = list(msg.stop)
     if msg.logit_bias:

@@ -9,7 +9,7 @@ keys in order.
 from __future__ import annotations
 
 import struct as _binary
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import Message
@@ -129,7 +129,7 @@ class Reader:
             del self.rest[key]
 
 
-def present(msg: Message, names: tuple[str, ...]) -> dict[str, Any]:
+def present(msg: Message, names: Iterable[str]) -> dict[str, Any]:
     """The set ones of `msg`'s proto3 `optional` scalar fields `names`."""
     return {name: getattr(msg, name) for name in names if msg.HasField(name)}
 
@@ -139,40 +139,22 @@ def field(msg: Message, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def plain(struct: bytes | Message) -> dict[str, Any]:
-    """A Struct as JSON, keys in the order they were sent (`wire`'s twin messages hold a Struct's raw
-    bytes; a upb Struct message, whose keys come in hash order, is read too). Whole-number doubles turn back
-    into ints where a double holds the int exactly (`thinking_budget: 1000`, not 1000.0); larger ones stay
-    doubles, which JSON encoders can write. A Value without a kind reads as null.
+def plain(struct: bytes) -> dict[str, Any]:
+    """A Struct's bytes (as `wire`'s twin messages hold them) as JSON, keys in the order they were sent.
+    Whole-number doubles turn back into ints where a double holds the int exactly (`thinking_budget: 1000`,
+    not 1000.0); larger ones stay doubles, which JSON encoders can write. A Value without a kind reads as
+    null.
 
     Bytes that are no Struct, or nest objects and lists more than `MAX_STRUCT_DEPTH` deep, raise
     `InvalidRequest`: upb left them unchecked. Nested fields are read as views, not copies, so a deep
     Struct costs no more memory than its bytes.
     """
-    if not isinstance(struct, bytes):
-        return {key: _json(value) for key, value in struct.fields.items()}
     try:
         return _read_struct(memoryview(struct), 0)
     # Whatever the bytes hold: a truncated or overlong varint, a field running past its end, a wrong wire
     # type (an int where bytes belong), a double of the wrong size, bad UTF-8, nesting beyond recursion.
     except (ValueError, IndexError, TypeError, AttributeError, _binary.error, RecursionError) as exc:
         raise InvalidRequest("A google.protobuf.Struct field is not valid protobuf.") from exc
-
-
-def _json(value: Any) -> Any:
-    """A `google.protobuf.Value` message as JSON."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        return _number(value.number_value)
-    if kind == "struct_value":
-        return {key: _json(item) for key, item in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_json(item) for item in value.list_value.values]
-    if kind == "bool_value":
-        return value.bool_value
-    return None  # null_value, or no kind at all
 
 
 def _number(number: float) -> float | int:
