@@ -95,7 +95,7 @@ class Summaries:
         return _median(self.cpu_ratios(summary))
 
     def cpu_ratios(self, summary: Summary) -> list[float]:
-        """Each round's ratio of `cpu_ratio`, in round order."""
+        """Each round's ratio of `cpu_ratio`."""
         reference_target = BARE_GRPC if summary.row.target.front is Front.GRPC else REFERENCE_PROXY
         reference = self.get(reference_target, summary.row.kind, summary.row.concurrency)
         if reference is None:
@@ -103,7 +103,7 @@ class Summaries:
         theirs = reference.server_ms_by_round
         return [
             ours / theirs[index]
-            for index, ours in sorted(summary.server_ms_by_round.items())
+            for index, ours in summary.server_ms_by_round.items()
             if theirs.get(index, 0.0) > 0 and not math.isnan(theirs[index]) and not math.isnan(ours)
         ]
 
