@@ -936,7 +936,7 @@ def test_a_model_keeps_its_configured_owner() -> None:
 def test_framed_messages_are_laid_out_as_grpc_frames_them() -> None:
     first = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 1, "model": "m"})
     second = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 2, "model": "m"})
-    framed = Framed([first.data, second.data])
+    framed = Framed([first, second])
     assert framed.count == 2
     data, messages = framed.data, []
     while data:

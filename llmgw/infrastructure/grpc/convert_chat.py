@@ -136,9 +136,9 @@ def chat_chunk_to_proto(chunk: Mapping[str, Any]) -> v1.ChatCompletionChunk:
     return build(v1.ChatCompletionChunk, _chunk_fields(chunk))
 
 
-def encode_chat_chunk(chunk: Mapping[str, Any]) -> Encoded:
-    """One stream message's bytes, straight from the OpenAI JSON chunk (the hot path)."""
-    return Encoded(encode(v1.ChatCompletionChunk, _chunk_fields(chunk)))
+def encode_chat_chunk(chunk: Mapping[str, Any]) -> bytes:
+    """One stream message's bytes, straight from the OpenAI JSON chunk (the hot path; `Framed` sends them)."""
+    return encode(v1.ChatCompletionChunk, _chunk_fields(chunk))
 
 
 def _chunk_fields(chunk: Mapping[str, Any]) -> dict[str, Any]:

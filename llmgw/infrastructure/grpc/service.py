@@ -63,7 +63,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
             async with contextlib.aclosing(stream):
                 async for batch in stream:
                     # Chunks that arrived together leave together: one DATA write (see handlers).
-                    framed = Framed([encode_chat_chunk(chunk).data for chunk in batch])
+                    framed = Framed([encode_chat_chunk(chunk) for chunk in batch])
                     yield cast(v1.ChatCompletionChunk, framed)
 
     async def create_embeddings(self, message: Any) -> v1.CreateEmbeddingsResponse:
