@@ -1,5 +1,6 @@
 """The gRPC reference row: a bare grpclib server with the gateway's betterproto2 messages and no upstream.
-Chat calls get a prebuilt answer (streams: 20 chunks), which is what grpclib and betterproto2 alone cost."""
+Chat calls get a prebuilt answer (streams: 20 chunks), which is what grpclib and betterproto2 alone cost.
+A model whose name contains `paced` gets its chunks PACE_SECONDS apart, as the fake upstream paces them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 import uvloop
 from grpclib.server import Server
 
-from benchmarks.upstream import CHUNKS, PROMPT_TOKENS
+from benchmarks.upstream import CHUNKS, PACE_SECONDS, PROMPT_TOKENS
 from llmgw.infrastructure.grpc.messages import v1
 
 _CREATED = 1_760_000_000
@@ -73,7 +74,10 @@ class EchoService(v1.LlmGatewayServiceBase):
         found = self._chunks.get(message.model)
         if found is None:
             found = self._chunks[message.model] = chunks(message.model)
-        for chunk in found:
+        paced = "paced" in message.model
+        for index, chunk in enumerate(found):
+            if paced and index:
+                await asyncio.sleep(PACE_SECONDS)
             yield chunk
 
 

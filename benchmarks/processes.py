@@ -21,6 +21,7 @@ _READY_TIMEOUT = 60.0
 # `python -m llmgw` exactly, under a command line that a broad `pkill -f "llmgw serve"` elsewhere on the
 # machine does not match: such kills stopped benchmark runs half-way.
 _LLMGW_MAIN = "from llmgw.cli import main; raise SystemExit(main())"
+_NOT_PASSED = frozenset({"CONFIG_PATH", "MODE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
 # llmgw writes generation records at least every second: its CPU for a row is read once that is done.
 LLMGW_FLUSH_SECONDS = 1.1
 
@@ -84,8 +85,13 @@ async def start_grpc_echo(workdir: Path) -> Server:
     return server
 
 
-def llmgw_config(workdir: Path, upstream: Server, ports: tuple[int, int, int], workers: int) -> str:
+def llmgw_config(
+    workdir: Path, upstream: Server, ports: tuple[int, int, int], workers: int, transport: str | None = None
+) -> str:
+    """The config of one llmgw: provider `bench` on the upstream, with `transport` if given (else the
+    default transport, whatever llmgw's default is)."""
     rest, grpc, health = ports
+    transport_line = f'transport = "{transport}"\n' if transport else ""
     return f"""\
 [log]
 level = "info"
@@ -110,7 +116,7 @@ shutdown_grace = "5s"
 [llm.providers.bench]
 kind = "openai"
 base_url = "http://{HOST}:{upstream.port}/v1"
-
+{transport_line}
 [[llm.models]]
 id = "bench/chat"
 capabilities = ["chat"]
@@ -130,30 +136,42 @@ pricing = {{ prompt = 0.1, completion = 0.0 }}
 
 
 async def start_llmgw(
-    workdir: Path, upstream: Server, name: str, workers: int = 1, wrapper: tuple[str, ...] = ()
+    workdir: Path,
+    upstream: Server,
+    name: str,
+    *,
+    workers: int = 1,
+    wrapper: tuple[str, ...] = (),
+    transport: str | None = None,
 ) -> Server:
     """`llmgw serve` (REST, gRPC, health) with a config dir of its own holding one provider, `bench`.
 
-    `wrapper` runs `-m llmgw` under another module (e.g. cProfile).
+    `wrapper` runs `-m llmgw` under another module (e.g. cProfile); `transport` sets the provider's
+    `transport` key (llmgw refuses unknown keys, so it starts only where the key exists).
     """
     config_dir = workdir / name
     config_dir.mkdir(parents=True, exist_ok=True)
     ports = (free_port(), free_port(), free_port())
-    (config_dir / "default.toml").write_text(llmgw_config(config_dir, upstream, ports, workers))
+    config = llmgw_config(config_dir, upstream, ports, workers, transport)
+    (config_dir / "default.toml").write_text(config)
+    # Only the config file speaks: no LLMGW_ settings, keys or proxies from the caller's environment (a
+    # proxy variable would also change which transport llmgw picks by default).
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("LLMGW_")
-        and not key.endswith("_API_KEY")
-        and key not in ("CONFIG_PATH", "MODE")
+        if not key.startswith("LLMGW_") and not key.endswith("_API_KEY") and key.upper() not in _NOT_PASSED
     }
     launch = [*wrapper, "-m", "llmgw"] if wrapper else [sys.executable, "-c", _LLMGW_MAIN]
     command = [*launch, "serve", "--config-path", str(config_dir)]
     log_path = workdir / f"{name}.log"
     process = _spawn(command, log_path, env)
     server = Server(name, process, ports[0], log_path, ports[1], ports[2], LLMGW_FLUSH_SECONDS)
-    await _wait_ready(server, ports[2], "/readyz")
-    await _wait_ready(server, ports[1], None)
+    try:
+        await _wait_ready(server, ports[2], "/readyz")
+        await _wait_ready(server, ports[1], None)
+    except BaseException:
+        stop(server)  # not ready in time: no process left behind
+        raise
     return server
 
 

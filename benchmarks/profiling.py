@@ -18,10 +18,10 @@ from benchmarks.runner import Bench
 CONCURRENCY = 32
 ROWS = (
     Row(LLMGW_REST, Kind.CHAT, CONCURRENCY),
-    Row(LLMGW_REST, Kind.STREAM, CONCURRENCY),
+    Row(LLMGW_REST, Kind.PACED_STREAM, CONCURRENCY),
     Row(LLMGW_REST, Kind.EMBEDDINGS, CONCURRENCY),
     Row(LLMGW_GRPC, Kind.CHAT, CONCURRENCY),
-    Row(LLMGW_GRPC, Kind.STREAM, CONCURRENCY),
+    Row(LLMGW_GRPC, Kind.PACED_STREAM, CONCURRENCY),
 )
 _SPY_RATE = 200
 _STARTUP = ("__main__.py", "cli.py", "serving.py")

@@ -7,10 +7,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.plan import LLMGW_2, LLMGW_GRPC, LLMGW_REST, TARGETS, UPSTREAM, Kind, Plan
+from benchmarks.plan import (
+    LLMGW_GRPC,
+    LLMGW_GRPC_2,
+    LLMGW_GRPC_AIOHTTP,
+    LLMGW_REST,
+    LLMGW_REST_2,
+    LLMGW_REST_AIOHTTP,
+    TARGETS,
+    UPSTREAM,
+    Kind,
+    Plan,
+)
 from benchmarks.procfs import PeakMemory
 from benchmarks.runner import Settings
-from benchmarks.summary import Summaries, Summary, Verdict
+from benchmarks.summary import AIOHTTP, Summaries, Summary, Verdict
 
 PROFILE_START = "<!-- profile:start -->"
 PROFILE_END = "<!-- profile:end -->"
@@ -18,9 +29,10 @@ PROFILE_PLACEHOLDER = "Not profiled in this run: `python -m benchmarks --profile
 
 _KIND_TITLES = {
     Kind.CHAT: "Chat completion (JSON)",
-    Kind.STREAM: "Streamed chat (SSE, 20 chunks + usage chunk)",
+    Kind.PACED_STREAM: "Streamed chat, paced (SSE, 20 chunks + usage chunk, each its own write, 1 ms apart)",
+    Kind.BURST_STREAM: "Streamed chat, burst (SSE, 20 chunks + usage chunk in one write)",
     Kind.EMBEDDINGS: "Embeddings (one input, 1536 dims)",
-    Kind.PACED: "Time to first byte: paced stream (20 chunks 5 ms apart), one at a time",
+    Kind.TTFB: "Time to first byte: paced stream (20 chunks 1 ms apart), one at a time",
 }
 
 
@@ -39,6 +51,8 @@ class RunInfo:
     final_peaks: dict[str, PeakMemory]
     #: per server, the share of its CPU over the rounds that fell inside some row's window
     coverage: dict[str, float]
+    #: optional servers that did not start, with the reason: their rows are missing
+    skipped: dict[str, str]
 
 
 def _f(value: float, digits: int = 2, suffix: str = "") -> str:
@@ -58,7 +72,7 @@ def _peak(peak: PeakMemory | None) -> str:
 
 
 def _row_table(summaries: Summaries, kind: Kind) -> list[str]:
-    latency = "TTFB" if kind is Kind.PACED else "latency"
+    latency = "TTFB" if kind is Kind.TTFB else "latency"
     lines = [
         f"| target | conc | req/s | p50 {latency} ms | p99 {latency} ms | +p50 ms | +p99 ms "
         "| server CPU ms/req | x reference | upstream CPU ms/req | peak RSS MiB | errors |",
@@ -74,7 +88,7 @@ def _row_table(summaries: Summaries, kind: Kind) -> list[str]:
 
 def _row_line(summaries: Summaries, s: Summary) -> str:
     added = summaries.added(s)
-    if s.row.kind is Kind.PACED:  # too few requests for CPU figures in 10 ms clock ticks
+    if s.row.kind is Kind.TTFB:  # too few requests for CPU figures in 10 ms clock ticks
         cpu = "| - | - | -"
     else:
         ratio = _f(summaries.cpu_ratio(s), 2, "x")
@@ -91,12 +105,15 @@ def _ratio_table(summaries: Summaries) -> list[str]:
         "| llmgw row | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
         "|---|" + "--:|" * len(concurrencies),
     ]
-    for target in (LLMGW_REST, LLMGW_GRPC):
-        for kind in (Kind.CHAT, Kind.STREAM, Kind.EMBEDDINGS):
-            cells = [summaries.get(target, kind, c) for c in concurrencies]
-            if any(cells):
-                ratios = [_ratio_with_range(summaries, s) if s else "-" for s in cells]
-                lines.append(f"| {target.label} {kind.value} | " + " | ".join(ratios) + " |")
+    # The headline stream (paced) first; each aiohttp transport row under its default transport's.
+    kinds = (Kind.CHAT, Kind.PACED_STREAM, Kind.BURST_STREAM, Kind.EMBEDDINGS)
+    for targets in ((LLMGW_REST, LLMGW_REST_AIOHTTP), (LLMGW_GRPC, LLMGW_GRPC_AIOHTTP)):
+        for kind in kinds:
+            for target in targets:
+                cells = [summaries.get(target, kind, c) for c in concurrencies]
+                if any(cells):
+                    ratios = [_ratio_with_range(summaries, s) if s else "-" for s in cells]
+                    lines.append(f"| {target.label} {kind.value} | " + " | ".join(ratios) + " |")
     return lines
 
 
@@ -133,8 +150,7 @@ def _workers_table(summaries: Summaries, plan: Plan) -> list[str]:
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for kind, concurrency in plan.workers_rows:
-        for two in (t for t in TARGETS if t.server == LLMGW_2):
-            one = next(t for t in TARGETS if t.front is two.front and t.gateway and t.server != LLMGW_2)
+        for one, two in ((LLMGW_REST, LLMGW_REST_2), (LLMGW_GRPC, LLMGW_GRPC_2)):
             a, b = summaries.get(one, kind, concurrency), summaries.get(two, kind, concurrency)
             if a is None or b is None:
                 continue
@@ -149,7 +165,7 @@ def _workers_table(summaries: Summaries, plan: Plan) -> list[str]:
 
 def _method(info: RunInfo, summaries: Summaries) -> list[str]:
     settings = info.settings
-    loaded = [s for s in summaries.rows.values() if s.row.kind is not Kind.PACED]
+    loaded = [s for s in summaries.rows.values() if s.row.kind is not Kind.TTFB]
     upstream_worst = max((s.upstream_ms for s in loaded if not math.isnan(s.upstream_ms)), default=math.nan)
     direct_ms = [s.server_ms for s in loaded if s.row.target.server == UPSTREAM]
     client = [s.client_ms for s in summaries.rows.values() if not math.isnan(s.client_ms)]
@@ -160,7 +176,7 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
         "for each kind and concurrency (order rotated per round); figures are the medians of the rounds, "
         "errors their sum.",
         f"- A row: {settings.warmup:g} s warm-up, then {settings.duration:g} s of load "
-        f"(paced rows: {settings.ttfb_warmup} + {settings.ttfb_samples} streams one at a time). "
+        f"(TTFB rows: {settings.ttfb_warmup} + {settings.ttfb_samples} streams one at a time). "
         "HTTP rows use wrk (one thread, `conc` keep-alive connections, a Lua script for the POST body and "
         "a cap on the requests; stopped by SIGINT when the time is up, so the requests in flight then are "
         "abandoned, which llmgw logs as cancelled); "
@@ -173,8 +189,14 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
         "record writer's next flush (≤ 1.1 s after the load), so writing records counts. The direct row's "
         f"server is the upstream itself. Rows' spans hold {_coverage(info)} of each server's CPU over the "
         "rounds (the rest: idle time between its rows). The x reference column is the median of each "
-        "round's ratio to the reference row (REST: the aiohttp proxy, gRPC: the bare grpclib echo). Paced "
+        "round's ratio to the reference row (REST: the aiohttp proxy, gRPC: the bare grpclib echo). TTFB "
         "rows have too few requests for CPU figures in 10 ms clock ticks.",
+        "- Streams: the fake upstream sends 20 content chunks, a usage chunk and `[DONE]`. Paced (the headline "
+        "stream rows, as real upstreams send): the headers with the first chunk, then each part in a write of "
+        "its own once the previous one drained, on a shared 1 ms timer; the bare grpclib echo sends its 20 "
+        "messages 1 ms apart too. Paced rows start at concurrency 32: at 1 a row holds about 50 streams, a few "
+        "clock ticks of CPU. Burst: the whole answer in one write, which lets a proxy handle many chunks per "
+        "read and makes batching look free.",
         f"- The fake upstream (`benchmarks/upstream.py`, raw asyncio on uvloop, precomputed answers) "
         f"spends at most {_f(upstream_worst, 3)} ms of CPU per request in any row "
         f"(direct rows: {_f(min(direct_ms, default=math.nan), 3)}-{_f(max(direct_ms, default=math.nan), 3)} ms); "
@@ -189,6 +211,11 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
         f"of {available:.0f}; {max(0.0, foreign):.0f} of them were other processes than this benchmark's "
         "(other work on the machine makes latency and req/s noisier; CPU per request much less so).",
     ]
+
+
+def _transport_concurrencies(plan: Plan) -> str:
+    found = sorted({concurrency for _, concurrency in plan.transport_rows})
+    return "concurrency " + ", ".join(str(c) for c in found) if found else "no concurrency"
 
 
 def _coverage(info: RunInfo) -> str:
@@ -214,7 +241,10 @@ def render(
         f"- commit: `{info.commit}`",
         *(f"- {name}: {value}" for name, value in info.machine),
         "- llmgw: one worker (and two for the workers rows), provider `bench` (kind `openai`) on the fake "
-        "upstream, SQLite records through the background writer, `log.level = info` to a file.",
+        'upstream with the default transport (the aiohttp transport rows: `transport = "aiohttp"`, at '
+        f"{_transport_concurrencies(info.plan)}), SQLite records through the background writer, "
+        "`log.level = info` to a file.",
+        *(f"- not measured: {reason}" for reason in info.skipped.values()),
         "",
         "## Results",
         "",
@@ -231,7 +261,14 @@ def render(
         *_ratio_table(summaries),
         "",
     ]
-    lines += ["## Targets (one worker)", "", *_verdict_table(verdicts), ""]
+    lines += [
+        "## Targets (one worker)",
+        "",
+        f"Judged on the default transport; the {AIOHTTP}'s figures in parentheses, not judged.",
+        "",
+        *_verdict_table(verdicts),
+        "",
+    ]
     lines += ["## Workers: 1 vs 2", "", *_workers_table(summaries, info.plan), ""]
     lines += ["## How it was measured", "", *_method(info, summaries), ""]
     lines += ["## Profile", "", PROFILE_START, profile or PROFILE_PLACEHOLDER, PROFILE_END, ""]

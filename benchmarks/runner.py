@@ -128,7 +128,7 @@ class Bench:
 
     async def _load(self, row: Row, *, warmup: bool) -> LoadResult:
         settings = self.settings
-        if row.kind is Kind.PACED:
+        if row.kind is Kind.TTFB:
             samples = settings.ttfb_warmup if warmup else settings.ttfb_samples
             server = self.servers[row.target.server]
             if row.target.front is Front.GRPC:
@@ -139,7 +139,7 @@ class Bench:
         return await self.load(row, settings.warmup if warmup else settings.duration)
 
     async def load(self, row: Row, seconds: float, server: Server | None = None) -> LoadResult:
-        """Load a non-paced row for `seconds`, on `server` instead of the row's own if given."""
+        """Load a row other than TTFB for `seconds`, on `server` instead of the row's own if given."""
         server = server or self.servers[row.target.server]
         if row.target.front is Front.GRPC:
             return await self._grpc_load(row, server, seconds)
@@ -161,7 +161,7 @@ class Bench:
             "host": HOST,
             "port": server.grpc_port,
             "model": model(row.target, row.kind),
-            "stream": row.kind is Kind.STREAM,
+            "stream": row.kind.streamed,
             "concurrency": row.concurrency,
             "seconds": seconds,
             "max_requests": int(seconds * self.settings.max_requests_per_second) + 100,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from benchmarks.plan import (
     BARE_GRPC,
     DIRECT,
     LLMGW_GRPC,
+    LLMGW_GRPC_AIOHTTP,
     LLMGW_REST,
+    LLMGW_REST_AIOHTTP,
     REFERENCE_PROXY,
     Front,
     Kind,
@@ -23,6 +25,8 @@ from benchmarks.procfs import PeakMemory
 from benchmarks.runner import Sample
 
 MIB_LIMIT = 120.0
+#: how the aiohttp transport's figures are labelled beside the verdicts'
+AIOHTTP = "aiohttp transport"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,7 @@ class Verdict:
     unit: str
     #: (where, measured)
     figures: tuple[tuple[str, float], ...]
-    #: what a reference row measured at the same places, shown beside (label, {where: value})
+    #: another row's figures at the same places, shown beside and not judged (label, {where: value})
     beside: tuple[str, dict[str, float]] | None = None
 
     @property
@@ -130,60 +134,40 @@ class Verdict:
 
 
 def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verdict]:
-    """The issue's targets for one worker, each at every concurrency measured."""
+    """The issue's targets for one worker with the default transport, each at every concurrency measured;
+    the aiohttp transport's figures beside them, not judged."""
 
-    def per_concurrency(
-        target: Target, kind: Kind, value: Callable[[Summary], float]
-    ) -> tuple[tuple[str, float], ...]:
+    def ratios(target: Target, kind: Kind) -> tuple[tuple[str, float], ...]:
         found = ((c, summaries.get(target, kind, c)) for c in summaries.concurrencies(kind))
-        return tuple((f"c{c}", value(s)) for c, s in found if s is not None)
+        return tuple((f"c{c}", summaries.cpu_ratio(s)) for c, s in found if s is not None)
 
-    def cpu(summary: Summary) -> float:
-        return summary.server_ms
+    def rest(name: str, limit: float, kind: Kind) -> Verdict:
+        figures = ratios(LLMGW_REST, kind)
+        beside = (AIOHTTP, dict(ratios(LLMGW_REST_AIOHTTP, kind)))
+        return Verdict(f"REST {name} CPU/request vs reference proxy", limit, "x", figures, beside)
 
-    ratio = summaries.cpu_ratio
+    def grpc(name: str, limit: float, kind: Kind) -> Verdict:
+        figures = ratios(LLMGW_GRPC, kind)
+        beside = (AIOHTTP, dict(ratios(LLMGW_GRPC_AIOHTTP, kind)))
+        return Verdict(f"gRPC {name} CPU/request vs bare grpclib echo", limit, "x", figures, beside)
+
     verdicts = [
-        Verdict(
-            "REST chat CPU/request vs reference", 1.5, "x", per_concurrency(LLMGW_REST, Kind.CHAT, ratio)
-        ),
-        Verdict(
-            "REST stream CPU/request vs reference", 1.5, "x", per_concurrency(LLMGW_REST, Kind.STREAM, ratio)
-        ),
-        Verdict(
-            "REST embeddings CPU/request vs reference",
-            2.0,
-            "x",
-            per_concurrency(LLMGW_REST, Kind.EMBEDDINGS, ratio),
-        ),
-        Verdict(
-            "gRPC unary chat CPU/request",
-            0.55,
-            "ms",
-            per_concurrency(LLMGW_GRPC, Kind.CHAT, cpu),
-            ("bare echo", dict(per_concurrency(BARE_GRPC, Kind.CHAT, cpu))),
-        ),
-        Verdict(
-            "gRPC 20-chunk stream CPU/request",
-            2.0,
-            "ms",
-            per_concurrency(LLMGW_GRPC, Kind.STREAM, cpu),
-            ("bare echo", dict(per_concurrency(BARE_GRPC, Kind.STREAM, cpu))),
-        ),
+        rest("chat", 1.3, Kind.CHAT),
+        rest("paced stream", 1.3, Kind.PACED_STREAM),
+        rest("embeddings", 1.5, Kind.EMBEDDINGS),
+        grpc("unary chat", 1.6, Kind.CHAT),
+        grpc("paced stream", 1.6, Kind.PACED_STREAM),
     ]
-    bare = "{} CPU/request vs bare grpclib echo (the issue's estimate)"
-    verdicts += [
-        Verdict(bare.format("gRPC unary chat"), 1.6, "x", per_concurrency(LLMGW_GRPC, Kind.CHAT, ratio)),
-        Verdict(bare.format("gRPC stream"), 1.6, "x", per_concurrency(LLMGW_GRPC, Kind.STREAM, ratio)),
-    ]
-    paced = summaries.get(LLMGW_REST, Kind.PACED, 1)
-    if paced is not None:
-        added = summaries.added(paced)[0]
-        verdicts.append(
-            Verdict("time to first byte, paced stream, added p50 (REST)", 1.5, "ms", (("c1", added),))
-        )
     peak = final_peaks.get(LLMGW_REST.server)
     if peak is not None:
+        theirs = final_peaks.get(LLMGW_REST_AIOHTTP.server)
         verdicts.append(
-            Verdict("peak RSS through the run (1 worker)", MIB_LIMIT, "MiB", (("VmHWM", peak.total_mib),))
+            Verdict(
+                "peak RSS through the run (1 worker)",
+                MIB_LIMIT,
+                "MiB",
+                (("VmHWM", peak.total_mib),),
+                (AIOHTTP, {"VmHWM": theirs.total_mib} if theirs else {}),
+            )
         )
     return verdicts

@@ -2,7 +2,9 @@
 precomputed answers for chat JSON, chat SSE (20 chunks, a usage chunk, `[DONE]`) and 1536-dim embeddings.
 
 `GET /stats` counts the requests it served, so the driver knows what reached the upstream; `POST /reset`
-zeroes them. A model whose name contains `paced` streams its chunks 5 ms apart (the first with the headers).
+zeroes them. Streams come in one write (a burst), except for a model whose name contains `paced`: its
+stream is paced as real upstreams send theirs, each chunk in a write of its own about 1 ms after the
+previous one (the first with the headers; the usage chunk and `[DONE]` after the last, 1 ms apart too).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import signal
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -20,7 +23,7 @@ import uvloop
 
 _T = TypeVar("_T")
 CHUNKS = 20
-PACE_SECONDS = 0.005
+PACE_SECONDS = 0.001
 EMBEDDING_DIMS = 1536
 PROMPT_TOKENS = 12
 _CREATED = 1_760_000_000
@@ -108,7 +111,7 @@ class Upstream:
         self._cache: dict[tuple[str, str, int], Any] = {}
 
     def answer(self, method: bytes, path: bytes, body: bytes) -> bytes | list[bytes]:
-        """The bytes to send, or the parts of a paced stream."""
+        """The bytes to send in one write, or the parts of a paced stream."""
         if path == b"/v1/chat/completions" and method == b"POST":
             return self._chat(body)
         if path == b"/v1/embeddings" and method == b"POST":
@@ -162,22 +165,58 @@ def _parse(body: bytes) -> dict[str, Any] | None:
     return request if isinstance(request, dict) else None
 
 
+class Pacer:
+    """Writes the paced streams of every connection. On each tick of one shared PACE_SECONDS timer, each
+    stream's next part goes out in a write of its own, once the previous part has drained (left the
+    transport's buffer for the socket): no two parts reach the kernel together. One timer for every stream,
+    rather than a sleep per part, keeps the upstream's own CPU near one `write` per part."""
+
+    def __init__(self) -> None:
+        self._streams: dict[asyncio.Transport, tuple[deque[bytes], Callable[[], None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, transport: asyncio.Transport, parts: list[bytes], done: Callable[[], None]) -> None:
+        """Pace `parts` on `transport` from the next tick on; `done()` once the last is written."""
+        self._streams[transport] = (deque(parts), done)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(PACE_SECONDS, self._tick)
+
+    def discard(self, transport: asyncio.Transport) -> None:
+        self._streams.pop(transport, None)
+
+    def _tick(self) -> None:
+        self._timer = None
+        finished: list[tuple[asyncio.Transport, Callable[[], None]]] = []
+        for transport, (parts, done) in self._streams.items():
+            if transport.is_closing() or transport.get_write_buffer_size():
+                continue  # closing: dropped when the connection is lost; else not drained yet
+            transport.write(parts.popleft())
+            if not parts:
+                finished.append((transport, done))
+        for transport, done in finished:
+            del self._streams[transport]
+            done()  # may start the connection's next paced stream, and with it the timer
+        if self._streams and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(PACE_SECONDS, self._tick)
+
+
 class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection: parse request heads and Content-Length bodies, answer in order."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, pacer: Pacer) -> None:
         self._upstream = upstream
+        self._pacer = pacer
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._pacing: asyncio.Task[None] | None = None
+        self._pacing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast("asyncio.Transport", transport)  # uvloop's is not an asyncio subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._pacer.discard(self._transport)
         self._transport = None
-        if self._pacing is not None:
-            self._pacing.cancel()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -185,7 +224,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         buffer = self._buffer
-        while self._pacing is None and self._transport is not None:
+        while not self._pacing and self._transport is not None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > _MAX_HEAD:
@@ -206,22 +245,16 @@ class UpstreamProtocol(asyncio.Protocol):
             if isinstance(answer, list):
                 # Headers and the first chunk at once: time to first byte is then the proxy's alone.
                 self._transport.write(answer[0] + answer[1])
-                self._pacing = asyncio.get_running_loop().create_task(self._pace(answer[2:]))
+                self._pacing = True
+                self._pacer.add(self._transport, answer[2:], self._paced)
             else:
                 self._transport.write(answer)
             if b"\r\nconnection: close" in head:
                 self._transport.close()
 
-    async def _pace(self, parts: list[bytes]) -> None:
-        """Each of the following chunks PACE_SECONDS after the previous one."""
-        try:
-            for part in parts:
-                await asyncio.sleep(PACE_SECONDS)
-                if self._transport is None:
-                    return
-                self._transport.write(part)
-        finally:
-            self._pacing = None
+    def _paced(self) -> None:
+        """The paced stream is written: answer the requests that came meanwhile."""
+        self._pacing = False
         self._process()
 
 
@@ -243,8 +276,8 @@ def _request_line(head: bytes) -> tuple[bytes, bytes]:
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    upstream = Upstream()
-    server = await loop.create_server(lambda: UpstreamProtocol(upstream), host, port, backlog=2048)
+    upstream, pacer = Upstream(), Pacer()
+    server = await loop.create_server(lambda: UpstreamProtocol(upstream, pacer), host, port, backlog=2048)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
