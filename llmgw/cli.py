@@ -1,10 +1,11 @@
-"""The `llmgw` command: serve, grpc, http, config show, models."""
+"""The `llmgw` command: serve, grpc, http, config show, config check, models."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,6 +17,8 @@ from llmgw.infrastructure.logs import configure_logging
 
 if TYPE_CHECKING:
     from llmgw.serving import Command
+
+log = logging.getLogger("llmgw.config")
 
 _SERVERS = ("serve", "grpc", "http")
 _HELP = {
@@ -49,10 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     config = commands.add_parser("config", parents=[common], help="inspect the effective configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    show = config_commands.add_parser("show", parents=[common], help="print merged settings, secrets masked")
-    show.add_argument(
-        "--for", dest="for_command", choices=_SERVERS, default="serve", help="command layer to apply"
-    )
+    for name, help_text in [
+        ("show", "print merged settings, secrets masked"),
+        ("check", "report every problem and unknown key; exit 1 if there is any (for CI)"),
+    ]:
+        sub = config_commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.add_argument(
+            "--for", dest="for_command", choices=_SERVERS, default="serve", help="command layer to apply"
+        )
     commands.add_parser("models", parents=[common], help="print the model catalog")
     return parser
 
@@ -71,25 +78,58 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "config" and args.config_command == "check":
+        return _check(args.for_command, args)
     try:
-        if args.command == "config":
-            print(json.dumps(effective_settings(_load(args.for_command, args)), indent=2))
-            return 0
-        settings = _load("serve" if args.command == "models" else args.command, args)
+        settings = _load(_layer_command(args), args)
     except ConfigError as exc:
         print(f"llmgw: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    if args.command not in _SERVERS:
+        for warning in settings.warnings:
+            print(f"llmgw: warning: {warning}", file=sys.stderr)
+    if args.command == "config":
+        print(json.dumps(effective_settings(settings), indent=2))
+        return 0
     if args.command == "models":
         _print_models(settings)
         return 0
     if args.workers is not None:
         settings = replace(settings, server=replace(settings.server, workers=args.workers))
     configure_logging(settings.log)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
     if settings.server.workers > 1:
         from llmgw.workers import Supervisor
 
         return Supervisor(settings, args.command).run()
     run_loop(settings, args.command)
+    return 0
+
+
+def _layer_command(args: argparse.Namespace) -> str:
+    """The command whose config layers apply: `config` takes `--for`, `models` reads `serve`'s."""
+    if args.command == "config":
+        return str(args.for_command)
+    return "serve" if args.command == "models" else str(args.command)
+
+
+def _check(command: str, args: argparse.Namespace) -> int:
+    """`llmgw config check`: print every problem and every unknown key with its source; 1 if there is any."""
+    try:
+        settings = _load(command, args)
+    except ConfigError as exc:
+        problems, warnings, files = exc.problems, exc.warnings, 0
+    else:
+        problems, warnings, files = (), settings.warnings, len(settings.sources)
+    for problem in problems:
+        print(f"error: {problem}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if problems or warnings:
+        print(f"llmgw config check: {len(problems)} problem(s), {len(warnings)} unknown key(s)")
+        return 1
+    print(f"ok: the {command} configuration is valid ({files} file(s) read)")
     return 0
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from llmgw.domain.catalog import Capability, Pricing
-from llmgw.infrastructure.config.durations import parse_duration
 from llmgw.infrastructure.config.loader import effective_settings, load_settings
 from llmgw.infrastructure.config.settings import ListenAddress, LogFormat, ProviderKind, Settings
+from llmgw.infrastructure.config.validation import parse_duration
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -466,10 +466,16 @@ def test_storage_urls_of_each_backend_are_accepted(tmp_path: Path, url: str) -> 
     assert load(tmp_path).storage.url == url
 
 
-def test_unknown_top_level_keys_are_ignored(tmp_path: Path) -> None:
-    write(tmp_path, "default.toml", '[auth]\nmode = "none"\n[something_else]\nx = 1\n')
+def test_unknown_top_level_keys_load_with_a_warning_each(tmp_path: Path) -> None:
+    path = write(tmp_path, "default.toml", '[auth]\nmode = "none"\n[something_else]\nx = 1\n')
 
-    assert load(tmp_path).providers == {}
+    settings = load(tmp_path)
+
+    assert settings.providers == {}
+    assert [(w.key, w.source) for w in settings.warnings] == [
+        ("auth", str(path)),
+        ("something_else", str(path)),
+    ]
 
 
 def test_the_shipped_default_config_loads_cleanly_with_the_six_seed_models() -> None:
@@ -498,6 +504,7 @@ def test_the_shipped_default_config_loads_cleanly_with_the_six_seed_models() -> 
     assert settings.grpc.listen == ListenAddress("", 50051)
     assert settings.health.listen == ListenAddress("", 8081)
     assert settings.server.workers == 1
+    assert settings.warnings == ()
 
 
 def test_effective_settings_masks_every_api_key_and_secret_header(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
-"""Load settings: dynaconf reads the layered config files, `LLMGW_` env vars override them,
-and everything is validated at once into frozen `Settings`.
+"""Load settings: dynaconf reads and merges the layered config files and `LLMGW_` variables, then
+everything is validated at once into frozen `Settings`.
+
+dynaconf records no per-key history: its `loaded_by_loaders` keeps the merged result after each
+source, not what that source itself set, so it cannot say which file or variable a bad key came
+from. The loader therefore compares the merged values before and after each source and names the
+source of every key it changed (a source that repeats a value unchanged is not named for it).
 """
 
 from __future__ import annotations
@@ -12,24 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from dynaconf import Dynaconf
-from dynaconf.loaders.base import SourceMetadata
-from dynaconf.utils.parse_conf import boolean_fix, parse_conf_data
+from dynaconf.utils.parse_conf import DynaconfFormatError, DynaconfParseError, boolean_fix
 
-from llmgw.infrastructure.config.effective import effective_settings
-from llmgw.infrastructure.config.models import build_models
-from llmgw.infrastructure.config.problems import ConfigError, ConfigProblem
-from llmgw.infrastructure.config.provenance import Provenance, normalise_keys
-from llmgw.infrastructure.config.providers import build_providers
-from llmgw.infrastructure.config.sections import (
-    build_grpc,
-    build_health,
-    build_http,
-    build_log,
-    build_server,
-    build_storage,
-)
-from llmgw.infrastructure.config.settings import Settings
-from llmgw.infrastructure.config.validation import Checker
+from llmgw.infrastructure.config.settings import ConfigError, ConfigProblem, Settings
+from llmgw.infrastructure.config.show import effective_settings
+from llmgw.infrastructure.config.validation import MODELS_PATH, KeyPath, Origins, build_settings
 
 __all__ = ["ConfigError", "ConfigProblem", "effective_settings", "layer_files", "load_settings"]
 
@@ -39,11 +31,13 @@ _LAYER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # dynaconf takes its own knobs (SETTINGS_FILE_FOR_DYNACONF, MERGE_ENABLED_FOR_DYNACONF, ...) from
 # the process environment, and they beat the arguments we construct it with.
 _DYNACONF_KNOB = re.compile(r".+_FOR_DYNACONF")
-# What a config file may fail with while dynaconf parses it: tomllib errors are ValueErrors,
-# and a YAML file whose top level is not a mapping raises AttributeError inside dynaconf.
-# ruamel's YAMLError is looked up at run time: mypy cannot parse dynaconf's vendored copy.
+# What a source may fail with while dynaconf parses it: tomllib errors are ValueErrors, a YAML file
+# whose top level is not a mapping raises AttributeError inside dynaconf, and `@int x`-style values
+# raise dynaconf's own errors. ruamel's YAMLError is looked up at run time: mypy cannot parse
+# dynaconf's vendored copy.
 _YAML_ERROR: type[Exception] = importlib.import_module("dynaconf.vendor.ruamel.yaml").YAMLError
-_PARSE_ERRORS = (OSError, ValueError, AttributeError, _YAML_ERROR)
+_PARSE_ERRORS = (OSError, ValueError, AttributeError, DynaconfParseError, DynaconfFormatError, _YAML_ERROR)
+_UNSET = object()
 
 
 def load_settings(
@@ -55,6 +49,7 @@ def load_settings(
 ) -> Settings:
     """Read the config layers for `command` (`serve`, `grpc`, `http`); raise ConfigError listing every problem.
 
+    Keys the gateway does not know are not problems: they come back in `Settings.warnings`.
     `config_path` defaults to `CONFIG_PATH` or `./configs`, `mode` to `MODE`; `environ` (default
     `os.environ`) is the only environment consulted for overrides and API keys. The process
     environment is looked at only to refuse dynaconf's own `*_FOR_DYNACONF` variables.
@@ -65,20 +60,9 @@ def load_settings(
     problems = _preflight(config_dir, dir_source, command, mode, mode_source)
     if problems:
         raise ConfigError(problems)
-
-    provenance = Provenance()
-    dynaconf = _new_dynaconf(config_dir)
-    sources, parse_problems = _load_files(dynaconf, layer_files(config_dir, command, mode), provenance)
-    if parse_problems:
-        raise ConfigError(parse_problems)
-    _apply_env_overrides(dynaconf, env, provenance)
-    data = normalise_keys(_as_dict(dynaconf))
-
-    check = Checker(provenance)
-    settings = _build(data, check, env, sources)
-    if check.problems:
-        raise ConfigError(check.problems)
-    return settings
+    files = layer_files(config_dir, command, mode)
+    data, origins = _read(config_dir, files, env)
+    return build_settings(data, origins, env, tuple(files))
 
 
 def layer_files(config_dir: str, command: str, mode: str | None) -> list[str]:
@@ -121,85 +105,98 @@ def _preflight(
     return problems
 
 
-def _new_dynaconf(config_dir: str, *, merge: bool = True) -> Any:
-    return Dynaconf(
+def _read(config_dir: str, files: list[str], env: Mapping[str, str]) -> tuple[Mapping[str, Any], Origins]:
+    """The merged config of `files` and then the `LLMGW_` variables of `env`, and where each key came from.
+
+    dynaconf's env loader reads only `os.environ`; each variable of `env` is handed to dynaconf's
+    `set(..., tomlfy=True)` instead, which parses and nests it the way that loader does.
+    """
+    dynaconf = Dynaconf(
         settings_files=[],
         environments=False,
-        merge_enabled=merge,
-        envvar_prefix=ENV_PREFIX.rstrip("_"),
+        merge_enabled=True,
         nested_separator="__",
-        # No env loader: LLMGW_ overrides come from the caller's environ mapping
-        # (_apply_env_overrides), so tests stay hermetic whatever the process environment holds.
         loaders=[],
         core_loaders=["TOML", "YAML"],
-        load_dotenv=False,
         includes=[],
         preload=[],
         root_path=os.path.abspath(config_dir),
     )
-
-
-def _load_files(
-    dynaconf: Any, files: list[str], provenance: Provenance
-) -> tuple[tuple[str, ...], list[ConfigProblem]]:
+    origins = Origins()
     problems: list[ConfigProblem] = []
+    merged: Mapping[str, Any] = {}
     for path in files:
         try:
             dynaconf.load_file(path=os.path.abspath(path), silent=False)
-            alone = _read_alone(path)
+            merged = _credit(path, merged, _lower_keys(dynaconf.as_dict()), origins)
         except _PARSE_ERRORS as exc:
             # dynaconf's AttributeError ("'list' object has no attribute 'get'") helps nobody.
             reason = "the top level must be a table of keys" if isinstance(exc, AttributeError) else exc
             problems.append(ConfigProblem("", path, f"cannot read file: {reason}"))
-            continue
-        provenance.record(path, normalise_keys(alone))
-    return tuple(files), problems
-
-
-def _read_alone(path: str) -> dict[str, Any]:
-    """One file's own keys, to know which layer set what: the merged view cannot tell."""
-    alone = _new_dynaconf(os.path.dirname(os.path.abspath(path)), merge=False)
-    alone.load_file(path=os.path.abspath(path), silent=False)
-    return _as_dict(alone)
-
-
-def _apply_env_overrides(dynaconf: Any, env: Mapping[str, str], provenance: Provenance) -> None:
-    """`LLMGW_LOG__FORMAT=json` and friends, parsed and merged the way dynaconf's env loader does."""
-    overrides: dict[str, Any] = {}
     # Sorted so that LLMGW_LOG='{...}' lands before the more specific LLMGW_LOG__LEVEL.
-    for var in sorted(env):
-        if not var.startswith(ENV_PREFIX):
+    for var in sorted(var for var in env if var.startswith(ENV_PREFIX)):
+        key = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
+        if not all(key):
             continue
-        key = var[len(ENV_PREFIX) :]
-        path = tuple(part.lower() for part in key.split("__"))
-        if not all(path):
+        try:
+            dynaconf.set(var[len(ENV_PREFIX) :], boolean_fix(env[var]), loader_identifier=var, tomlfy=True)
+            merged = _credit(f"env {var}", merged, _lower_keys(dynaconf.as_dict()), origins)
+        except _PARSE_ERRORS as exc:
+            problems.append(ConfigProblem(".".join(key), f"env {var}", f"cannot read value: {exc}"))
             continue
-        value = parse_conf_data(boolean_fix(env[var]), tomlfy=True, box_settings=dynaconf)
-        overrides[key] = value
-        provenance.record_env(var, path, env[var], normalise_keys(value, path))
-    if overrides:
-        dynaconf.update(overrides, loader_identifier=SourceMetadata("env", ENV_PREFIX.rstrip("_"), "global"))
+        # Read only where dynaconf turned the text into something else (`..._API_KEY=1e3`).
+        origins.env_text[key] = env[var]
+    if problems:
+        raise ConfigError(problems)
+    return merged, origins
 
 
-def _as_dict(dynaconf: Any) -> dict[str, Any]:
-    data: dict[str, Any] = dynaconf.as_dict()
-    return data
+def _credit(
+    source: str, before: Any, after: Mapping[str, Any], origins: Origins, at: KeyPath = ()
+) -> Mapping[str, Any]:
+    """Name `source` as the origin of every key whose value differs from `before`; return `after`."""
+    old_table = before if isinstance(before, Mapping) else {}
+    for key, value in after.items():
+        path = (*at, key)
+        old = old_table.get(key, _UNSET)
+        if value == old:
+            continue
+        origins.keys[path] = source
+        if path == MODELS_PATH and isinstance(value, list):
+            _credit_models(source, old if isinstance(old, list) else [], value, origins)
+        elif isinstance(value, Mapping):
+            _credit(source, old, value, origins, path)
+    return after
 
 
-def _build(
-    data: dict[str, Any], check: Checker, env: Mapping[str, str], sources: tuple[str, ...]
-) -> Settings:
-    llm = check.table(data, ("llm",))
-    check.reject_unknown(llm, ("llm",), {"providers", "models"})
-    providers = build_providers(llm, check, env)
-    return Settings(
-        providers=providers,
-        models=build_models(llm, check),
-        log=build_log(data, check),
-        http=build_http(data, check),
-        grpc=build_grpc(data, check),
-        health=build_health(data, check),
-        storage=build_storage(data, check),
-        server=build_server(data, check),
-        sources=sources,
-    )
+def _credit_models(source: str, before: list[Any], after: list[Any], origins: Origins) -> None:
+    # dynaconf's merge appends a source's [[llm.models]] to the list so far. Fields are credited to
+    # the whole entry: a later entry with the same id replaces it entirely.
+    added = after[len(before) :] if after[: len(before)] == before else after
+    seen: set[str] = set()
+    for entry in added:
+        model_id = entry.get("id") if isinstance(entry, Mapping) else None
+        if not isinstance(model_id, str):
+            continue
+        if model_id in seen:
+            # A later layer may replace a model; the same source defining it twice is a mistake.
+            message = f"id defined more than once in {source}"
+            origins.problems.append(ConfigProblem(f"llm.models[{model_id}]", source, message))
+        seen.add(model_id)
+        origins.keys[(*MODELS_PATH, f"[{model_id}]")] = source
+
+
+def _lower_keys(value: Any, header_names: bool = False) -> Any:
+    """Plain dicts and lists with lower-case keys.
+
+    dynaconf keeps top-level keys and env-only nested keys UPPERCASE. Header names keep their
+    spelling: they go on the wire as written.
+    """
+    if isinstance(value, Mapping):
+        return {
+            (str(key) if header_names else str(key).lower()): _lower_keys(item, str(key).lower() == "headers")
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_lower_keys(item) for item in value]
+    return value

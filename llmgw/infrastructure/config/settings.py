@@ -1,12 +1,45 @@
-"""Frozen, typed settings: what the loader hands to the composition root."""
+"""Frozen, typed settings, or the problems that keep them from loading: what the loader hands over."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from llmgw.domain.catalog import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with the configuration, or one key it does not know.
+
+    `key` is dotted (`llm.providers.dashscope.timeout`, `llm.models[dashscope/qwen-turbo].name`);
+    `source` is the config file path, `env LLMGW_...`, or `default`.
+    """
+
+    key: str
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        # A file that cannot be parsed has no key to name.
+        prefix = f"{self.key}: " if self.key else ""
+        return f"{prefix}{self.message} (from {self.source})"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds every problem found, `warnings` every unknown key."""
+
+    def __init__(self, problems: Iterable[ConfigProblem], warnings: Iterable[ConfigProblem] = ()) -> None:
+        self.problems: tuple[ConfigProblem, ...] = tuple(problems)
+        self.warnings: tuple[ConfigProblem, ...] = tuple(warnings)
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        lines = [f"invalid configuration: {count} problem{'' if count == 1 else 's'}"]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines + [f"  warning: {warning}" for warning in self.warnings])
 
 
 class ProviderKind(enum.Enum):
@@ -25,6 +58,13 @@ class ListenAddress:
     port: int
 
 
+class TransportKind(enum.Enum):
+    """How upstream HTTP is spoken: llmgw's own pool, or aiohttp's client (which speaks to proxies)."""
+
+    FAST = "fast"
+    AIOHTTP = "aiohttp"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
     """One upstream provider entry of `llm.providers`. Durations are seconds."""
@@ -41,6 +81,12 @@ class ProviderSettings:
     idle_timeout: float = 30.0
     max_connections: int = 100
     headers: Mapping[str, str] = field(default_factory=dict)
+    # None: "fast" unless a proxy applies (decided when the transport is built).
+    transport: TransportKind | None = None
+    # None: from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "" = no proxy; else an http(s):// proxy URL.
+    proxy: str | None = None
+    # An upstream answer (decompressed) larger than this is refused.
+    max_response_bytes: int = 67_108_864
 
     @property
     def has_credentials(self) -> bool:
@@ -101,3 +147,5 @@ class Settings:
     server: ServerSettings = ServerSettings()
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
+    # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.
+    warnings: tuple[ConfigProblem, ...] = ()

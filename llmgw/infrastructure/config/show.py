@@ -74,6 +74,9 @@ def _provider(provider: ProviderSettings) -> dict[str, Any]:
             name: mask_secret(value) if _SENSITIVE_HEADER.search(name) else value
             for name, value in provider.headers.items()
         },
+        "transport": None if provider.transport is None else provider.transport.value,
+        "proxy": None if provider.proxy is None else mask_url_password(provider.proxy),
+        "max_response_bytes": provider.max_response_bytes,
     }
 
 
