@@ -15,7 +15,6 @@ from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
     ChatRequest,
-    ChunkBatch,
     Embeddings,
     EmbeddingsRequest,
     JSONObject,
@@ -58,20 +57,20 @@ class Readiness:
 
 
 class ChatStream:
-    """A streamed answer in batches of chunks; its generation id is known before the first arrives."""
+    """A streamed answer, chunk by chunk; its generation id is known before the first arrives."""
 
-    def __init__(self, generation_id: str, batches: AsyncGenerator[ChunkBatch, None]) -> None:
+    def __init__(self, generation_id: str, chunks: AsyncGenerator[JSONObject, None]) -> None:
         self.generation_id = generation_id
-        self._batches = batches
+        self._chunks = chunks
 
-    def __aiter__(self) -> AsyncIterator[ChunkBatch]:
-        return self._batches
+    def __aiter__(self) -> AsyncIterator[JSONObject]:
+        return self._chunks
 
-    async def __anext__(self) -> ChunkBatch:
-        return await self._batches.__anext__()
+    async def __anext__(self) -> JSONObject:
+        return await self._chunks.__anext__()
 
     async def aclose(self) -> None:
-        await self._batches.aclose()
+        await self._chunks.aclose()
 
 
 class _Tracker:
@@ -205,24 +204,20 @@ class Gateway:
 
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
-    ) -> AsyncGenerator[ChunkBatch, None]:
+    ) -> AsyncGenerator[JSONObject, None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
         upstream = route.provider.stream(route.model, request)
         with self._recorded(tracker, GenerationKind.CHAT):
             try:
-                async for batch in upstream:
+                async for chunk in upstream:
                     if tracker.first_token is None:
                         tracker.first_token = time.perf_counter()
-                        tracker.upstream_id = str(batch[0].get("id") or "")
-                    out = ChunkBatch(final=batch.final)
-                    for chunk in batch:
-                        if _forward(chunk, tracker, include_usage):
-                            chunk["id"] = gen_id
-                            chunk["model"] = model_id
-                            out.append(chunk)
-                    if out:
-                        yield out
+                        tracker.upstream_id = str(chunk.get("id") or "")
+                    if _forward(chunk, tracker, include_usage):
+                        chunk["id"] = gen_id
+                        chunk["model"] = model_id
+                        yield chunk
             finally:
                 await _aclose(upstream)
 
@@ -290,6 +285,11 @@ class Gateway:
         )
 
 
+# Delta fields that carry generated tokens: `reasoning_content` (DashScope, DeepSeek), `reasoning`
+# (OpenRouter, vLLM, Ollama), `refusal` (OpenAI).
+_TEXT_DELTAS = ("content", "reasoning_content", "reasoning", "refusal", "tool_calls")
+
+
 def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
     """Note the chunk's usage and finish reason; False for the usage chunk the client did not ask for."""
     usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
@@ -302,7 +302,7 @@ def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
             if reason:
                 tracker.finish_reason = reason
             delta = choice.get("delta")
-            if delta and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")):
+            if delta and any(delta.get(name) for name in _TEXT_DELTAS):
                 tracker.deltas += 1
         return True
     return include_usage or not usage
@@ -321,7 +321,7 @@ def _has_images(request: ChatRequest) -> bool:
     return False
 
 
-async def _aclose(iterator: AsyncIterator[list[JSONObject]]) -> None:
+async def _aclose(iterator: AsyncIterator[JSONObject]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()

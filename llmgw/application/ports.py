@@ -9,9 +9,9 @@ from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
     ChatRequest,
-    ChunkBatch,
     Embeddings,
     EmbeddingsRequest,
+    JSONObject,
 )
 from llmgw.domain.generation import GenerationRecord
 
@@ -29,10 +29,9 @@ class Provider(Protocol):
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
-        """Stream chat chunks (OpenAI JSON objects, usage chunk included) in batches: the chunks that
-        arrived together stay together, so a front can write them at once; the batch the stream ended
-        with is marked `final`. Closes the upstream on exit."""
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+        """Stream chat chunks (OpenAI JSON objects, the usage chunk included) until the upstream's stream
+        ends; closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

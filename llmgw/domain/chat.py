@@ -6,7 +6,7 @@ model through untouched, so it keeps the caller's object and reads only what it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,19 +61,6 @@ class ChatCompletion:
     usage: Usage | None
     finish_reason: str = ""
     upstream_id: str = ""
-
-
-class ChunkBatch(list[JSONObject]):
-    """Stream chunks that arrived together; `final` when the upstream's stream ended with them ([DONE]).
-
-    A front can then write them, [DONE] and the end of its answer at once.
-    """
-
-    __slots__ = ("final",)
-
-    def __init__(self, chunks: Iterable[JSONObject] = (), *, final: bool = False) -> None:
-        super().__init__(chunks)
-        self.final = final
 
 
 @dataclass(slots=True)

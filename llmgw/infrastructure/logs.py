@@ -112,9 +112,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: LogSettings) -> None:
-    # The logging HOWTO's "Optimization": our formats use none of these, so do not collect them
-    # for every record (finding the caller walks the stack).
-    logging._srcfile = None
+    # The logging HOWTO's "Optimization": our formats use none of these, so do not collect them.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

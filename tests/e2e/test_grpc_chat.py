@@ -11,6 +11,7 @@ import pytest
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
+from grpclib.events import SendMessage, listen
 
 from llmgw.infrastructure.grpc.convert import chat_completion_from_proto, chat_request_from_json
 from llmgw.infrastructure.grpc.messages import pb, v1
@@ -240,6 +241,25 @@ async def test_stream_concatenates_to_the_upstream_tokens_and_ends_cleanly(gw: R
     assert chunks[0].id.startswith("gen-")
     assert {chunk.model for chunk in chunks} == {model}
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+
+
+async def test_every_message_of_a_stream_goes_through_grpclibs_send_path_and_its_events(
+    gw: Running,
+) -> None:
+    """Operators hang metrics and tracing on grpclib's events: a stream's chunks must all be seen there."""
+    server = gw.fronts.grpc_server
+    assert server is not None
+    sent: list[str] = []
+
+    async def on_send(event: SendMessage) -> None:
+        sent.append(type(event.message).__name__)
+
+    listen(server, SendMessage, on_send)
+    chunks = await stream_all(gw, hello("local/llama", stream_options=v1.StreamOptions(include_usage=True)))
+
+    assert content_of(chunks) == wire.expected_content(3)
+    assert chunks[-1].usage is not None
+    assert len(sent) == len(chunks)
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)

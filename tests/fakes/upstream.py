@@ -217,7 +217,7 @@ class FakeUpstream:
             request_id=ex.request_id,
             include_usage=include_usage,
         )
-        if not stream:
+        if not stream or ex.script.whole_body_for_stream:
             if ex.script.fail_after_chunks is not None:
                 return self._json(ex, 200, wire.error_body(self.kind, 502, request_id=ex.request_id))
             return await self._deliver(ex, wire.chat_completion(env, ex.script))

@@ -52,6 +52,8 @@ class Script:
     finish_reason: str | None = None
     usage: Json | None = None
     extra_response_fields: Json = field(default_factory=dict)
+    #: answer a streaming request with the whole completion as one JSON body, as some servers do
+    whole_body_for_stream: bool = False
 
 
 @dataclass(frozen=True)

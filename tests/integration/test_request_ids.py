@@ -8,7 +8,6 @@ import logging
 from collections.abc import Iterator
 
 import aiohttp
-import hpack
 import pytest
 from grpclib import GRPCError, Status
 from grpclib.const import Cardinality
@@ -133,37 +132,6 @@ async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
     assert chat_lines
     assert all(r["request_id"] == "grpc-req-7" for r in chat_lines)
     assert {"time", "level", "logger", "request_id", "message"} <= set(chat_lines[0])
-
-
-async def test_grpc_ids_are_sent_as_plain_never_indexed_literals(gw: Running) -> None:
-    """Fresh values on every call: Huffman-coding them in Python costs more than the bytes it saves, and
-    indexing them would only evict the header values that do repeat."""
-    request = v1.CreateChatCompletionRequest(
-        model="local/llama", messages=[v1.ChatMessage(role="user", content="hi")]
-    )
-    await gw.grpc.create_chat_completion(request)  # the connection is open, its decoder in place
-    protocol = gw.channel._protocol
-    assert protocol is not None
-    decoder = protocol.connection._connection.decoder
-    decode = decoder.decode
-    blocks: list[tuple[bytes, list[hpack.HeaderTuple]]] = []
-
-    def capture(data: bytes, raw: bool = False) -> list[hpack.HeaderTuple]:
-        headers = list(decode(data, raw=raw))
-        blocks.append((bytes(data), headers))
-        return headers
-
-    decoder.decode = capture  # type: ignore[method-assign]
-    for request_id in ("grpc-plain-1", "grpc-plain-2"):
-        reply = await gw.grpc.create_chat_completion(request, metadata={"x-request-id": request_id})
-        block, headers = next((b, h) for b, h in blocks if (b"x-request-id", request_id.encode()) in h)
-        ids = [h for h in headers if h[0] in (b"x-request-id", b"x-generation-id")]
-        assert [h[1] for h in ids] == [request_id.encode(), reply.id.encode()]
-        assert all(isinstance(h, hpack.NeverIndexedHeaderTuple) for h in ids)
-        assert request_id.encode() in block
-        assert reply.id.encode() in block
-    table = [entry[1] for entry in decoder.header_table.dynamic_entries]
-    assert not any(value.startswith((b"grpc-plain", b"gen-")) for value in table)
 
 
 async def test_grpc_mints_a_request_id_when_none_is_sent(gw: Running) -> None:

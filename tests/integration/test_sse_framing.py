@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llmgw.infrastructure.providers.sse import SSEDecoder
+from llmgw.infrastructure.sse import SSEDecoder
 from tests.fakes import upstream_wire as wire
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import Running
@@ -90,7 +90,7 @@ def test_every_event_is_one_data_line_of_json_and_the_last_is_done(raw: bytes) -
 
 
 def test_the_reference_parser_and_the_gateway_decoder_agree_on_the_whole_stream(raw: bytes) -> None:
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(1 << 20)
     whole = decoder.feed(raw) + decoder.close()
 
     assert whole == ReferenceParser().feed(raw)
@@ -102,7 +102,7 @@ def test_every_split_of_the_stream_yields_the_same_events_to_both_parsers(raw: b
     reference = ReferenceParser().feed(raw)
 
     for cut in range(len(raw) + 1):
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(1 << 20)
         decoded = decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.close()
         parser = ReferenceParser()
         parsed = parser.feed(raw[:cut]) + parser.feed(raw[cut:])

@@ -12,7 +12,6 @@ from llmgw.domain.chat import ChatRequest, EmbeddingsRequest
 from llmgw.domain.errors import UpstreamRateLimited, UpstreamRejected, UpstreamUnavailable
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
-from llmgw.infrastructure.providers.openrouter import OpenRouterQuirks
 
 Json = dict[str, Any]
 
@@ -20,7 +19,6 @@ KEY = "sk-test-0123456789abcdef"
 ALL_KINDS = [
     pytest.param(OpenAIQuirks(), id="openai"),
     pytest.param(DashScopeQuirks(), id="dashscope"),
-    pytest.param(OpenRouterQuirks(), id="openrouter"),
 ]
 
 
@@ -174,8 +172,8 @@ def test_dashscope_keeps_the_callers_own_thinking_choice(choice: bool, stream: b
     assert sent["thinking_budget"] == 512
 
 
-@pytest.mark.parametrize("quirks", [OpenAIQuirks(), OpenRouterQuirks()], ids=["openai", "openrouter"])
-def test_other_kinds_never_add_enable_thinking(quirks: OpenAIQuirks) -> None:
+def test_other_kinds_never_add_enable_thinking() -> None:
+    quirks = OpenAIQuirks()  # openai and openrouter
     sent = quirks.chat_body(REASONING, ChatRequest("gw/model", rich_body(), False), stream=False)
 
     assert "enable_thinking" not in sent
@@ -198,8 +196,8 @@ def test_dashscope_embeddings_are_always_asked_for_as_floats() -> None:
     assert body["encoding_format"] == "base64"
 
 
-@pytest.mark.parametrize("quirks", [OpenAIQuirks(), OpenRouterQuirks()], ids=["openai", "openrouter"])
-def test_other_kinds_pass_the_callers_embeddings_encoding_through(quirks: OpenAIQuirks) -> None:
+def test_other_kinds_pass_the_callers_embeddings_encoding_through() -> None:
+    quirks = OpenAIQuirks()  # openai and openrouter
     body: Json = {"model": "gw/model", "input": "a", "encoding_format": "base64", "user": "bob"}
 
     sent = quirks.embeddings_body(EMBEDDINGS, EmbeddingsRequest("gw/model", body))
@@ -248,7 +246,7 @@ def test_an_openrouter_error_chunk_mid_stream_becomes_an_upstream_failure() -> N
         "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
     }
 
-    error = OpenRouterQuirks().stream_error(chunk, provider="openrouter", secret=KEY)
+    error = OpenAIQuirks().stream_error(chunk, provider="openrouter", secret=KEY)
 
     assert isinstance(error, UpstreamUnavailable)
     assert error.status == 502
@@ -259,7 +257,7 @@ def test_an_openrouter_error_chunk_mid_stream_becomes_an_upstream_failure() -> N
 def test_an_openrouter_rate_limit_chunk_mid_stream_becomes_a_rate_limit() -> None:
     chunk: Json = {"error": {"code": 429, "message": "Rate limit exceeded"}, "choices": []}
 
-    error = OpenRouterQuirks().stream_error(chunk, provider="openrouter", secret=KEY)
+    error = OpenAIQuirks().stream_error(chunk, provider="openrouter", secret=KEY)
 
     assert isinstance(error, UpstreamRateLimited)
     assert error.status == 429

@@ -11,9 +11,9 @@ from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
     ChatRequest,
-    ChunkBatch,
     Embeddings,
     EmbeddingsRequest,
+    JSONObject,
 )
 from llmgw.domain.errors import InvalidRequest, NotFound
 
@@ -35,7 +35,7 @@ class FakeProvider:
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         raise AssertionError("routing must not call the provider")
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
         raise AssertionError("routing must not call the provider")
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:

@@ -23,15 +23,14 @@ from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import with_ids
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.grpc.wire import Framed
+from llmgw.infrastructure.grpc.wire import Encoded
 from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
     """Requests arrive as upb messages (the server's codec decodes them, see `wire`), hence `Any` where a
     handler reads more than an `id`. Answers are encoded through upb and returned as `Encoded` bytes, which
-    the codec sends unchanged, or for streams as `Framed` batches, which our handlers send (see
-    `handlers`); the casts tell the generated base class's signatures so."""
+    the codec sends unchanged; the casts tell the generated base class's signatures so."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -61,10 +60,8 @@ class GatewayService(v1.LlmGatewayServiceBase):
             stream = self._gateway.stream_chat_completion(request, _context())
             current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
-                async for batch in stream:
-                    # Chunks that arrived together leave together: one DATA write (see handlers).
-                    framed = Framed([encode_chat_chunk(chunk) for chunk in batch])
-                    yield cast(v1.ChatCompletionChunk, framed)
+                async for chunk in stream:
+                    yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
 
     async def create_embeddings(self, message: Any) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():

@@ -9,7 +9,7 @@ Messages are written and read (by `encode`, by the server's codec, and by `upb` 
 as clients and tests build them) through twins whose Struct fields hold the Struct's raw bytes: upb keeps a
 Struct's keys in a hash map, which iterates in hash order, while JSON Schemas, tool parameters and `extra`
 must reach the upstream in the order the client wrote them (structured outputs generate properties in
-schema order). `json_fields` writes and reads those bytes in order.
+schema order). `struct_bytes` writes and reads those bytes in order.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ M = TypeVar("M")
 
 def encode(betterproto_class: type, fields: dict[str, Any]) -> bytes:
     """The wire bytes of `betterproto_class` with `fields`: keyword fields of its upb twin, Struct fields as
-    the bytes `json_fields.struct_bytes` wrote (keys in order)."""
+    the bytes `struct_bytes.struct_bytes` wrote (keys in order)."""
     data: bytes = _twin_class(betterproto_class)(**fields).SerializeToString()
     return data
 
@@ -107,17 +107,6 @@ class Encoded:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-
-
-class Framed:
-    """Several messages of a stream, each already encoded and framed as gRPC frames them (a zero flag
-    byte, a 4-byte big-endian length, the bytes): the handler sends them in one DATA write."""
-
-    __slots__ = ("count", "data")
-
-    def __init__(self, messages: list[bytes]) -> None:
-        self.data = b"".join([b"\x00" + len(m).to_bytes(4, "big") + m for m in messages])
-        self.count = len(messages)
 
 
 class EncodedAwareCodec(ProtoCodec):

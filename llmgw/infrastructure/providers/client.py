@@ -1,4 +1,4 @@
-"""The OpenAI-compatible upstream client: one connection pool per provider, timeouts, error mapping."""
+"""The OpenAI-compatible upstream client: a provider's requests over its transport, timeouts, error mapping."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 import base64
 import logging
 import sys
+import urllib.request
 from array import array
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -16,7 +18,6 @@ from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
     ChatRequest,
-    ChunkBatch,
     Embeddings,
     EmbeddingsRequest,
     JSONObject,
@@ -29,48 +30,77 @@ from llmgw.domain.errors import (
     UpstreamUnavailable,
 )
 from llmgw.domain.usage import Usage
-from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings
+from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings, TransportKind
 from llmgw.infrastructure.json_text import field_span
+from llmgw.infrastructure.providers.aiohttp_transport import AiohttpTransport
+from llmgw.infrastructure.providers.completion_chunks import completion_as_chunks
 from llmgw.infrastructure.providers.dashscope import DashScopeQuirks
-from llmgw.infrastructure.providers.http import HTTPPool, Response, UpstreamConnectionError
+from llmgw.infrastructure.providers.fast_transport import FastTransport
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
-from llmgw.infrastructure.providers.openrouter import OpenRouterQuirks
-from llmgw.infrastructure.providers.sse import DONE, SSEDecoder
-from llmgw.infrastructure.providers.upstream_errors import error_from_status
+from llmgw.infrastructure.providers.transport import Transport, TransportError, UpstreamResponse
+from llmgw.infrastructure.providers.upstream_errors import error_from_event, error_from_status
+from llmgw.infrastructure.sse import DONE, SSEDecoder, SSELineTooLong
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _QUIRKS: Mapping[ProviderKind, OpenAIQuirks] = {
     ProviderKind.OPENAI: OpenAIQuirks(),
     ProviderKind.DASHSCOPE: DashScopeQuirks(),
-    ProviderKind.OPENROUTER: OpenRouterQuirks(),
+    ProviderKind.OPENROUTER: OpenAIQuirks(),
 }
 # Parallel sub-requests when an embeddings batch is split for an upstream's input limit.
 _EMBEDDING_PARALLELISM = 4
 # Below each provider's base_url.
 _CHAT_PATH = "/chat/completions"
 _EMBEDDINGS_PATH = "/embeddings"
+_NO_ANSWER = "no answer within the time allowed"
 
 
-def create_pool(settings: ProviderSettings) -> HTTPPool:
-    """The provider's keep-alive connection pool; must be created inside the running loop."""
+def create_transport(settings: ProviderSettings) -> Transport:
+    """The provider's transport, inside the running loop: `fast` unless configured otherwise or a proxy
+    applies (the `fast` transport speaks to no proxy)."""
     headers = {"Content-Type": "application/json", **settings.headers}
     if settings.api_key:
         headers["Authorization"] = f"Bearer {settings.api_key}"
-    return HTTPPool(
-        settings.base_url,
-        limit=settings.max_connections,
-        connect_timeout=settings.connect_timeout,
-        headers=headers,
-    )
+    proxied = _proxied(settings)
+    kind = settings.transport or (TransportKind.AIOHTTP if proxied else TransportKind.FAST)
+    if kind is TransportKind.FAST and proxied:
+        log.warning(
+            "provider %s: a proxy applies to %s, so it uses the aiohttp transport",
+            settings.name,
+            settings.base_url,
+        )
+        kind = TransportKind.AIOHTTP
+    common: dict[str, Any] = {
+        "limit": settings.max_connections,
+        "connect_timeout": settings.connect_timeout,
+        "headers": headers,
+        "max_response_bytes": settings.max_response_bytes,
+    }
+    if kind is TransportKind.AIOHTTP:
+        return AiohttpTransport(settings.base_url, proxy=settings.proxy, **common)
+    return FastTransport(settings.base_url, **common)
+
+
+def _proxied(settings: ProviderSettings) -> bool:
+    """Whether the provider's requests go through a proxy: its `proxy` key, else what aiohttp's
+    `trust_env` would use: the environment's `HTTPS_PROXY`/`HTTP_PROXY`, unless `NO_PROXY` names the host."""
+    if settings.proxy is not None:
+        return bool(settings.proxy)
+    parts = urlsplit(settings.base_url)
+    if not urllib.request.getproxies().get(parts.scheme):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 class OpenAICompatibleProvider:
     """A provider entry of any kind; the kind's quirks shape requests and read stream errors."""
 
-    def __init__(self, settings: ProviderSettings, pool: HTTPPool) -> None:
+    def __init__(self, settings: ProviderSettings, transport: Transport) -> None:
         self._settings = settings
-        self._pool = pool
+        self._transport = transport
         self._quirks = _QUIRKS[settings.kind]
 
     @property
@@ -82,7 +112,7 @@ class OpenAICompatibleProvider:
         return self._settings.has_credentials
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self._transport.close()
 
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         body = await self._post_json(_CHAT_PATH, self._quirks.chat_body(model, request, stream=False))
@@ -96,40 +126,48 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[ChunkBatch]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
         body = _json_body(self._quirks.chat_body(model, request, stream=True))
-        response = await self._send(
-            _CHAT_PATH, body, min(loop.time() + settings.first_token_timeout, deadline)
-        )
+        first_byte = min(loop.time() + settings.first_token_timeout, deadline)
+        response = await self._within(self._transport.post(_CHAT_PATH, body), first_byte, _NO_ANSWER)
         try:
-            await self._raise_for_status(response, deadline)
-            decoder = SSEDecoder()
+            if response.status >= 400 or _is_json(response):
+                for chunk in await self._whole_answer_as_chunks(response, deadline):
+                    yield chunk
+                return
+            decoder = SSEDecoder(settings.max_response_bytes)
             wait = settings.first_token_timeout
-            finished = False
-            while not finished:
-                data = await self._read(response, min(loop.time() + wait, deadline))
+            while True:
+                data = await self._within(
+                    response.read(), min(loop.time() + wait, deadline), "the stream went silent"
+                )
                 wait = settings.idle_timeout
-                batch = ChunkBatch()
                 try:
-                    for payload in decoder.feed(data) if data else decoder.close():
-                        if payload == DONE:
-                            finished = batch.final = True
-                            break
-                        batch.append(self._chunk(payload))
-                except UpstreamError:
-                    if batch:
-                        yield batch  # what arrived before the error still reaches the client first
-                    raise
-                if batch:
-                    yield batch
-                if not data and not finished:
+                    payloads = decoder.feed(data) if data else decoder.close()
+                except SSELineTooLong as exc:
+                    raise UpstreamUnavailable(f"{self.name}: {exc}.") from exc
+                for payload in payloads:
+                    if payload == DONE:
+                        await self._finish(response, loop.time() + settings.idle_timeout)
+                        return
+                    yield self._chunk(payload)
+                if not data:
                     raise UpstreamUnavailable(f"{self.name}: the stream ended before [DONE].")
-            await self._drain(response, loop.time() + settings.idle_timeout)
         finally:
-            response.close()
+            response.close()  # a no-op once `_finish` gave the connection back
+
+    async def _whole_answer_as_chunks(self, response: UpstreamResponse, deadline: float) -> list[JSONObject]:
+        """A streaming request answered with one body: its error, or the completion as a stream."""
+        raw = await self._within(response.read_all(), deadline, _NO_ANSWER)
+        if response.status >= 400:
+            raise self._status_error(response, raw)
+        answer = self._json_object(raw)
+        if answer.get("error"):
+            raise error_from_event(answer["error"], provider=self.name, secret=self._settings.api_key)
+        return completion_as_chunks(answer)
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
         quirks = self._quirks
@@ -204,27 +242,23 @@ class OpenAICompatibleProvider:
         return self._json_object(await self._post(path, payload))
 
     async def _post(self, path: str, payload: JSONObject) -> bytes:
-        """The answer's body, once its status says it is not an error."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.timeout
+        """The answer's body, once its status says it is not an error; one deadline for the exchange."""
+        deadline = asyncio.get_running_loop().time() + self._settings.timeout
+        response = await self._within(self._transport.post(path, _json_body(payload)), deadline, _NO_ANSWER)
         try:
-            async with asyncio.timeout_at(deadline):  # one timer for the whole exchange
-                response = await self._pool.post(path, _json_body(payload))
-                try:
-                    raw = await response.read_all()
-                except BaseException:
-                    response.close()  # a half-read answer (or a client that left) must not go back to the pool
-                    raise
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except UpstreamConnectionError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the exchange failed ({exc}).") from exc
+            raw = await self._within(response.read_all(), deadline, _NO_ANSWER)
+        except BaseException:
+            response.close()  # a half-read answer (or a client that left) must not go back to the pool
+            raise
         response.release()
         if response.status >= 400:
-            raise error_from_status(
-                response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
-            )
+            raise self._status_error(response, raw)
         return raw
+
+    def _status_error(self, response: UpstreamResponse, raw: bytes) -> UpstreamError:
+        return error_from_status(
+            response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
+        )
 
     def _json_object(self, raw: bytes) -> JSONObject:
         try:
@@ -237,54 +271,28 @@ class OpenAICompatibleProvider:
             raise UpstreamUnavailable(f"{self.name}: the upstream answered with JSON that is not an object.")
         return body
 
-    async def _send(self, path: str, body: bytes, deadline: float) -> Response:
+    async def _within(self, step: Awaitable[T], deadline: float, timed_out: str) -> T:
+        """Await one step of an exchange by `deadline`: the one place where running out of time and a
+        broken transport become domain errors."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._pool.post(path, body)
+                return await step
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except UpstreamConnectionError as exc:
-            raise UpstreamUnavailable(f"{self.name}: cannot reach the upstream ({exc}).") from exc
+            raise UpstreamTimeout(f"{self.name}: {timed_out}.") from exc
+        except TransportError as exc:
+            raise UpstreamUnavailable(f"{self.name}: {exc}.") from exc
 
-    async def _raise_for_status(self, response: Response, deadline: float) -> None:
-        if response.status < 400:
-            return
-        raw = await self._read_all(response, deadline)
-        raise error_from_status(
-            response.status, raw, response.headers, provider=self.name, secret=self._settings.api_key
-        )
-
-    async def _read(self, response: Response, deadline: float) -> bytes:
-        try:
-            # What already arrived needs no timer; most reads of a fast upstream are like that.
-            data = response.read_nowait()
-            if data or response.at_eof():
-                return data
-            async with asyncio.timeout_at(deadline):
-                return await response.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: the stream went silent.") from exc
-        except UpstreamConnectionError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the connection broke mid-stream.") from exc
-
-    async def _read_all(self, response: Response, deadline: float) -> bytes:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await response.read_all()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from exc
-        except UpstreamConnectionError as exc:
-            raise UpstreamUnavailable(f"{self.name}: the connection broke ({exc}).") from exc
-
-    async def _drain(self, response: Response, deadline: float) -> None:
+    async def _finish(self, response: UpstreamResponse, deadline: float) -> None:
         """Read what follows [DONE] so the connection goes back to the pool instead of being closed."""
-        if not response.at_eof():
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await response.read_all()
-            except (TimeoutError, UpstreamConnectionError):
-                return
+        try:
+            await self._within(response.read_all(), deadline, "the stream did not end")
+        except UpstreamError:
+            return
         response.release()
+
+
+def _is_json(response: UpstreamResponse) -> bool:
+    return response.headers.get("content-type", "").lower().startswith("application/json")
 
 
 def _passed_embeddings(raw: bytes) -> Embeddings | None:

@@ -11,12 +11,6 @@ from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import ChatRequest, JSONObject
 from llmgw.infrastructure.providers.openai_kind import OpenAIQuirks
 
-REGION_BASE_URLS = {
-    "beijing": "https://dashscope.aliyuncs.com/compatible-mode/v1",
-    "international": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
-    "us": "https://dashscope-us.aliyuncs.com/compatible-mode/v1",
-}
-
 
 class DashScopeQuirks(OpenAIQuirks):
     max_embedding_inputs = 10

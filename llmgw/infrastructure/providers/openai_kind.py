@@ -1,4 +1,9 @@
-"""Kind `openai`: any OpenAI-compatible server. The base set of request/response transformations."""
+"""Kinds `openai` (any OpenAI-compatible server) and `openrouter`: the base request/response transformations.
+
+OpenRouter speaks OpenAI's wire: its attribution headers (`referer`, `title`) are set by the config, its
+`: OPENROUTER PROCESSING` comments are skipped by the SSE decoder, its mid-stream error chunk (top-level
+`error`) is read by `stream_error`, and `usage.cost` by `Usage.from_openai`.
+"""
 
 from __future__ import annotations
 

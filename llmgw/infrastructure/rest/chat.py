@@ -7,16 +7,16 @@ import contextlib
 import logging
 
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from llmgw.application.gateway import ChatStream, RequestContext
-from llmgw.domain.chat import ChatRequest, ChunkBatch, JSONObject, parse_chat_request
+from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
-from llmgw.infrastructure.providers.sse import DONE_EVENT, encode_event
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
-from llmgw.infrastructure.rest.sse import EventStream
+from llmgw.infrastructure.sse import DONE_EVENT, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -41,48 +41,31 @@ async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse
 
 
 async def _stream(request: web.Request, stream: ChatStream) -> web.StreamResponse:
-    """Nothing is sent before the first upstream chunk: until then an error is an ordinary JSON answer.
-
-    Chunks that arrived from the upstream together are written together, in one write.
-    """
+    """Nothing is sent before the first upstream chunk: until then an error is an ordinary JSON answer."""
     first = await anext(stream, None)
-    # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it costs
-    # two setsockopt calls per stream, and a client that stops reading is noticed by the kernel anyway.
+    # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods.
     headers = {GENERATION_ID_HEADER: stream.generation_id, REQUEST_ID_HEADER: request_id(request)}
-    response = EventStream(headers=headers, allow_all_methods=True, send_timeout=None)
-    await response.prepare(request)
-    try:
-        await _send(response, first, stream)
-    except ConnectionResetError as exc:
-        # The client left between two writes: what a cancellation is, not an error to report.
-        raise asyncio.CancelledError from exc
-    finally:
-        response.stop_streaming()
+    async with sse_response(request, headers=headers, sep="\n", allow_all_methods=True) as response:
+        try:
+            await _send(response, first, stream)
+        except ConnectionResetError as exc:
+            # The client left between two writes: what a cancellation is, not an error to report.
+            raise asyncio.CancelledError from exc
     return response
 
 
-async def _send(response: EventStream, batch: ChunkBatch | None, stream: ChatStream) -> None:
+async def _send(response: web.StreamResponse, chunk: JSONObject | None, stream: ChatStream) -> None:
+    """Each chunk as it comes; an error after the first becomes an error event; then [DONE]."""
     tail = b""
     try:
-        while batch is not None:
-            events = _events(batch)
-            if batch.final:
-                # [DONE] came with these chunks: let the stream finish (it writes its record), then send
-                # them, [DONE] and the end of the body in one write.
-                tail = events
-                await anext(stream, None)
-                break
-            await response.write(events)
-            batch = await anext(stream, None)
+        while chunk is not None:
+            await response.write(encode_event(chunk))
+            chunk = await anext(stream, None)  # the stream's end writes its record, before [DONE] goes out
     except GatewayError as exc:
-        tail += encode_event(error_body(exc))
+        tail = encode_event(error_body(exc))
     except ConnectionResetError:
         raise
     except Exception:  # the edge, mid-stream: a bug ends the stream with an error event
         log.exception("unhandled error mid-stream")
-        tail += encode_event(error_body(InternalError("internal error")))
-    await response.write_eof(tail + DONE_EVENT)  # one write for the last chunks, [DONE] and the end
-
-
-def _events(batch: list[JSONObject]) -> bytes:
-    return b"".join([encode_event(chunk) for chunk in batch])
+        tail = encode_event(error_body(InternalError("internal error")))
+    await response.write_eof(tail + DONE_EVENT)

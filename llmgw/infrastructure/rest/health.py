@@ -27,9 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
 def readiness_body(readiness: Readiness) -> dict[str, Any]:
     return {
         "status": "ready" if readiness.ready else "not_ready",
-        "providers": [
-            {"name": p.name, "credentials": p.has_credentials, "cooldown": None} for p in readiness.providers
-        ],
+        "providers": [{"name": p.name, "credentials": p.has_credentials} for p in readiness.providers],
         "store": {
             "state": "up" if readiness.store_up else "down",
             "pending_records": readiness.pending_records,

@@ -1,11 +1,10 @@
-"""A small HTTP/1.1 client for the upstream calls: one keep-alive connection pool per provider.
+"""The `fast` transport: a small HTTP/1.1 keep-alive pool on asyncio protocols and llhttp (httptools).
 
-It does only what a provider call needs (POST a JSON body, read a JSON answer or an event stream) and does
-it cheaply: the request head is encoded once per pool, responses are parsed by llhttp (httptools), and
-a streamed body is handed over as the bytes arrived. aiohttp's client spent about 85 us of CPU per call
-on the bench's fake upstream against about 15 us here, more than all of the gateway's own work per
-request (measured with `benchmarks/`). Timeouts are the caller's: every wait here can be cancelled, and a
-connection whose exchange did not finish cleanly is closed, never pooled.
+It does only what a provider call needs (POST a JSON body, read the answer whole or as it arrives) and
+does it cheaply: the request head is encoded once per path and llhttp parses the answer. aiohttp's client
+cost about 85 µs of CPU per call on the bench's fake upstream against about 15 µs here (`benchmarks/`,
+rows "REST chat" and "REST paced stream" of both transports). It speaks no proxy: a provider whose
+traffic goes through one uses the `aiohttp` transport.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import cast
@@ -21,16 +19,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
-# Bytes buffered from one response before the socket stops being read until the caller catches up.
+from llmgw.infrastructure.providers.transport import BodyDecoder, TransportError
+
+# Bytes buffered from one answer before the socket stops being read until the caller catches up.
 _HIGH_WATER = 1 << 18
-# An idle pooled connection older than this is closed instead of reused: servers drop idle keep-alive
-# connections after a while, and a request sent on one they dropped is wasted.
-_KEEPALIVE_SECONDS = 30.0
 _USER_AGENT = "llmgw"
-
-
-class UpstreamConnectionError(Exception):
-    """The connection could not be made, broke, or carried something that is not HTTP."""
 
 
 class Response:
@@ -39,7 +32,6 @@ class Response:
     __slots__ = (
         "_chunks",
         "_connection",
-        "_decoder",
         "_done",
         "_error",
         "_paused",
@@ -59,14 +51,18 @@ class Response:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
-        self._decoder: zlib._Decompress | None = None
 
-    def read_nowait(self) -> bytes:
-        """What has arrived and not been read yet (maybe b"")."""
-        if not self._chunks:
+    async def read(self) -> bytes:
+        while not self._chunks:
             if self._error is not None:
                 raise self._error
-            return b""
+            if self._done:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._size = 0
@@ -75,18 +71,9 @@ class Response:
             self._connection.resume()
         return data
 
-    def at_eof(self) -> bool:
-        return self._done and not self._chunks
-
-    async def read(self) -> bytes:
-        """The next bytes of the body; b"" once it is complete."""
-        while not self._chunks and not self._done and self._error is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.read_nowait()
+    @property
+    def complete(self) -> bool:
+        return self._done
 
     async def read_all(self) -> bytes:
         parts = []
@@ -95,24 +82,20 @@ class Response:
         return b"".join(parts)
 
     def release(self) -> None:
-        """Done with the answer: its connection goes back to the pool if the exchange ended cleanly."""
         connection, self._connection = self._connection, None
         if connection is not None:
-            connection.finish(reusable=self._done and self._error is None)
+            connection.finish(reusable=self._done and self._error is None and not self._chunks)
 
     def close(self) -> None:
-        """Done with the answer, whole or not: its connection is closed (a no-op after `release`)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.finish(reusable=False)
 
     # Called by the connection as the answer arrives.
 
-    def _feed(self, data: bytes) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decompress(data)
-            if not data:
-                return
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
         self._chunks.append(data)
         self._size += len(data)
         if self._size > _HIGH_WATER and not self._paused and self._connection is not None:
@@ -120,15 +103,11 @@ class Response:
             self._connection.pause()
         self._wake()
 
-    def _finish(self) -> None:
-        if self._decoder is not None:
-            tail = self._decoder.flush()
-            if tail:
-                self._chunks.append(tail)
+    def end(self) -> None:
         self._done = True
         self._wake()
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         if not self._done:
             self._error = error
             self._wake()
@@ -142,13 +121,17 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: the protocol callbacks of asyncio and of the llhttp parser."""
 
-    def __init__(self, pool: HTTPPool) -> None:
+    def __init__(self, pool: FastTransport) -> None:
         self._pool = pool
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.response: Response | None = None
+        self._decoder: BodyDecoder | None = None
         self._headers_ready: asyncio.Future[None] | None = None
         self._header_items: list[tuple[bytes, bytes]] = []
+        self._interim = False
+        # The answer began before the request was written whole: the server may not read the rest.
+        self._early = False
         self.keep_alive = False
         self.lost = False
         #: whether the current exchange has seen any byte of the answer
@@ -163,13 +146,17 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:  # nothing was asked: a server talking out of turn is not reused
-            self._close_transport()
+            self.close_transport()
             return
         self.answered = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # first: it is a subclass of HttpParserError
+            # A callback of ours raised (a body too large or corrupt) and llhttp stopped there.
+            cause = exc.__context__
+            self._broken(cause if isinstance(cause, TransportError) else TransportError(str(exc)))
         except httptools.HttpParserError as exc:
-            self._broken(UpstreamConnectionError(f"the upstream's answer is not valid HTTP ({exc})"))
+            self._broken(TransportError(f"the upstream's answer is not valid HTTP ({exc})"))
 
     def eof_received(self) -> bool:
         return False
@@ -178,17 +165,12 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         response = self.response
         if response is None:
+            self._pool.forget_idle(self)
             return
-        if self._headers_ready is None and not response._done and self._close_delimited():
-            response._finish()  # a body without a length ends when the server closes
+        if self._headers_ready is None and not response.complete and self._close_delimited():
+            self._end_body()  # a body without a length ends when the server closes
         else:
-            self._broken(UpstreamConnectionError("the upstream closed the connection"))
-
-    def pause_writing(self) -> None:  # request bodies are written whole; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
+            self._broken(TransportError("the upstream closed the connection"))
 
     # llhttp callbacks
 
@@ -196,31 +178,33 @@ class _Connection(asyncio.Protocol):
         self._header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        items, self._header_items = self._header_items, []
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._interim = True
+            return
         response = self.response
-        assert response is not None
-        response.status = self._parser.get_status_code()
-        response.headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self._header_items
-        }
-        self._header_items = []
-        encoding = response.headers.get("content-encoding", "identity").lower()
-        if encoding in ("gzip", "deflate", "x-gzip"):
-            response._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, by its header
+        assert response is not None and self.transport is not None
+        self._early = self.transport.get_write_buffer_size() > 0
+        response.status = status
+        response.headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in items}
+        self._decoder = BodyDecoder(
+            response.headers.get("content-encoding", ""), self._pool.max_response_bytes
+        )
         ready, self._headers_ready = self._headers_ready, None
         if ready is not None and not ready.done():
             ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        assert self.response is not None
-        try:
-            self.response._feed(body)
-        except zlib.error as exc:
-            self._broken(UpstreamConnectionError(f"the upstream's compressed body is corrupt ({exc})"))
+        assert self.response is not None and self._decoder is not None
+        self.response.feed(self._decoder.decode(body))  # a TransportError here ends the exchange
 
     def on_message_complete(self) -> None:
-        self.keep_alive = bool(self._parser.should_keep_alive())
-        assert self.response is not None
-        self.response._finish()
+        if self._interim:
+            self._interim = False
+            return
+        self.keep_alive = bool(self._parser.should_keep_alive()) and not self._early
+        self._end_body()
 
     # The pool's side
 
@@ -229,7 +213,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         response = Response(self)
         self.response = response
-        self.answered = False
+        self.answered = self._early = self._interim = False
         ready = asyncio.get_running_loop().create_future()
         self._headers_ready = ready
         self.transport.write(head + body)
@@ -239,12 +223,13 @@ class _Connection(asyncio.Protocol):
     def finish(self, *, reusable: bool) -> None:
         self.response = None
         self._headers_ready = None
+        self._decoder = None
         if reusable and self.keep_alive and not self.lost and self.transport is not None:
             self.idle_since = time.monotonic()
-            self._pool._put_back(self)
+            self._pool.put_back(self)
         else:
-            self._close_transport()
-            self._pool._forget(self)
+            self.close_transport()
+            self._pool.forget(self)
 
     def pause(self) -> None:
         if self.transport is not None and not self.lost:
@@ -254,26 +239,43 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
 
-    def _broken(self, error: UpstreamConnectionError) -> None:
+    def close_transport(self) -> None:
+        self.keep_alive = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # What the server did not read of the request is dropped, not written to a peer that moved on.
+            transport.abort() if transport.get_write_buffer_size() else transport.close()
+
+    def _end_body(self) -> None:
+        response = self.response
+        assert response is not None
+        try:
+            if self._decoder is not None:
+                response.feed(self._decoder.flush())
+        except TransportError as exc:
+            self._broken(exc)
+            return
+        response.end()
+
+    def _broken(self, error: TransportError) -> None:
         ready, self._headers_ready = self._headers_ready, None
         if ready is not None and not ready.done():
             ready.set_exception(error)
         if self.response is not None:
-            self.response._fail(error)
-        self._close_transport()
+            self.response.fail(error)
+        self.close_transport()
 
     def _close_delimited(self) -> bool:
         headers = self.response.headers if self.response is not None else {}
         return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
 
-    def _close_transport(self) -> None:
-        self.keep_alive = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
 
+class FastTransport:
+    """Keep-alive connections to one origin, at most `limit` of them; requests beyond wait for one.
 
-class HTTPPool:
-    """Keep-alive connections to one origin, at most `limit` of them; requests beyond wait for one."""
+    An idle connection is closed once it has been idle for `keepalive` seconds, whether or not another
+    request comes: servers drop idle connections after a while, and a burst must not leave hundreds open.
+    """
 
     def __init__(
         self,
@@ -282,6 +284,8 @@ class HTTPPool:
         limit: int,
         connect_timeout: float,
         headers: Mapping[str, str],
+        max_response_bytes: int,
+        keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -294,6 +298,8 @@ class HTTPPool:
         self._path = parts.path.rstrip("/")
         self._query = f"?{parts.query}" if parts.query else ""
         self._connect_timeout = connect_timeout
+        self._keepalive = keepalive
+        self.max_response_bytes = max_response_bytes
         default_port = self._port == (443 if self._tls else 80)
         host_header = self._host if default_port else f"{self._host}:{self._port}"
         if ":" in self._host:  # an IPv6 literal
@@ -305,8 +311,9 @@ class HTTPPool:
         self._fields = "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode("latin-1")
         self._starts: dict[str, bytes] = {}
         self._slots = asyncio.Semaphore(limit)
-        self._idle: list[_Connection] = []
+        self._idle: deque[_Connection] = deque()  # oldest first
         self._open: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
@@ -314,7 +321,6 @@ class HTTPPool:
         return len(self._open)
 
     async def post(self, path: str, body: bytes) -> Response:
-        """POST `body` to the base URL's path + `path`; the caller releases or closes the answer."""
         start = self._starts.get(path)
         if start is None:  # once per path: the request line and the fixed header fields
             start = self._starts[path] = (
@@ -322,7 +328,7 @@ class HTTPPool:
             )
         head = start + b"Content-Length: %d\r\n\r\n" % len(body)
         if self._closed:
-            raise UpstreamConnectionError("the connection pool is closed")
+            raise TransportError("the connection pool is closed")
         await self._slots.acquire()
         connection: _Connection | None = None
         try:
@@ -330,7 +336,7 @@ class HTTPPool:
             if connection is not None:
                 try:
                     return await connection.exchange(head, body)
-                except UpstreamConnectionError:
+                except TransportError:
                     if connection.answered:
                         raise
                     # The server had closed the idle connection before the request reached it.
@@ -346,20 +352,60 @@ class HTTPPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connection in list(self._open):
-            connection._close_transport()
+            connection.close_transport()
         self._idle.clear()
         self._open.clear()
 
+    # The connections' side
+
+    def put_back(self, connection: _Connection) -> None:
+        self._slots.release()
+        if self._closed:
+            connection.close_transport()
+            return
+        self._idle.append(connection)
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self._keepalive, self._close_expired)
+
+    def forget(self, connection: _Connection) -> None:
+        self._slots.release()
+        self._open.discard(connection)
+
+    def forget_idle(self, connection: _Connection) -> None:
+        """An idle connection the server closed."""
+        if connection in self._open:
+            self._open.discard(connection)
+            if connection in self._idle:
+                self._idle.remove(connection)
+
+    # Internals
+
     def _reusable(self) -> _Connection | None:
-        now = time.monotonic()
+        self._expire(time.monotonic())
         while self._idle:
-            connection = self._idle.pop()
-            if not connection.lost and now - connection.idle_since < _KEEPALIVE_SECONDS:
+            connection = self._idle.pop()  # the most recently used: the least likely to have been dropped
+            if not connection.lost:
                 return connection
-            connection._close_transport()
             self._open.discard(connection)
         return None
+
+    def _close_expired(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        self._expire(now)
+        if self._idle and not self._closed:
+            delay = self._idle[0].idle_since + self._keepalive - now
+            self._sweep = asyncio.get_running_loop().call_later(max(delay, 0.01), self._close_expired)
+
+    def _expire(self, now: float) -> None:
+        while self._idle and now - self._idle[0].idle_since >= self._keepalive:
+            connection = self._idle.popleft()
+            connection.close_transport()
+            self._open.discard(connection)
 
     async def _connect(self) -> _Connection:
         """A new connection; TimeoutError after the connect timeout, as for any other wait that ran out."""
@@ -376,23 +422,12 @@ class HTTPPool:
         except TimeoutError:
             raise
         except OSError as exc:
-            raise UpstreamConnectionError(f"cannot connect ({exc.strerror or type(exc).__name__})") from exc
+            raise TransportError(f"cannot connect ({exc.strerror or type(exc).__name__})") from exc
         self._open.add(connection)
         return connection
-
-    def _put_back(self, connection: _Connection) -> None:
-        self._slots.release()
-        if self._closed:
-            connection._close_transport()
-            return
-        self._idle.append(connection)
-
-    def _forget(self, connection: _Connection) -> None:
-        self._slots.release()
-        self._open.discard(connection)
 
     def _discard(self, connection: _Connection) -> None:
         """Close a connection whose exchange failed before an answer was handed over."""
         connection.response = None
-        connection._close_transport()
+        connection.close_transport()
         self._open.discard(connection)
