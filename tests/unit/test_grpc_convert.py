@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
-import tracemalloc
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from grpclib import GRPCError, Status
 
@@ -19,6 +22,7 @@ import llmgw._proto.google.api  # noqa: F401
 from llmgw._proto.llmgateway import v1
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.errors import InvalidRequest
+from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
 from llmgw.infrastructure.grpc.convert import (
     chat_chunk_from_proto,
     chat_chunk_to_proto,
@@ -34,8 +38,11 @@ from llmgw.infrastructure.grpc.convert import (
     encode_chat_completion,
     model_to_proto,
 )
-from llmgw.infrastructure.grpc.json_fields import MAX_STRUCT_DEPTH, plain, struct_bytes
-from llmgw.infrastructure.grpc.wire import EncodedAwareCodec, Framed
+from llmgw.infrastructure.grpc.generation import generation_to_proto
+from llmgw.infrastructure.grpc.struct_bytes import plain
+from llmgw.infrastructure.grpc.wire import EncodedAwareCodec, upb
+from llmgw.infrastructure.model_json import model_json
+from llmgw.infrastructure.rest.generations import record_json
 
 Json = dict[str, Any]
 
@@ -91,7 +98,7 @@ RICH_REQUEST: Json = {
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"},
         {"role": "tool", "tool_call_id": "call_2", "content": "18 C"},
-        {"role": "assistant", "content": "", "reasoning_content": "The user wants both.", "refusal": None},
+        {"role": "assistant", "content": "", "reasoning_content": "The user wants both.", "reasoning": None},
     ],
     "tools": [
         {
@@ -148,6 +155,59 @@ def server_decoded(msg: Any) -> Any:
 
 def request_round_trip(body: Json) -> Json:
     return chat_request_to_json(server_decoded(chat_request_from_json(body)))
+
+
+def descriptor_of(message_type: type) -> Descriptor:
+    """The message as the converters read it (Struct fields as bytes: their values hold any JSON)."""
+    return upb(message_type, message_type()).DESCRIPTOR
+
+
+def _field_for(descriptor: Descriptor, key: str, value: Any) -> Any:
+    """The proto field a JSON key of a `descriptor` message lands in (a list `content` is its parts)."""
+    if key == "content" and isinstance(value, list):
+        key = "content_parts"
+    return descriptor.fields_by_name.get(key)
+
+
+def without_defined_nulls(obj: Json, descriptor: Descriptor) -> Json:
+    """`obj`, the JSON of a `descriptor` message, without the nulls of fields the proto defines, at any
+    depth: what the trip through proto gives back."""
+    out = {}
+    for key, value in obj.items():
+        field = _field_for(descriptor, key, value)
+        if field is None:
+            out[key] = value
+        elif value is not None:
+            out[key] = _without_nulls_in(value, field.message_type)
+    return out
+
+
+def _without_nulls_in(value: Any, nested: Descriptor | None) -> Any:
+    if nested is None or nested.GetOptions().map_entry:
+        return value  # a scalar, a map, or a Struct's JSON
+    if isinstance(value, list):
+        return [_without_nulls_in(item, nested) for item in value]
+    return without_defined_nulls(value, nested) if isinstance(value, dict) else value
+
+
+def extras(msg: Message) -> Iterator[tuple[Json, Descriptor]]:
+    """Every `extra` set in `msg` (a upb message) and the messages in it, with its message's descriptor."""
+    for field, value in msg.ListFields():
+        if field.name == "extra":
+            yield plain(value), msg.DESCRIPTOR
+        for item in [value] if isinstance(value, Message) else value if field.message_type else []:
+            if isinstance(item, Message):
+                yield from extras(item)
+
+
+def defined_nulls_in_extras(msg: Any) -> list[Json]:
+    """The `extra`s of a betterproto2 message that hold a null of a field their message defines."""
+    return [extra for extra, d in extras(upb(type(msg), msg)) if extra != without_defined_nulls(extra, d)]
+
+
+REQUEST = descriptor_of(v1.CreateChatCompletionRequest)
+COMPLETION = descriptor_of(v1.ChatCompletion)
+CHUNK = descriptor_of(v1.ChatCompletionChunk)
 
 
 # Chat requests
@@ -257,38 +317,6 @@ def test_structs_nested_deeper_than_upb_would_parse_still_convert() -> None:
     msg = v1.CreateChatCompletionRequest(model="m", extra=pb.Struct.from_dict({"schema": deep}))
 
     assert chat_request_to_json(server_decoded(msg))["schema"] == deep
-
-
-@pytest.mark.parametrize("container", [dict, list], ids=["objects", "lists"])
-def test_a_struct_nested_deeper_than_the_limit_is_an_invalid_request(container: type) -> None:
-    deep: Any = "leaf"
-    for _ in range(MAX_STRUCT_DEPTH + 1):
-        deep = {"k": deep} if container is dict else [deep]
-    just_deep_enough: Any = "leaf"
-    for _ in range(MAX_STRUCT_DEPTH):
-        just_deep_enough = {"k": just_deep_enough} if container is dict else [just_deep_enough]
-
-    assert plain(struct_bytes({"v": just_deep_enough})) == {"v": just_deep_enough}
-    with pytest.raises(InvalidRequest, match=f"nests more than {MAX_STRUCT_DEPTH} levels deep"):
-        plain(struct_bytes({"v": deep}))
-
-
-def test_reading_a_deep_struct_costs_no_more_memory_than_its_bytes() -> None:
-    """Nested fields are views: a copy per level made a 4 MB string 450 levels deep cost ~3.5 GB."""
-    deep: Any = "x" * 1_000_000
-    for _ in range(90):
-        deep = [deep]
-    data = struct_bytes({"v": deep})
-
-    tracemalloc.start()
-    try:
-        read = plain(data)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-    assert read == {"v": deep}
-    assert peak < 4_000_000  # the 1 MB string it returns, and little else; copies would be ~90 MB
 
 
 @pytest.mark.parametrize(
@@ -427,11 +455,10 @@ def test_request_values_the_proto_cannot_hold_travel_verbatim_in_extra() -> None
             {"role": "user", "content": []},
             {"role": "", "content": "no role"},
         ],
-        "temperature": None,
         "max_tokens": 100.5,
         "n": True,
         "top_logprobs": 2**40,
-        "tools": [{"type": "", "function": {"name": "f", "parameters": {"type": "object"}, "strict": None}}],
+        "tools": [{"type": "", "function": {"name": "f", "parameters": {"type": "object"}, "strict": "yes"}}],
         "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
         "response_format": {"type": "json_object", "note": "extra key"},
         "stream_options": {"include_usage": True, "include_obfuscation": False},
@@ -443,13 +470,92 @@ def test_request_values_the_proto_cannot_hold_travel_verbatim_in_extra() -> None
     msg = over_the_wire(chat_request_from_json(body))
 
     assert chat_request_to_json(msg) == body
-    assert msg.temperature is None
     assert msg.max_tokens is None
+    assert msg.tools[0].function.strict is None
     assert msg.tool_choice is None
     assert msg.tools[0].function.name == "f"
     assert msg.response_format.type == "json_object"
     assert msg.stream_options.include_usage is True
     assert msg.messages[0].content_parts[0].image_url.url == "u"
+
+
+def test_request_nulls_of_fields_the_proto_defines_leave_them_unset_and_out_of_extra() -> None:
+    body: Json = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "name": None,
+                "content": [{"type": "text", "text": "hi", "refusal": None, "image_url": None}],
+            },
+            {"role": "assistant", "content": None, "refusal": None, "tool_calls": None, "reasoning": None},
+        ],
+        "temperature": None,
+        "seed": None,
+        "user": None,
+        "stop": None,
+        "logit_bias": None,
+        "metadata": None,
+        "modalities": None,
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "f", "description": None, "parameters": None, "strict": None},
+            }
+        ],
+        "tool_choice": None,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "s", "schema": None, "strict": None},
+        },
+        "stream_options": {"include_usage": None},
+        "audio": None,
+        "prediction": None,
+        "top_k": None,  # not in the proto: it reaches the upstream as the client wrote it
+    }
+
+    msg = over_the_wire(chat_request_from_json(body))
+
+    assert (msg.temperature, msg.seed, msg.user, msg.tool_choice, msg.audio) == (None,) * 5
+    assert (msg.stop, msg.logit_bias, msg.metadata, msg.modalities) == ([], {}, {}, [])
+    function = msg.tools[0].function
+    assert (function.description, function.parameters, function.strict) == (None, None, None)
+    assert msg.response_format.json_schema.schema is None
+    assert msg.stream_options.include_usage is None
+    user, assistant = msg.messages
+    assert (user.name, user.content_parts[0].refusal, user.content_parts[0].image_url) == (None, None, None)
+    assert (user.extra, user.content_parts[0].extra) == (None, None)
+    assert (assistant.content, assistant.refusal, assistant.tool_calls) == (None, None, [])
+    assert assistant.extra.to_dict() == {"reasoning": None}
+    assert msg.extra.to_dict() == {"top_k": None}
+    assert defined_nulls_in_extras(msg) == []
+    assert request_round_trip(body) == {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": None, "reasoning": None},  # content null: see `convert`
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s"}},
+        "stream_options": {},
+        "top_k": None,
+    }
+
+
+def test_embeddings_request_nulls_of_fields_the_proto_defines_leave_them_unset() -> None:
+    body = {"model": "m", "input": None, "dimensions": None, "encoding_format": None, "user": None, "k": None}
+
+    msg = over_the_wire(embeddings_request_from_json(body))
+
+    assert (msg.input, msg.token_input, msg.dimensions, msg.encoding_format, msg.user) == (
+        [],
+        [],
+        None,
+        None,
+        None,
+    )
+    assert msg.extra.to_dict() == {"k": None}
+    assert embeddings_request_to_json(msg) == {"model": "m", "k": None}
 
 
 def test_an_extra_key_overrides_the_modelled_field_of_the_same_name() -> None:
@@ -530,11 +636,16 @@ def completion_round_trip(body: Json) -> Json:
     return chat_completion_from_proto(over_the_wire(chat_completion_to_proto(body)))
 
 
-def test_an_openrouter_completion_survives_the_trip_through_proto_bytes_unchanged() -> None:
+def test_an_openrouter_completion_survives_the_trip_through_proto_bytes_but_for_defined_nulls() -> None:
+    expected = copy.deepcopy(OPENROUTER_COMPLETION)
+    del expected["system_fingerprint"], expected["choices"][1]["logprobs"]
+    del expected["choices"][0]["message"]["content"], expected["choices"][0]["message"]["refusal"]
+
     out = completion_round_trip(OPENROUTER_COMPLETION)
 
-    assert out == OPENROUTER_COMPLETION
-    assert orjson.loads(orjson.dumps(out)) == OPENROUTER_COMPLETION
+    assert out == expected
+    assert out == without_defined_nulls(OPENROUTER_COMPLETION, COMPLETION)
+    assert orjson.loads(orjson.dumps(out)) == expected
 
 
 def test_a_completion_exposes_usage_and_messages_as_typed_fields() -> None:
@@ -546,44 +657,112 @@ def test_a_completion_exposes_usage_and_messages_as_typed_fields() -> None:
     assert msg.usage.prompt_tokens_details.cached_tokens == 8
     assert msg.usage.completion_tokens_details.reasoning_tokens == 20
     assert msg.usage.extra.to_dict()["is_byok"] is False
-    assert msg.extra.to_dict() == {"provider": "OpenAI", "system_fingerprint": None}
+    assert msg.extra.to_dict() == {"provider": "OpenAI"}
+    assert msg.system_fingerprint is None
     first = msg.choices[0]
     assert first.finish_reason == "tool_calls"
     assert first.extra.to_dict() == {"native_finish_reason": "tool_calls"}
     assert first.logprobs.to_dict()["content"][0]["token"] == "Hi"
     assert [call.function.name for call in first.message.tool_calls] == ["w", "w"]
-    assert set(first.message.extra.fields) == {
-        "content",
-        "refusal",
-        "reasoning",
-        "reasoning_details",
-        "annotations",
-    }
+    assert set(first.message.extra.fields) == {"reasoning", "reasoning_details", "annotations"}
+    assert (first.message.content, first.message.refusal) == (None, None)
     assert msg.choices[1].message.content == "Hello!"
+    assert msg.choices[1].logprobs is None
+    assert msg.choices[1].extra is None
 
 
-def test_explicit_nulls_in_answers_are_kept_and_missing_keys_stay_missing() -> None:
-    body: Json = {
+# Every field the proto defines that an upstream may send as null, at every level, and two it does not.
+ANSWER_WITH_NULLS: Json = {
+    "id": "x",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "system_fingerprint": None,
+    "service_tier": None,
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "name": None,
+                "reasoning_content": None,
+                "tool_call_id": None,
+                "tool_calls": [
+                    {"index": None, "id": "c", "type": None, "function": {"name": None, "arguments": "{}"}}
+                ],
+                "annotations": None,
+            },
+            "finish_reason": None,
+            "logprobs": None,
+            "native_finish_reason": None,
+        },
+        {"index": 1, "message": None, "finish_reason": "stop", "logprobs": None},
+    ],
+    "usage": {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+        "cost": None,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": {"reasoning_tokens": None},
+        "is_byok": None,
+    },
+}
+
+
+def test_answer_nulls_of_fields_the_proto_defines_are_unset_and_never_in_extra() -> None:
+    msg: Any = v1.ChatCompletion.parse(encode_chat_completion(ANSWER_WITH_NULLS).data)  # the gateway's bytes
+
+    assert (msg.system_fingerprint, msg.service_tier, msg.extra) == (None, None, None)
+    first, second = msg.choices
+    assert (first.finish_reason, first.logprobs) == (None, None)
+    assert first.extra.to_dict() == {"native_finish_reason": None}
+    message = first.message
+    assert (message.content, message.refusal, message.name, message.reasoning_content) == (None,) * 4
+    assert message.tool_call_id is None
+    assert message.extra.to_dict() == {"annotations": None}
+    (call,) = message.tool_calls
+    assert (call.index, call.id, call.type) == (None, "c", None)
+    assert (call.function.name, call.function.arguments) == (None, "{}")
+    assert (second.message, second.logprobs, second.extra) == (None, None, None)
+    assert (msg.usage.cost, msg.usage.prompt_tokens_details) == (None, None)
+    assert msg.usage.completion_tokens_details.reasoning_tokens == 0
+    assert msg.usage.extra.to_dict() == {"is_byok": None}
+    assert defined_nulls_in_extras(msg) == []
+
+
+def test_answer_nulls_of_defined_fields_come_back_as_missing_keys() -> None:
+    usage_chunk = {**HEAD, "choices": [], "usage": None}
+
+    assert completion_round_trip(ANSWER_WITH_NULLS) == {
         "id": "x",
         "object": "chat.completion",
         "created": 1,
         "model": "m",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": None, "refusal": None}, "logprobs": None}
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "function": {"arguments": "{}"}}],
+                    "annotations": None,
+                },
+                "native_finish_reason": None,
+            },
+            {"index": 1, "finish_reason": "stop"},
         ],
-        "usage": None,
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+            "total_tokens": 3,
+            "completion_tokens_details": {},
+            "is_byok": None,
+        },
     }
-
-    msg = over_the_wire(chat_completion_to_proto(body))
-
-    assert msg.usage is None
-    assert msg.choices[0].logprobs is None
-    assert msg.choices[0].message.content is None
-    assert msg.choices[0].message.refusal is None
-    assert chat_completion_from_proto(msg) == body
-    without_nulls = {**body, "choices": [{"index": 0, "message": {"role": "assistant"}}]}
-    del without_nulls["usage"]
-    assert completion_round_trip(without_nulls) == without_nulls
+    assert completion_round_trip(ANSWER_WITH_NULLS) == without_defined_nulls(ANSWER_WITH_NULLS, COMPLETION)
+    assert chunk_round_trip(usage_chunk) == {**HEAD, "choices": []}
 
 
 def test_zero_usage_details_are_written_back_while_typed_counts_stay_readable() -> None:
@@ -755,8 +934,29 @@ def chunk_round_trip(chunk: Json) -> Json:
     return chat_chunk_from_proto(over_the_wire(chat_chunk_to_proto(chunk)))
 
 
-def test_a_dashscope_thinking_stream_survives_chunk_by_chunk() -> None:
-    assert [chunk_round_trip(chunk) for chunk in DASHSCOPE_STREAM] == DASHSCOPE_STREAM
+def test_a_dashscope_thinking_stream_survives_chunk_by_chunk_but_for_defined_nulls() -> None:
+    out = [chunk_round_trip(chunk) for chunk in DASHSCOPE_STREAM]
+
+    assert out == [without_defined_nulls(chunk, CHUNK) for chunk in DASHSCOPE_STREAM]
+    assert out[0] == {
+        **HEAD,
+        "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me think"}}],
+    }
+    assert out[-1] == DASHSCOPE_STREAM[-1]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [*DASHSCOPE_STREAM, *PARALLEL_TOOL_CALL_STREAM],
+    ids=[f"dashscope-{i}" for i in range(len(DASHSCOPE_STREAM))]
+    + [f"tool-calls-{i}" for i in range(len(PARALLEL_TOOL_CALL_STREAM))],
+)
+def test_no_streamed_extra_holds_a_null_of_a_field_its_message_defines(chunk: Json) -> None:
+    msg = v1.ChatCompletionChunk.parse(encode_chat_chunk(chunk))  # what the gateway sends
+
+    assert defined_nulls_in_extras(msg) == []
+    for choice in msg.choices:
+        assert choice.extra is None or "finish_reason" not in choice.extra.fields
 
 
 def test_reasoning_content_deltas_and_the_usage_chunk_are_typed() -> None:
@@ -764,7 +964,11 @@ def test_reasoning_content_deltas_and_the_usage_chunk_are_typed() -> None:
 
     assert first.choices[0].delta.reasoning_content == "Let me think"
     assert first.usage is None
-    assert first.extra.to_dict() == {"usage": None, "system_fingerprint": None}
+    assert first.system_fingerprint is None
+    assert first.extra is None
+    assert first.choices[0].finish_reason is None
+    assert first.choices[0].extra is None
+    assert first.choices[0].delta.extra is None
     assert last.choices == []
     assert last.usage.completion_tokens_details.reasoning_tokens == 15
     assert last.usage.prompt_tokens_details.cached_tokens == 4
@@ -774,7 +978,8 @@ def test_reasoning_content_deltas_and_the_usage_chunk_are_typed() -> None:
 def test_parallel_tool_call_deltas_keep_their_index_through_the_trip() -> None:
     protos = [over_the_wire(chat_chunk_to_proto(chunk)) for chunk in PARALLEL_TOOL_CALL_STREAM]
 
-    assert [chat_chunk_from_proto(msg) for msg in protos] == PARALLEL_TOOL_CALL_STREAM
+    expected = [without_defined_nulls(chunk, CHUNK) for chunk in PARALLEL_TOOL_CALL_STREAM]
+    assert [chat_chunk_from_proto(msg) for msg in protos] == expected
     indexes = [call.index for msg in protos for choice in msg.choices for call in choice.delta.tool_calls]
     assert indexes == [0, 0, 1, 1]
     assert protos[-2].choices[0].extra.to_dict() == {"native_finish_reason": "STOP"}
@@ -800,7 +1005,8 @@ def test_unknown_keys_inside_tool_calls_do_not_hide_the_typed_calls() -> None:
 
     assert [call.id for call in msg.choices[0].delta.tool_calls] == ["c0", "c1"]
     assert msg.choices[0].delta.tool_calls[0].function.arguments == "{}"
-    assert chat_chunk_from_proto(msg) == chunk
+    assert msg.choices[0].delta.tool_calls[0].function.name is None
+    assert chat_chunk_from_proto(msg) == without_defined_nulls(chunk, CHUNK)
 
 
 def test_a_midstream_error_event_survives_as_extra() -> None:
@@ -893,7 +1099,7 @@ def test_an_embeddings_answer_without_id_or_usage_converts() -> None:
     assert embeddings_response_from_proto(msg) == body
 
 
-# Models
+# Models and generation records: one field list for both fronts
 
 
 def test_a_catalog_model_becomes_an_openai_model_entry_with_gateway_fields() -> None:
@@ -933,15 +1139,84 @@ def test_a_model_keeps_its_configured_owner() -> None:
     assert model_to_proto(spec).capabilities == ["embeddings"]
 
 
-def test_framed_messages_are_laid_out_as_grpc_frames_them() -> None:
-    first = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 1, "model": "m"})
-    second = encode_chat_chunk({"id": "gen-1", "object": "chat.completion.chunk", "created": 2, "model": "m"})
-    framed = Framed([first, second])
-    assert framed.count == 2
-    data, messages = framed.data, []
-    while data:
-        assert data[0] == 0  # not compressed
-        length = int.from_bytes(data[1:5], "big")
-        messages.append(v1.ChatCompletionChunk.parse(data[5 : 5 + length]))
-        data = data[5 + length :]
-    assert [m.created for m in messages] == [1, 2]
+def test_a_model_has_the_same_fields_and_values_on_both_fronts() -> None:
+    spec = ModelSpec(
+        id="dashscope/qwen3-max",
+        name="Qwen3 Max",
+        provider="dashscope",
+        upstream_model="qwen3-max",
+        capabilities=frozenset({Capability.REASONING, Capability.CHAT}),
+        created=1715367049,
+    )
+
+    rest = model_json(spec)
+    msg = over_the_wire(model_to_proto(spec))
+
+    assert {field.name for field in dataclasses.fields(v1.Model)} == set(rest)
+    assert {name: getattr(msg, name) for name in rest} == rest
+
+
+RECORD = GenerationRecord(
+    id="gen-1",
+    request_id="req-1",
+    kind=GenerationKind.CHAT,
+    model="dashscope/qwen3-max",
+    provider="dashscope",
+    upstream_model="qwen3-max",
+    created_at=1737000000.25,
+    streamed=True,
+    status=GenerationStatus.CANCELLED,
+    upstream_id="chatcmpl-1",
+    finish_reason="stop",
+    prompt_tokens=10,
+    completion_tokens=20,
+    total_tokens=30,
+    cached_tokens=4,
+    reasoning_tokens=5,
+    cost_usd=0.5,
+    latency_ms=12.5,
+    time_to_first_token_ms=3.5,
+    error_code="client_closed",
+    error_message="The client went away.",
+    user="user-7",
+)
+
+
+def test_every_record_field_reads_the_same_on_both_fronts_by_its_own_name() -> None:
+    rest = record_json(RECORD)
+    msg = over_the_wire(generation_to_proto(RECORD))
+
+    assert list(rest) == [field.name for field in dataclasses.fields(GenerationRecord)]
+    assert {field.name for field in dataclasses.fields(v1.Generation)} == set(rest)
+    assert rest["created_at"] == "2025-01-16T04:00:00.250000Z"
+    assert msg.created_at == datetime.fromtimestamp(1737000000.25, UTC)
+    assert (rest["kind"], rest["status"]) == ("chat", "cancelled")
+    assert msg.status == v1.GenerationStatus.CANCELLED
+    same = set(rest) - {"created_at", "status"}
+    assert {name: getattr(msg, name) for name in same} == {name: rest[name] for name in same}
+
+
+def test_missing_text_reads_null_on_rest_and_empty_on_grpc_but_the_upstream_id_reads_empty_on_both() -> None:
+    record = dataclasses.replace(
+        RECORD,
+        status=GenerationStatus.ERROR,
+        upstream_id="",
+        finish_reason="",
+        error_code="",
+        error_message="",
+        user="",
+        cost_usd=None,
+        latency_ms=None,
+        time_to_first_token_ms=None,
+    )
+    text = ("upstream_id", "finish_reason", "error_code", "error_message", "user")
+    unknown = ("cost_usd", "latency_ms", "time_to_first_token_ms")
+
+    rest = record_json(record)
+    msg = over_the_wire(generation_to_proto(record))
+
+    assert [rest[name] for name in text] == ["", None, None, None, None]
+    assert [getattr(msg, name) for name in text] == ["", "", "", "", ""]
+    assert [rest[name] for name in unknown] == [None, None, None]
+    assert [getattr(msg, name) for name in unknown] == [None, None, None]
+    assert (rest["status"], msg.status) == ("error", v1.GenerationStatus.ERROR)

@@ -1,12 +1,14 @@
 """Pure conversions between the gRPC API's proto messages and the OpenAI JSON the use cases work on.
 
-Chat is lossless: a value no proto field holds exactly (explicit nulls such as `"refusal": null`,
-`"logprobs": null`, `"usage": null`; unknown keys; wrong types; empty lists) travels verbatim in the nearest
-`extra` and is merged back (deep, `extra` wins). Known losses: missing keys the OpenAI schema requires
-(`id`, `model`, `choices`, `index`, usage token counts, a tool's `type`, ...) come back with their defaults;
-a string `stop` comes back as a one-element list; a request message without `content` gets `"content": null`;
-numbers inside Struct values are doubles (whole ones up to 2**53 come back as ints, larger ones as
-doubles). Embeddings: one input comes back as a plain string, and responses keep only modelled fields.
+Chat is lossless up to nulls. A field the proto defines is unset whether the JSON leaves it out or sets
+it to null (`"refusal": null`, `"logprobs": null`, `"finish_reason": null`, `"usage": null`), and comes
+back missing: a defined field never appears in `extra`. A value no proto field holds exactly (unknown keys
+and their nulls, wrong types, empty lists) travels verbatim in the nearest `extra` and is merged back
+(deep, `extra` wins). Known losses: missing keys the OpenAI schema requires (`id`, `model`, `choices`,
+`index`, usage token counts, a tool's `type`, ...) come back with their defaults; a string `stop` comes
+back as a one-element list; a request message without `content` gets `"content": null`; numbers inside
+Struct values are doubles (whole ones up to 2**53 come back as ints, larger ones as doubles). Embeddings:
+one input comes back as a plain string, and responses keep only modelled fields.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.domain.catalog import ModelSpec
 from llmgw.infrastructure.grpc.convert_chat import (
     chat_chunk_from_proto,
     chat_chunk_to_proto,
@@ -30,6 +32,7 @@ from llmgw.infrastructure.grpc.convert_chat import (
 from llmgw.infrastructure.grpc.json_fields import Reader, field, fits, merged, present
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
+from llmgw.infrastructure.model_json import model_json
 
 __all__ = [
     "chat_chunk_from_proto",
@@ -78,7 +81,7 @@ def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddings
 
 
 def _inputs_in(r: Reader) -> tuple[list[str], list[dict[str, Any]]]:
-    value = r.rest.get("input")
+    value = r.read("input")
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
@@ -153,12 +156,5 @@ def embeddings_response_from_proto(response: v1.CreateEmbeddingsResponse | Messa
 
 
 def model_to_proto(model: ModelSpec) -> v1.Model:
-    return v1.Model(
-        id=model.id,
-        object="model",
-        created=model.created,
-        owned_by=model.owned_by or model.provider,
-        name=model.name,
-        provider=model.provider,
-        capabilities=[c.value for c in Capability if c in model.capabilities],
-    )
+    """The REST front's model entry, field by field: one list of a model's public fields for both fronts."""
+    return v1.Model(**model_json(model))

@@ -10,8 +10,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from llmgw.infrastructure.grpc.json_fields import Kind, Reader, field, merged, plain, present
+from llmgw.infrastructure.grpc.json_fields import Kind, Reader, field, merged, present
 from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.grpc.struct_bytes import plain
 from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
 
 # Keyword fields of a message, built from OpenAI JSON (nested messages and Structs as dicts).
@@ -86,7 +87,7 @@ def _request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     r.rest.pop("stream", None)
     return dict(
         model=r.scalar("model", "str") or "",
-        messages=r.messages("messages", _request_message_in, required=True),
+        messages=r.messages("messages", _message_in, required=True),
         **{key: r.scalar(key, kind) for key, kind in _REQUEST_SCALARS.items()},
         stop=_stop_in(r),
         logit_bias=r.mapping("logit_bias", "double"),
@@ -137,7 +138,7 @@ def chat_chunk_to_proto(chunk: Mapping[str, Any]) -> v1.ChatCompletionChunk:
 
 
 def encode_chat_chunk(chunk: Mapping[str, Any]) -> bytes:
-    """One stream message's bytes, straight from the OpenAI JSON chunk (the hot path; `Framed` sends them)."""
+    """One stream message's bytes, straight from the OpenAI JSON chunk (the hot path)."""
     return encode(v1.ChatCompletionChunk, _chunk_fields(chunk))
 
 
@@ -163,12 +164,6 @@ def chat_chunk_from_proto(chunk: v1.ChatCompletionChunk | Message) -> dict[str, 
 def _stop_in(r: Reader) -> list[str]:
     single = r.scalar("stop", "str")
     return [single] if single is not None else r.scalars("stop", "str")
-
-
-def _request_message_in(r: Reader) -> Fields:
-    if "content" in r.rest and r.rest["content"] is None:
-        del r.rest["content"]  # a request message without content is written back as content null
-    return _message_in(r)
 
 
 def _message_in(r: Reader) -> Fields:
@@ -269,7 +264,7 @@ def _tool_out(tool: Any) -> dict[str, Any]:
 
 
 def _tool_choice_in(r: Reader) -> Fields | None:
-    value = r.rest.get("tool_choice")
+    value = r.read("tool_choice")
     if isinstance(value, str):
         choice = {"mode": value}
     elif isinstance(name := _forced_function(value), str):

@@ -1,41 +1,37 @@
-"""Generation records as protobuf messages."""
+"""Generation records as protobuf messages: each record field in the `Generation` field of its name."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import operator
+from collections.abc import Callable
+from typing import Any
 
 from llmgw.domain.generation import GenerationRecord, GenerationStatus
 from llmgw.infrastructure.grpc.messages import v1
+
+# The record's fields that the message has, read from both, so a new record field needs no edit here. It
+# reaches gRPC clients once `Generation` has a field of its name (a field number is the proto's own edit).
+_IN_MESSAGE = frozenset(field.name for field in dataclasses.fields(v1.Generation))
+_FIELDS = tuple(field.name for field in dataclasses.fields(GenerationRecord) if field.name in _IN_MESSAGE)
+_VALUES = operator.attrgetter(*_FIELDS)
 
 _STATUS = {
     GenerationStatus.COMPLETED: v1.GenerationStatus.COMPLETED,
     GenerationStatus.ERROR: v1.GenerationStatus.ERROR,
     GenerationStatus.CANCELLED: v1.GenerationStatus.CANCELLED,
 }
+# Values the message holds in types of its own; every other one is the record's value as it is.
+_CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    "kind": operator.attrgetter("value"),
+    "status": _STATUS.__getitem__,
+    "created_at": lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.UTC),
+}
 
 
 def generation_to_proto(record: GenerationRecord) -> v1.Generation:
-    return v1.Generation(
-        id=record.id,
-        request_id=record.request_id,
-        kind=record.kind.value,
-        model=record.model,
-        provider=record.provider,
-        upstream_model=record.upstream_model,
-        upstream_id=record.upstream_id,
-        created_at=datetime.datetime.fromtimestamp(record.created_at, datetime.UTC),
-        streamed=record.streamed,
-        status=_STATUS[record.status],
-        finish_reason=record.finish_reason,
-        prompt_tokens=record.prompt_tokens,
-        completion_tokens=record.completion_tokens,
-        total_tokens=record.total_tokens,
-        cached_tokens=record.cached_tokens,
-        reasoning_tokens=record.reasoning_tokens,
-        cost_usd=record.cost_usd,
-        latency_ms=record.latency_ms,
-        time_to_first_token_ms=record.time_to_first_token_ms,
-        error_code=record.error_code,
-        error_message=record.error_message,
-        user=record.user,
-    )
+    values = dict(zip(_FIELDS, _VALUES(record), strict=True))
+    for name, convert in _CONVERSIONS.items():
+        values[name] = convert(values[name])
+    return v1.Generation(**values)

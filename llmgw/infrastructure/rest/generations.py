@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import enum
+import operator
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,36 +14,33 @@ from llmgw.domain.generation import GenerationRecord
 from llmgw.infrastructure.rest.json_body import json_response
 from llmgw.infrastructure.rest.keys import GATEWAY
 
+# Every record field, by its name and in record order, so a new record field needs no edit here.
+_FIELDS = tuple(field.name for field in fields(GenerationRecord))
+_VALUES = operator.attrgetter(*_FIELDS)
+# Text that may be missing (a field that defaults to "") reads null when empty. `upstream_id` has always
+# read "" here, as on gRPC, and clients compare the two.
+_NULL_WHEN_EMPTY = frozenset(
+    field.name for field in fields(GenerationRecord) if field.default == "" and field.name != "upstream_id"
+)
+
 
 def record_json(record: GenerationRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "request_id": record.request_id,
-        "kind": record.kind.value,
-        "model": record.model,
-        "provider": record.provider,
-        "upstream_model": record.upstream_model,
-        "upstream_id": record.upstream_id,
-        "created_at": _iso(record.created_at),
-        "streamed": record.streamed,
-        "status": record.status.value,
-        "finish_reason": record.finish_reason or None,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "total_tokens": record.total_tokens,
-        "cached_tokens": record.cached_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "cost_usd": record.cost_usd,
-        "latency_ms": record.latency_ms,
-        "time_to_first_token_ms": record.time_to_first_token_ms,
-        "error_code": record.error_code or None,
-        "error_message": record.error_message or None,
-        "user": record.user or None,
-    }
+    """The record's fields as JSON: enums as their values, `created_at` in ISO 8601 (UTC)."""
+    out: dict[str, Any] = {}
+    for name, value in zip(_FIELDS, _VALUES(record), strict=True):
+        if isinstance(value, enum.Enum):
+            out[name] = value.value
+        elif name in _NULL_WHEN_EMPTY:
+            out[name] = value or None
+        else:
+            out[name] = value
+    out["created_at"] = _iso(record.created_at)
+    return out
 
 
 def openrouter_json(record: GenerationRecord) -> dict[str, Any]:
-    """OpenRouter's field names; `latency` is time to first token and `generation_time` the rest, in ms."""
+    """OpenRouter's shape, its field names (its list, not ours: a new record field shows in `record_json`);
+    `latency` is time to first token and `generation_time` the rest, in ms."""
     ttft = record.time_to_first_token_ms
     latency = record.latency_ms
     return {

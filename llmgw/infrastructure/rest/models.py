@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
-from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.infrastructure.model_json import model_json
 from llmgw.infrastructure.rest.keys import GATEWAY
-
-
-def model_json(model: ModelSpec) -> dict[str, Any]:
-    return {
-        "id": model.id,
-        "object": "model",
-        "created": model.created,
-        "owned_by": model.owned_by or model.provider,
-        "name": model.name,
-        "provider": model.provider,
-        "capabilities": [c.value for c in Capability if c in model.capabilities],
-    }
 
 
 async def list_models(request: web.Request) -> web.Response:
