@@ -15,7 +15,7 @@ from grpclib.events import SendMessage, listen
 
 from llmgw.infrastructure.grpc.convert import chat_completion_from_proto, chat_request_from_json
 from llmgw.infrastructure.grpc.messages import pb, v1
-from llmgw.infrastructure.grpc.wire import Encoded, EncodedAwareCodec
+from llmgw.infrastructure.grpc.upb_codec import Encoded, EncodedAwareCodec
 from tests.fakes import upstream_wire as wire
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import SECRETS, Running, running_gateway, settings_for

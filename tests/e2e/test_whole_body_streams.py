@@ -31,7 +31,9 @@ async def test_rest_a_whole_body_answer_reaches_the_sdk_as_a_well_formed_stream(
         chunks = [chunk async for chunk in stream]
 
     *answer, last = chunks
-    assert "".join(c.delta.content or "" for chunk in answer for c in chunk.choices) == wire.expected_content(3)
+    assert "".join(c.delta.content or "" for chunk in answer for c in chunk.choices) == wire.expected_content(
+        3
+    )
     assert [c.finish_reason for chunk in answer for c in chunk.choices if c.finish_reason] == ["stop"]
     assert answer[0].choices[0].delta.role == "assistant"
     assert last.choices == []
@@ -42,7 +44,9 @@ async def test_rest_a_whole_body_answer_reaches_the_sdk_as_a_well_formed_stream(
     assert (record.status.value, record.completion_tokens, record.finish_reason) == ("completed", 3, "stop")
 
 
-async def test_rest_whole_body_tool_calls_keep_their_indexes(gw: Running, fakes: dict[str, FakeUpstream]) -> None:
+async def test_rest_whole_body_tool_calls_keep_their_indexes(
+    gw: Running, fakes: dict[str, FakeUpstream]
+) -> None:
     fakes["local"].script(Script(whole_body_for_stream=True, tool_calls=2))
     async with rest_client(gw) as client:
         stream = await client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
@@ -69,7 +73,9 @@ async def test_rest_a_whole_body_error_is_the_clients_error_not_a_broken_stream(
     assert "Bad Gateway" in caught.value.message
 
 
-async def test_grpc_a_whole_body_answer_arrives_as_a_stream(gw: Running, fakes: dict[str, FakeUpstream]) -> None:
+async def test_grpc_a_whole_body_answer_arrives_as_a_stream(
+    gw: Running, fakes: dict[str, FakeUpstream]
+) -> None:
     fakes["local"].script(Script(whole_body_for_stream=True))
     request = v1.CreateChatCompletionRequest(
         model=MODEL,

@@ -40,7 +40,7 @@ from llmgw.infrastructure.grpc.convert import (
 )
 from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.struct_bytes import plain
-from llmgw.infrastructure.grpc.wire import EncodedAwareCodec, upb
+from llmgw.infrastructure.grpc.upb_codec import EncodedAwareCodec, upb
 from llmgw.infrastructure.model_json import model_json
 from llmgw.infrastructure.rest.generations import record_json
 

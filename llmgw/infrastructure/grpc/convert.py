@@ -31,7 +31,7 @@ from llmgw.infrastructure.grpc.convert_chat import (
 )
 from llmgw.infrastructure.grpc.json_fields import Reader, field, fits, merged, present
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
+from llmgw.infrastructure.grpc.upb_codec import Encoded, build, encode, upb
 from llmgw.infrastructure.model_json import model_json
 
 __all__ = [

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from llmgw.infrastructure.grpc.json_fields import Kind, Reader, field, merged, present
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.struct_bytes import plain
-from llmgw.infrastructure.grpc.wire import Encoded, build, encode, upb
+from llmgw.infrastructure.grpc.upb_codec import Encoded, build, encode, upb
 
 # Keyword fields of a message, built from OpenAI JSON (nested messages and Structs as dicts).
 Fields = dict[str, Any]

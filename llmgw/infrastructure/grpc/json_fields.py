@@ -1,7 +1,7 @@
 """Lossless reading of OpenAI JSON objects into proto fields, and the merge that undoes it.
 
 What a proto field cannot hold exactly stays in `Reader.rest` and travels in the nearest `extra` Struct;
-a null in a field the proto defines is that field unset. The way back reads upb messages (`wire.upb`):
+a null in a field the proto defines is that field unset. The way back reads upb messages (`upb_codec.upb`):
 unset `optional` and message fields are told by `HasField`. Struct fields are bytes in those messages,
 written and read by `struct_bytes`.
 """

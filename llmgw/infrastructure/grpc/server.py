@@ -16,7 +16,7 @@ from llmgw._proto.google_proto_descriptor_pool import default_google_proto_descr
 from llmgw.application.gateway import Gateway
 from llmgw.infrastructure.grpc.messages import v1 as _v1  # noqa: F401  (registers our descriptors)
 from llmgw.infrastructure.grpc.service import GatewayService
-from llmgw.infrastructure.grpc.wire import EncodedAwareCodec
+from llmgw.infrastructure.grpc.upb_codec import EncodedAwareCodec
 
 _GATEWAY_PROTO = "llmgateway/v1/gateway.proto"
 

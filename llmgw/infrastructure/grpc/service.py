@@ -23,12 +23,12 @@ from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import with_ids
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.grpc.wire import Encoded
+from llmgw.infrastructure.grpc.upb_codec import Encoded
 from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
-    """Requests arrive as upb messages (the server's codec decodes them, see `wire`), hence `Any` where a
+    """Requests arrive as upb messages (the server's codec decodes them, see `upb_codec`), hence `Any` where a
     handler reads more than an `id`. Answers are encoded through upb and returned as `Encoded` bytes, which
     the codec sends unchanged; the casts tell the generated base class's signatures so."""
 

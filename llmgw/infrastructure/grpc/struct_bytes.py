@@ -1,8 +1,8 @@
 """google.protobuf.Struct as bytes, written and read with its keys in order.
 
-upb (see `wire`) keeps a Struct's keys in a hash map, which iterates in hash order, while JSON Schemas, tool
+upb (see `upb_codec`) keeps a Struct's keys in a hash map, which iterates in hash order, while JSON Schemas, tool
 parameters and `extra` must reach the upstream in the order the client wrote them. So Struct fields travel
-as raw bytes in `wire`'s twin messages, and this module writes (`struct_bytes`) and reads (`plain`) them.
+as raw bytes in `upb_codec`'s twin messages, and this module writes (`struct_bytes`) and reads (`plain`) them.
 """
 
 from __future__ import annotations
