@@ -184,7 +184,8 @@ class _Connection(asyncio.Protocol):
             self._interim = True
             return
         response = self.response
-        assert response is not None and self.transport is not None
+        assert response is not None
+        assert self.transport is not None
         self._early = self.transport.get_write_buffer_size() > 0
         response.status = status
         response.headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in items}
@@ -196,7 +197,8 @@ class _Connection(asyncio.Protocol):
             ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        assert self.response is not None and self._decoder is not None
+        assert self.response is not None
+        assert self._decoder is not None
         self.response.feed(self._decoder.decode(body))  # a TransportError here ends the exchange
 
     def on_message_complete(self) -> None:
