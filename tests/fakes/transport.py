@@ -73,17 +73,18 @@ class MemoryResponse:
     def complete(self) -> bool:
         return not self._steps
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         if self.ended is not None:
             raise TransportError("the answer was already ended")
-        while self._steps:
-            step = self._steps.popleft()
-            if isinstance(step, TransportError):
-                raise step
-            if isinstance(step, float):
-                await asyncio.sleep(step)
-            elif step:
-                return step
+        async with asyncio.timeout_at(deadline):
+            while self._steps:
+                step = self._steps.popleft()
+                if isinstance(step, TransportError):
+                    raise step
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                elif step:
+                    return step
         return b""
 
     async def read_all(self) -> bytes:

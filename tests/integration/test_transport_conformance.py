@@ -358,6 +358,37 @@ async def test_a_chunked_body_with_trailers_arrives_whole_and_its_connection_is_
 
 
 @conformance
+async def test_a_read_deadline_lets_a_steady_stream_through_and_ends_a_silent_one(case: Case) -> None:
+    """A stream's idle timeout: each read's deadline is 0.15 s on; chunks 40 ms apart for longer than that
+    all arrive (the deadline moves with them), then silence fails the next read within its deadline."""
+
+    async def steady_then_silent(exchange: Exchange) -> None:
+        writer = exchange.writer
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            writer.write(b"2\r\nok\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.04)
+        await exchange.until_client_hangs_up()
+
+    server = await case.serve(steady_then_silent)
+    transport = case.transport(server)
+    response = await transport.post("/x", b"{}")
+    loop = asyncio.get_running_loop()
+    received = b""
+    while len(received) < 20:
+        received += await response.read(loop.time() + 0.15)
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await response.read(started + 0.15)
+    waited = loop.time() - started
+    response.close()
+
+    assert received == b"ok" * 10
+    assert 0.14 <= waited < 0.5
+
+
+@conformance
 async def test_a_body_delimited_by_the_close_of_the_connection_is_read_whole(case: Case) -> None:
     async def until_close(exchange: Exchange) -> None:
         exchange.writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of")

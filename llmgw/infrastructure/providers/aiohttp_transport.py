@@ -8,6 +8,7 @@ so both transports bound a compressed answer the same way.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ssl
 from urllib.parse import urlsplit
@@ -33,10 +34,11 @@ class _Answer:
         self._decoder = BodyDecoder(self.headers.get("content-encoding", ""), max_response_bytes)
         self._done = False
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         while not self._done:
             try:
-                data = await self._response.content.readany()
+                async with asyncio.timeout_at(deadline):
+                    data = await self._response.content.readany()
             except aiohttp.ClientError as exc:
                 raise TransportError(f"the connection broke ({exc})") from exc
             if not data:

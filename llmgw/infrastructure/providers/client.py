@@ -141,9 +141,10 @@ class OpenAICompatibleProvider:
             decoder = SSEDecoder(settings.max_response_bytes)
             wait = settings.first_token_timeout
             while True:
-                data = await self._within(
-                    response.read(), min(loop.time() + wait, deadline), "the stream went silent"
-                )
+                try:
+                    data = await response.read(min(loop.time() + wait, deadline))
+                except (TimeoutError, TransportError) as exc:
+                    raise self._failure(exc, "the stream went silent") from exc
                 wait = settings.idle_timeout
                 try:
                     payloads = decoder.feed(data) if data else decoder.close()
@@ -272,15 +273,18 @@ class OpenAICompatibleProvider:
         return body
 
     async def _within(self, step: Awaitable[T], deadline: float, timed_out: str) -> T:
-        """Await one step of an exchange by `deadline`: the one place where running out of time and a
-        broken transport become domain errors."""
+        """Await one step of an exchange by `deadline`."""
         try:
             async with asyncio.timeout_at(deadline):
                 return await step
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.name}: {timed_out}.") from exc
-        except TransportError as exc:
-            raise UpstreamUnavailable(f"{self.name}: {exc}.") from exc
+        except (TimeoutError, TransportError) as exc:
+            raise self._failure(exc, timed_out) from exc
+
+    def _failure(self, exc: TimeoutError | TransportError, timed_out: str) -> UpstreamError:
+        """The one place where running out of time and a broken transport become domain errors."""
+        if isinstance(exc, TimeoutError):
+            return UpstreamTimeout(f"{self.name}: {timed_out}.")
+        return UpstreamUnavailable(f"{self.name}: {exc}.")
 
     async def _finish(self, response: UpstreamResponse, deadline: float) -> None:
         """Read what follows [DONE] so the connection goes back to the pool instead of being closed."""

@@ -32,10 +32,12 @@ class Response:
     __slots__ = (
         "_chunks",
         "_connection",
+        "_deadline",
         "_done",
         "_error",
         "_paused",
         "_size",
+        "_timer",
         "_waiter",
         "headers",
         "status",
@@ -51,14 +53,19 @@ class Response:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         while not self._chunks:
             if self._error is not None:
                 raise self._error
             if self._done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            if deadline is not None:
+                self._watch(loop, deadline)
             try:
                 await self._waiter
             finally:
@@ -71,6 +78,26 @@ class Response:
             self._connection.resume()
         return data
 
+    def _watch(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """One timer per answer rather than per read: a stream's deadline moves later with every chunk, so
+        the timer set for an earlier one stays, and when it fires early it is set again for the latest."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._deadline_passed, loop)
+
+    def _deadline_passed(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next read sets a timer again
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._deadline, self._deadline_passed, loop)
+
     @property
     def complete(self) -> bool:
         return self._done
@@ -82,14 +109,21 @@ class Response:
         return b"".join(parts)
 
     def release(self) -> None:
+        self._stop_timer()
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.finish(reusable=self._done and self._error is None and not self._chunks)
 
     def close(self) -> None:
+        self._stop_timer()
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.finish(reusable=False)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # Called by the connection as the answer arrives.
 

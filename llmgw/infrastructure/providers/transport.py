@@ -2,8 +2,9 @@
 
 Two implementations sit behind it: `fast_transport` (an httptools pool; the default) and `aiohttp_transport`
 (aiohttp's client; proxies). Both decode `gzip`/`deflate` bodies with one `BodyDecoder`, bounded by the
-provider's `max_response_bytes`. Timeouts are the caller's: every wait can be cancelled, and an answer
-that was not read to its end is closed, so its connection is never reused.
+provider's `max_response_bytes`. Timeouts are the caller's (a read takes a deadline: streams read once per
+chunk); every wait can be cancelled, and an answer that was not read to its end is closed, so its
+connection is never reused.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class UpstreamResponse(Protocol):
         """Header names in lower case."""
         ...
 
-    async def read(self) -> bytes:
-        """The next bytes of the body, decoded; b"" once it is complete."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next bytes of the body, decoded; b"" once it is complete. `TimeoutError` when nothing
+        arrived by `deadline` (the event loop's clock): a stream's idle timeout, checked on every read,
+        which an implementation should make cheap (a real stream reads once per chunk)."""
         ...
 
     async def read_all(self) -> bytes:
