@@ -11,6 +11,7 @@ from typing import Any
 from grpclib.client import Channel
 
 from llmgw.application.gateway import Gateway
+from llmgw.application.ports import GenerationStore
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
@@ -141,9 +142,15 @@ class Running:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Running]:
-    """`llmgw serve` in this event loop: gRPC, REST and health around one gateway."""
-    async with build_gateway(settings) as gateway, serve_fronts(gateway, settings, "serve") as fronts:
+async def running_gateway(
+    settings: Settings, *, store: GenerationStore | None = None
+) -> AsyncIterator[Running]:
+    """`llmgw serve` in this event loop: gRPC, REST and health around one gateway; `store` replaces the
+    one `settings.storage` names (a fake, to see what is written)."""
+    async with (
+        build_gateway(settings, store=store) as gateway,
+        serve_fronts(gateway, settings, "serve") as fronts,
+    ):
         channel = Channel("127.0.0.1", fronts.ports["grpc"])
         try:
             yield Running(settings, gateway, fronts, channel)

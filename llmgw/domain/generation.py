@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -45,6 +46,16 @@ def new_generation_id() -> str:
     the 64 random bits (from the OS's CSPRNG, drawn in batches) keep ids unguessable.
     """
     return f"gen-{time.time_ns() // 1_000_000:012x}{_random_part()}"
+
+
+_MINTED = re.compile(r"gen-([0-9a-f]{12})[0-9a-f]{16}")
+
+
+def minted_at(generation_id: str) -> float | None:
+    """When `new_generation_id` minted this id, in Unix seconds (to the millisecond); None for a string
+    that is not one of its ids. The time is the id's own claim: anyone can write an id of that shape."""
+    match = _MINTED.fullmatch(generation_id)
+    return None if match is None else int(match.group(1), 16) / 1000
 
 
 @dataclass(frozen=True, slots=True)

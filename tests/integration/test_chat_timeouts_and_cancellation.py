@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 import aiohttp
 import pytest
 
-from llmgw.domain.generation import GenerationRecord, GenerationStatus
+from llmgw.domain.generation import GenerationStatus
 from tests.fakes import upstream_wire as wire
+from tests.fakes.ports import FakeStore
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import Running, running_gateway, settings_for
 
@@ -78,33 +79,17 @@ def chat(provider: str, **fields: Any) -> Json:
     return {"model": MODELS[provider], "messages": HI, **fields}
 
 
-class Records:
-    """Generation records as the gateway hands them to its recorder."""
-
-    def __init__(self) -> None:
-        self.seen: list[GenerationRecord] = []
-        self.arrived = asyncio.Event()
-
-    async def first(self) -> GenerationRecord:
-        """The first record, once the request's own unwinding has written it."""
-        await asyncio.wait_for(self.arrived.wait(), 1.0)
-        return self.seen[0]
+@pytest.fixture
+def store() -> FakeStore:
+    """The records as the gateway writes them: requests cancelled before their headers never tell us
+    their id."""
+    return FakeStore()
 
 
 @pytest.fixture
-def records(gw: Running, monkeypatch: pytest.MonkeyPatch) -> Records:
-    """A spy on the real recorder: requests cancelled before their headers never tell us their id."""
-    recorder = gw.gateway.recorder
-    spy = Records()
-    real_record = recorder.record
-
-    def record(record: GenerationRecord) -> None:
-        spy.seen.append(record)
-        spy.arrived.set()
-        real_record(record)
-
-    monkeypatch.setattr(recorder, "record", record)
-    return spy
+async def gw(fakes: dict[str, FakeUpstream], store: FakeStore) -> AsyncIterator[Running]:
+    async with running_gateway(settings_for(fakes), store=store) as running:
+        yield running
 
 
 async def upstream_disconnected(fake: FakeUpstream) -> None:
@@ -276,7 +261,7 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_upstream_and_the_reco
     gw: Running,
     fakes: dict[str, FakeUpstream],
     session: aiohttp.ClientSession,
-    records: Records,
+    store: FakeStore,
     caplog: pytest.LogCaptureFixture,
     provider: str,
 ) -> None:
@@ -290,7 +275,7 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_upstream_and_the_reco
 
     assert first.startswith(b"data: {")
     await upstream_disconnected(fakes[provider])
-    record = await records.first()
+    (record,) = await store.wait_for(1)
     assert record.id == generation_id
     assert (await gw.gateway.get_generation(generation_id)).status is GenerationStatus.CANCELLED
     assert record.streamed
@@ -301,7 +286,7 @@ async def test_a_client_that_gives_up_before_the_first_chunk_cancels_the_upstrea
     gw: Running,
     fakes: dict[str, FakeUpstream],
     session: aiohttp.ClientSession,
-    records: Records,
+    store: FakeStore,
 ) -> None:
     fakes["local"].script(Script(first_chunk_delay=5.0))
 
@@ -312,7 +297,7 @@ async def test_a_client_that_gives_up_before_the_first_chunk_cancels_the_upstrea
             timeout=aiohttp.ClientTimeout(total=0.3),
         )
     await upstream_disconnected(fakes["local"])
-    record = await records.first()
+    (record,) = await store.wait_for(1)
 
     assert record.status is GenerationStatus.CANCELLED
     assert (await gw.gateway.get_generation(record.id)).status is GenerationStatus.CANCELLED
@@ -323,7 +308,7 @@ async def test_a_client_that_gives_up_on_a_non_stream_request_cancels_the_upstre
     gw: Running,
     fakes: dict[str, FakeUpstream],
     session: aiohttp.ClientSession,
-    records: Records,
+    store: FakeStore,
     script: Script,
 ) -> None:
     fakes["local"].script(script)
@@ -335,7 +320,7 @@ async def test_a_client_that_gives_up_on_a_non_stream_request_cancels_the_upstre
             timeout=aiohttp.ClientTimeout(total=0.3),
         )
     await upstream_disconnected(fakes["local"])
-    record = await records.first()
+    (record,) = await store.wait_for(1)
 
     assert record.status is GenerationStatus.CANCELLED
     assert not record.streamed

@@ -1,5 +1,6 @@
 """The SQLite store's batch writer runs on the event loop thread, so it must never block the loop:
-not while another worker holds the write lock, and not for checkpoints."""
+not while another worker holds the write lock, and not for checkpoints. What it commits, another
+worker's store reads at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
-from llmgw.infrastructure.storage import sqlite
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
 
 RECORD = GenerationRecord(
@@ -60,11 +60,19 @@ async def test_a_batch_waits_for_another_workers_write_lock_without_blocking_the
     assert await store.get(RECORD.id) == RECORD
 
 
-async def test_a_batch_fails_once_the_lock_stays_taken_past_the_busy_timeout(
-    shared: tuple[SQLiteStore, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, other = shared
-    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 50)
+async def test_a_batch_fails_once_the_lock_stays_taken_past_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    store = SQLiteStore(f"sqlite:///{path}", busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await _fails_while_locked_then_works(store, other)
+    finally:
+        other.close()
+        await store.close()
+
+
+async def _fails_while_locked_then_works(store: SQLiteStore, other: sqlite3.Connection) -> None:
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         await store.put_many([RECORD])
@@ -73,12 +81,9 @@ async def test_a_batch_fails_once_the_lock_stays_taken_past_the_busy_timeout(
     assert await store.get(RECORD.id) == RECORD
 
 
-async def test_the_writer_checkpoints_the_wal_into_the_file_as_it_grows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sqlite, "_CHECKPOINT_ROWS", 100)
+async def test_the_writer_checkpoints_the_wal_into_the_file_as_it_grows(tmp_path: Path) -> None:
     path = tmp_path / "grow.db"
-    store = SQLiteStore(f"sqlite:///{path}")
+    store = SQLiteStore(f"sqlite:///{path}", checkpoint_rows=100)
     await store.open()
     try:
         size_before = path.stat().st_size
@@ -88,3 +93,24 @@ async def test_the_writer_checkpoints_the_wal_into_the_file_as_it_grows(
         assert path.stat().st_size > size_before  # the checkpoint copied the pages into the file
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("checkpoint_rows", [10_000, 1], ids=["in-the-wal", "checkpointed"])
+async def test_a_batch_one_worker_commits_is_read_at_once_by_another_workers_store(
+    tmp_path: Path, checkpoint_rows: int
+) -> None:
+    """What the recorder's lookups on other workers rely on: no snapshot or cache between commit and read."""
+    path = tmp_path / "workers.db"
+    writer = SQLiteStore(f"sqlite:///{path}", checkpoint_rows=checkpoint_rows)
+    reader = SQLiteStore(f"sqlite:///{path}")
+    await writer.open()
+    await reader.open()
+    try:
+        for n in range(3):
+            record = dataclasses.replace(RECORD, id=f"gen-{n:05d}")
+            assert await reader.get(record.id) is None
+            await writer.put_many([record])
+            assert await reader.get(record.id) == record
+    finally:
+        await writer.close()
+        await reader.close()

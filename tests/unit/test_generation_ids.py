@@ -1,4 +1,5 @@
-"""Generation ids: `gen-`, 12 hex digits of milliseconds, 16 random hex digits; unique, time-ordered."""
+"""Generation ids: `gen-`, 12 hex digits of milliseconds, 16 random hex digits; unique, time-ordered,
+and their minting time can be read back."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import re
 import threading
 import time
 
+import pytest
+
 from llmgw.domain import generation
-from llmgw.domain.generation import new_generation_id
+from llmgw.domain.generation import minted_at, new_generation_id
 
 ID = re.compile(r"gen-[0-9a-f]{12}[0-9a-f]{16}")
 
@@ -46,3 +49,49 @@ def test_threads_minting_at_once_never_share_an_id() -> None:
         thread.join()
     everything = [minted_id for into in minted for minted_id in into]
     assert len(set(everything)) == len(everything) == 8 * 3000
+
+
+def test_the_minting_time_is_read_back_from_an_id() -> None:
+    before = time.time()
+    minted = new_generation_id()
+    after = time.time()
+
+    when = minted_at(minted)
+
+    assert when is not None
+    assert before - 0.001 <= when <= after
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "gen-",
+        "gen-doesnotexist",
+        "chatcmpl-0190f0e8a1b20123456789abcdef",
+        "GEN-0190f0e8a1b20123456789abcdef",
+        "gen-0190F0E8A1B20123456789ABCDEF",
+        "gen-0190f0e8a1b20123456789abcde",
+        "gen-0190f0e8a1b20123456789abcdef4",
+        "xgen-0190f0e8a1b20123456789abcdef",
+        "gen-0190f0e8a1b20123456789abcdef\n",
+    ],
+    ids=[
+        "empty",
+        "prefix",
+        "words",
+        "other-prefix",
+        "upper-prefix",
+        "upper-hex",
+        "short",
+        "long",
+        "lead",
+        "tail",
+    ],
+)
+def test_a_string_that_is_not_a_minted_id_has_no_minting_time(text: str) -> None:
+    assert minted_at(text) is None
+
+
+def test_a_well_formed_id_carries_the_time_written_in_it() -> None:
+    assert minted_at("gen-0190f0e8a1b20123456789abcdef") == 0x0190F0E8A1B2 / 1000

@@ -1,16 +1,19 @@
-"""The generation recorder: records readable at once, written in batches, never lost silently or blocking."""
+"""The generation recorder: records readable at once, here and from other processes sharing the store;
+written within milliseconds, in batches; never lost silently or blocking."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from llmgw.application.recording import GenerationRecorder
-from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
+from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus, minted_at
 
 RECORDER_LOG = "llmgw.application.recording"
 
@@ -25,6 +28,9 @@ class FakeStore:
         self.fail = False
         self.fail_prune = False
         self.hang = False
+        self.write_delay = 0.0
+        self.writes_begun = 0
+        self.reads = 0
 
     async def open(self) -> None:
         pass
@@ -33,12 +39,16 @@ class FakeStore:
         pass
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        self.writes_begun += 1
         if self.fail:
             raise ConnectionError("store is down")
+        if self.write_delay:
+            await asyncio.sleep(self.write_delay)  # a store that awaits its server, as Postgres does
         self.batches.append([record.id for record in records])
         self.records.update((record.id, record) for record in records)
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
+        self.reads += 1
         if self.fail:
             raise ConnectionError("store is down")
         return self.records.get(generation_id)
@@ -86,6 +96,23 @@ async def eventually(condition: Callable[[], bool], within: float = 1.0) -> floa
 
 def stored(store: FakeStore, generation_id: str) -> Callable[[], bool]:
     return lambda: generation_id in store.records
+
+
+def minted(seconds_ago: float) -> str:
+    """A gateway id minted `seconds_ago` (negative: in the future), as `new_generation_id` writes them."""
+    generation_id = f"gen-{round((time.time() - seconds_ago) * 1000):012x}{secrets.token_hex(8)}"
+    assert minted_at(generation_id) is not None
+    return generation_id
+
+
+def written_elsewhere(store: FakeStore, record: GenerationRecord, after: float) -> asyncio.Task[None]:
+    """Another worker or replica writing `record` to the shared store `after` seconds from now."""
+
+    async def write() -> None:
+        await asyncio.sleep(after)
+        await store.put_many([record])
+
+    return asyncio.create_task(write())
 
 
 @pytest.fixture
@@ -348,6 +375,170 @@ async def test_the_writer_keeps_retrying_a_store_that_was_down(store: FakeStore)
         await recorder.stop()
 
     assert recorder.store_healthy is True
+
+
+async def test_a_record_is_written_within_milliseconds_by_default(store: FakeStore) -> None:
+    """Another process can only read it from the store: the writer does not sit on it."""
+    recorder = GenerationRecorder(store)
+    recorder.start()
+    try:
+        recorder.record(generation(1))
+        waited = await eventually(stored(store, "gen-0001"))
+    finally:
+        await recorder.stop()
+
+    assert waited < 0.1
+
+
+async def test_an_idle_writer_writes_at_once_then_at_most_once_per_flush_interval(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, batch_size=3, flush_interval=60.0)
+    recorder.start()
+    try:
+        recorder.record(generation(0))
+        assert await eventually(stored(store, "gen-0000")) < 0.1
+        recorder.record(generation(1))
+        await asyncio.sleep(0.1)
+        assert "gen-0001" not in store.records  # it waits for the interval...
+        recorder.record(generation(2))
+        recorder.record(generation(3))
+        await eventually(lambda: len(store.records) == 4)  # ...unless a batch fills
+    finally:
+        await recorder.stop()
+
+    assert store.batches == [["gen-0000"], ["gen-0001", "gen-0002", "gen-0003"]]
+
+
+async def test_under_steady_traffic_each_write_carries_what_gathered_since_the_last(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, flush_interval=0.05)
+    recorder.start()
+    started = time.monotonic()
+    try:
+        for n in range(50):
+            recorder.record(generation(n))
+            await asyncio.sleep(0.005)
+        await eventually(lambda: len(store.records) == 50)
+    finally:
+        elapsed = time.monotonic() - started
+        await recorder.stop()
+
+    assert store.batches[0] == ["gen-0000"]
+    assert [n for batch in store.batches for n in batch] == [f"gen-{n:04d}" for n in range(50)]
+    assert len(store.batches) <= elapsed / 0.05 + 2
+
+
+async def test_records_handed_over_during_a_write_gather_for_the_next_one(store: FakeStore) -> None:
+    store.write_delay = 0.1
+    recorder = GenerationRecorder(store, flush_interval=0.001)
+    recorder.start()
+    try:
+        recorder.record(generation(0))
+        await eventually(lambda: store.writes_begun == 1)
+        for n in range(1, 6):
+            recorder.record(generation(n))
+            await asyncio.sleep(0.002)
+        await eventually(lambda: len(store.records) == 6)
+    finally:
+        await recorder.stop()
+
+    assert store.batches == [["gen-0000"], [f"gen-{n:04d}" for n in range(1, 6)]]
+
+
+# Lookups of records another worker or replica is about to write
+
+
+async def test_a_lookup_waits_for_a_record_another_process_is_about_to_write(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store)
+    record = dataclasses.replace(generation(1), id=minted(0.01))
+    writer = written_elsewhere(store, record, after=0.05)
+
+    started = time.monotonic()
+    found = await recorder.get(record.id)
+    waited = time.monotonic() - started
+    await writer
+
+    assert found == record
+    assert 0.05 <= waited < 0.5
+
+
+async def test_a_long_request_that_just_ended_elsewhere_is_waited_for_too(store: FakeStore) -> None:
+    """Its id was minted when it started, ten minutes ago; it ended just now on another worker."""
+    recorder = GenerationRecorder(store)
+    record = dataclasses.replace(generation(1), id=minted(600))
+    writer = written_elsewhere(store, record, after=0.05)
+
+    found = await recorder.get(record.id)
+    await writer
+
+    assert found == record
+
+
+async def test_a_record_handed_over_here_while_a_lookup_waits_is_found(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store)
+    record = dataclasses.replace(generation(1), id=minted(0.01))
+    lookup = asyncio.create_task(recorder.get(record.id))
+    await asyncio.sleep(0.03)
+
+    recorder.record(record)
+
+    assert await asyncio.wait_for(lookup, 0.5) == record
+
+
+async def test_a_recent_id_that_never_appears_is_not_found_after_the_lookup_wait(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, lookup_wait=0.2)
+
+    started = time.monotonic()
+    found = await recorder.get(minted(0.01))
+    waited = time.monotonic() - started
+
+    assert found is None
+    assert 0.2 <= waited < 1.0
+    assert 3 <= store.reads <= 10  # it reads again at growing intervals, it does not spin on the store
+
+
+@pytest.mark.parametrize(
+    "generation_id",
+    [
+        "gen-doesnotexist",
+        "gen-0001",
+        "",
+        minted(0.01).upper().replace("GEN-", "gen-"),
+        minted(0.01) + "0",
+        minted(2 * 3600),  # older than any request lasts
+        minted(-86400),  # minted tomorrow: no clock is that far ahead
+    ],
+    ids=["malformed", "short", "empty", "uppercase", "long", "old", "future"],
+)
+async def test_an_id_no_request_in_flight_can_have_is_not_found_at_once(
+    store: FakeStore, generation_id: str
+) -> None:
+    recorder = GenerationRecorder(store, lookup_wait=5.0)
+
+    started = time.monotonic()
+    found = await recorder.get(generation_id)
+
+    assert found is None
+    assert time.monotonic() - started < 0.5
+    assert store.reads == 1
+
+
+async def test_a_request_longer_than_longest_request_is_not_waited_for(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, lookup_wait=5.0, longest_request=60.0)
+
+    started = time.monotonic()
+    assert await recorder.get(minted(120)) is None
+    assert time.monotonic() - started < 0.5
+    assert store.reads == 1
+
+
+async def test_a_store_failing_during_the_wait_fails_the_lookup(store: FakeStore) -> None:
+    """A lookup that cannot read the store says so; it does not answer "not found"."""
+    recorder = GenerationRecorder(store)
+    lookup = asyncio.create_task(recorder.get(minted(0.01)))
+    await asyncio.sleep(0.03)
+    store.fail = True
+
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(lookup, 0.5)
 
 
 async def test_ping_is_true_when_the_store_answers(store: FakeStore) -> None:

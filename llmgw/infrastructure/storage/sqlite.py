@@ -18,14 +18,14 @@ from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSI
 MEMORY = ":memory:"
 
 # Workers sharing the file take turns writing; one waits this long for the lock before failing.
-BUSY_TIMEOUT_MS = 5_000
+BUSY_TIMEOUT_S = 5.0
 _WAL_RETRY_S = 0.01
 # The batch writer, on the event loop thread, never waits on the lock inside SQLite: it tries, and
 # sleeps this long (asynchronously) between tries while another worker writes.
 _LOCK_RETRY_S = 0.005
 # Rows the batch writer appends to the WAL before a checkpoint moves them into the file (~4 MB of WAL,
 # SQLite's own default of 1000 pages).
-_CHECKPOINT_ROWS = 10_000
+CHECKPOINT_ROWS = 10_000
 
 # Migration n is MIGRATIONS[n - 1], a list of statements run in one transaction. Append only, never edit
 # a released one; add columns with defaults so a replica one version behind can still insert.
@@ -87,8 +87,12 @@ class SQLiteStore:
     lookups, pruning, checkpoints) goes through an aiosqlite connection and its thread.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout: float = BUSY_TIMEOUT_S, checkpoint_rows: int = CHECKPOINT_ROWS
+    ) -> None:
         self._path = database_path(url)
+        self._busy_timeout = busy_timeout
+        self._checkpoint_rows = checkpoint_rows
         self._db: aiosqlite.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._unchecked_rows = 0
@@ -99,7 +103,7 @@ class SQLiteStore:
         # No implicit transactions: every write below opens its own, so the lock is taken up front.
         db = await aiosqlite.connect(self._path, isolation_level=None)
         try:
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             if self._path != MEMORY:
                 await _enable_wal(db)
             # Under WAL, NORMAL can lose the last commits on power loss but never corrupts; records are
@@ -129,9 +133,9 @@ class SQLiteStore:
             async with _write_transaction(db):
                 await db.executemany(_INSERT, rows)
             return
-        await _append(self._writer, rows)
+        await _append(self._writer, rows, self._busy_timeout)
         self._unchecked_rows += len(rows)
-        if self._unchecked_rows >= _CHECKPOINT_ROWS:
+        if self._unchecked_rows >= self._checkpoint_rows:
             self._unchecked_rows = 0
             # PASSIVE: copies what no reader still needs, never waits for readers or writers.
             await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -170,9 +174,9 @@ def _open_writer(path: str) -> sqlite3.Connection:
     return writer
 
 
-async def _append(writer: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+async def _append(writer: sqlite3.Connection, rows: list[tuple[object, ...]], busy_timeout: float) -> None:
     """One transaction on the loop thread; while another worker holds the lock, retry asynchronously."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             writer.execute("BEGIN IMMEDIATE")
@@ -206,7 +210,7 @@ async def _enable_wal(db: aiosqlite.Connection) -> None:
     """Switch the file to WAL, retrying while another worker opening it at the same moment holds the lock."""
     # Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without waiting
     # out busy_timeout, when two connections try together; the mode persists, so this is a first-start race.
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
             async with db.execute("PRAGMA journal_mode = WAL") as cursor:
