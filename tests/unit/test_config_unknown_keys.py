@@ -117,3 +117,19 @@ def test_unknown_keys_come_with_the_error_when_there_are_problems_too(tmp_path: 
     assert [(w.key, w.source) for w in caught.value.warnings] == [
         ("llm.providers.dashscope.base_ur1", str(path))
     ]
+
+
+def test_other_tools_llmgw_variables_that_are_not_nested_are_neither_config_nor_warnings(
+    tmp_path: Path,
+) -> None:
+    """The client library reads LLMGW_API_KEY and the test suite LLMGW_TEST_POSTGRES_DSN: a variable that
+    names no config section and nests nothing is not a typo of ours."""
+    assert (
+        warnings_of(tmp_path, LLMGW_API_KEY="sk-llmgw-x", LLMGW_TEST_POSTGRES_DSN="postgresql://h/db") == []
+    )
+
+
+def test_a_nested_variable_under_an_unknown_section_still_warns(tmp_path: Path) -> None:
+    (warning,) = warnings_of(tmp_path, LLMGW_LOGG__LEVEL="debug")
+
+    assert warning.source == "env LLMGW_LOGG__LEVEL"

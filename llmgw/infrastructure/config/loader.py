@@ -21,7 +21,7 @@ from dynaconf.utils.parse_conf import DynaconfFormatError, DynaconfParseError, b
 
 from llmgw.infrastructure.config.settings import ConfigError, ConfigProblem, Settings
 from llmgw.infrastructure.config.show import effective_settings
-from llmgw.infrastructure.config.validation import MODELS_PATH, KeyPath, Origins, build_settings
+from llmgw.infrastructure.config.validation import MODELS_PATH, TOP_LEVEL, KeyPath, Origins, build_settings
 
 __all__ = ["ConfigError", "ConfigProblem", "effective_settings", "layer_files", "load_settings"]
 
@@ -136,7 +136,9 @@ def _read(config_dir: str, files: list[str], env: Mapping[str, str]) -> tuple[Ma
     # Sorted so that LLMGW_LOG='{...}' lands before the more specific LLMGW_LOG__LEVEL.
     for var in sorted(var for var in env if var.startswith(ENV_PREFIX)):
         key = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
-        if not all(key):
+        if not all(key) or (len(key) == 1 and key[0] not in TOP_LEVEL):
+            # Not nested and not a section: another tool's variable (LLMGW_API_KEY of the client,
+            # LLMGW_TEST_POSTGRES_DSN of the tests), not a typo in ours.
             continue
         try:
             dynaconf.set(var[len(ENV_PREFIX) :], boolean_fix(env[var]), loader_identifier=var, tomlfy=True)

@@ -243,12 +243,16 @@ _MODEL_FIELDS: dict[str, Parse] = {
 _PRICES = dict.fromkeys(("prompt", "completion", "cached_prompt"), non_negative_number)
 
 
+#: The config's top-level tables.
+TOP_LEVEL = frozenset({"llm", *_SECTIONS})
+
+
 def build_settings(
     data: Mapping[str, Any], origins: Origins, environ: Mapping[str, str], sources: tuple[str, ...]
 ) -> Settings:
     """Settings from the merged, lower-cased config; raise ConfigError naming every problem."""
     check = Checker(origins)
-    check.warn_unknown(data, (), {"llm", *_SECTIONS})
+    check.warn_unknown(data, (), TOP_LEVEL)
     llm = check.table(data, ("llm",))
     check.warn_unknown(llm, ("llm",), {"providers", "models"})
     providers = _providers(llm, check, environ)
