@@ -6,6 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 from grpclib import GRPCError, Status
+from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw.infrastructure.grpc.messages import v1
 from tests.fakes import upstream_wire as wire
@@ -13,7 +14,7 @@ from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import Running
 
 MODEL = "local/llama"
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 def rest_client(gw: Running) -> openai.AsyncOpenAI:
