@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import resource
 import shutil
@@ -74,7 +75,7 @@ def main() -> int:
         return 2
     settings = QUICK if args.quick else Settings()
     if args.duration:
-        settings = Settings(**{**settings.__dict__, "duration": args.duration})
+        settings = dataclasses.replace(settings, duration=args.duration)
     rounds = args.rounds or (1 if args.quick else ROUNDS)
     return uvloop.run(_run(args, settings, rounds))
 

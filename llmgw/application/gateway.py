@@ -57,16 +57,17 @@ class Readiness:
 
 
 class ChatStream:
-    """A streamed answer, chunk by chunk; its generation id is known before the first arrives."""
+    """A streamed answer: lists of the chunks that arrived together (see `Provider.stream`); its generation
+    id is known before the first arrives."""
 
-    def __init__(self, generation_id: str, chunks: AsyncGenerator[JSONObject, None]) -> None:
+    def __init__(self, generation_id: str, chunks: AsyncGenerator[list[JSONObject], None]) -> None:
         self.generation_id = generation_id
         self._chunks = chunks
 
-    def __aiter__(self) -> AsyncIterator[JSONObject]:
+    def __aiter__(self) -> AsyncIterator[list[JSONObject]]:
         return self._chunks
 
-    async def __anext__(self) -> JSONObject:
+    async def __anext__(self) -> list[JSONObject]:
         return await self._chunks.__anext__()
 
     async def aclose(self) -> None:
@@ -204,20 +205,22 @@ class Gateway:
 
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
-    ) -> AsyncGenerator[JSONObject, None]:
+    ) -> AsyncGenerator[list[JSONObject], None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
         upstream = route.provider.stream(route.model, request)
         with self._recorded(tracker, GenerationKind.CHAT):
             try:
-                async for chunk in upstream:
-                    if tracker.first_token is None:
+                async for chunks in upstream:
+                    if tracker.first_token is None and chunks:
                         tracker.first_token = time.perf_counter()
-                        tracker.upstream_id = str(chunk.get("id") or "")
-                    if _forward(chunk, tracker, include_usage):
+                        tracker.upstream_id = str(chunks[0].get("id") or "")
+                    forwarded = [chunk for chunk in chunks if _forward(chunk, tracker, include_usage)]
+                    for chunk in forwarded:
                         chunk["id"] = gen_id
                         chunk["model"] = model_id
-                        yield chunk
+                    if forwarded:
+                        yield forwarded
             finally:
                 await _aclose(upstream)
 
@@ -321,7 +324,7 @@ def _has_images(request: ChatRequest) -> bool:
     return False
 
 
-async def _aclose(iterator: AsyncIterator[JSONObject]) -> None:
+async def _aclose(iterator: AsyncIterator[list[JSONObject]]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()

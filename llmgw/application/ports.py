@@ -29,9 +29,11 @@ class Provider(Protocol):
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         """Stream chat chunks (OpenAI JSON objects, the usage chunk included) until the upstream's stream
-        ends; closes the upstream on exit."""
+        ends, in the groups they arrived in: one chunk per item from an upstream that writes each
+        alone, several where its writes arrived together (as they do under load), which a front can
+        then send in one write. Closes the upstream on exit."""
         ...
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...

@@ -217,7 +217,7 @@ class FakeProvider:
                 upstream_id=result.upstream_id,
             )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         call = self._call("stream", model, request)
         script = self._streams.popleft() if self._streams else StreamScript(text_stream("Hello", "!"))
         with _Ending(call):
@@ -229,7 +229,7 @@ class FakeProvider:
                 if script.pause:
                     await asyncio.sleep(script.pause)
                 call.sent += 1
-                yield copy.deepcopy(scripted)  # a fresh object per chunk, as a decoder makes
+                yield [copy.deepcopy(scripted)]  # each chunk its own read; a fresh object, as a decoder makes
             if script.error is not None and script.error_after in (None, len(script.chunks)):
                 raise script.error
             if script.hang_after == len(script.chunks):

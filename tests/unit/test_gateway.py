@@ -101,7 +101,13 @@ def chat(model: str = PRICED, *, stream: bool = False, **fields: Any) -> ChatReq
 
 
 async def drain(stream: ChatStream) -> list[JSONObject]:
-    return [part async for part in stream]
+    return [part async for group in stream for part in group]
+
+
+async def next_chunk(stream: ChatStream) -> JSONObject:
+    """The next chunk: the fake provider hands each over alone, as an upstream writing one per write."""
+    (chunk,) = await anext(stream)
+    return chunk
 
 
 async def no_records(gateway: Gateway, store: FakeStore) -> bool:
@@ -470,7 +476,7 @@ async def test_an_upstream_error_before_the_first_chunk_is_raised_by_the_first_r
     stream = gateway.stream_chat_completion(chat(stream=True), ctx())
 
     with pytest.raises(UpstreamRateLimited) as raised:
-        await anext(stream)
+        await next_chunk(stream)
 
     assert raised.value.generation_id == stream.generation_id
     record = await gateway.get_generation(stream.generation_id)
@@ -493,8 +499,8 @@ async def test_an_upstream_error_mid_stream_is_recorded_with_the_tokens_seen_so_
     seen: list[JSONObject] = []
 
     async def consume() -> None:
-        async for part in stream:
-            seen.append(part)
+        async for group in stream:
+            seen.extend(group)
 
     with pytest.raises(UpstreamUnavailable) as raised:
         await consume()
@@ -521,7 +527,7 @@ async def test_a_consumer_that_closes_a_stream_early_closes_the_upstream_and_is_
     provider.will_stream(StreamScript(text_stream(*"abcdefgh", usage=usage_json(5, 8))))
     stream = gateway.stream_chat_completion(chat(stream=True), ctx())
 
-    seen = [await anext(stream) for _ in range(4)]  # role, "a", "b", "c"
+    seen = [await next_chunk(stream) for _ in range(4)]  # role, "a", "b", "c"
     await stream.aclose()
 
     assert [c["choices"][0]["delta"]["content"] for c in seen] == ["", "a", "b", "c"]
@@ -541,8 +547,8 @@ async def test_a_task_cancelled_mid_stream_closes_the_upstream_and_is_recorded_c
     seen: list[JSONObject] = []
 
     async def consume() -> None:
-        async for part in stream:
-            seen.append(part)
+        async for group in stream:
+            seen.extend(group)
 
     task = asyncio.create_task(consume())
     call = await provider.hanging()
@@ -597,7 +603,7 @@ async def test_deltas_with_content_reasoning_or_tool_calls_count_one_token_each(
     provider.will_stream(StreamScript(chunks, hang_after=len(chunks)))
     stream = gateway.stream_chat_completion(chat(stream=True), ctx())
 
-    assert len([await anext(stream) for _ in chunks]) == len(chunks)
+    assert len([await next_chunk(stream) for _ in chunks]) == len(chunks)
     await stream.aclose()
 
     record = await gateway.get_generation(stream.generation_id)
@@ -614,8 +620,8 @@ async def test_openrouter_reasoning_deltas_count_as_tokens_seen(
     provider.will_stream(StreamScript(chunks, hang_after=2))
     stream = gateway.stream_chat_completion(chat(stream=True), ctx())
 
-    await anext(stream)
-    await anext(stream)
+    await next_chunk(stream)
+    await next_chunk(stream)
     await stream.aclose()
 
     record = await gateway.get_generation(stream.generation_id)

@@ -90,10 +90,10 @@ async def complete(transport: MemoryTransport, **overrides: Any) -> JSONObject:
 
 
 async def stream(transport: MemoryTransport | AiohttpTransport, **overrides: Any) -> list[JSONObject]:
-    chunks: AsyncIterator[JSONObject] = provider(transport, **overrides).stream(
+    groups: AsyncIterator[list[JSONObject]] = provider(transport, **overrides).stream(
         MODEL, ChatRequest("up/gpt", QUESTION, stream=True)
     )
-    return [item async for item in chunks]
+    return [chunk async for group in groups for chunk in group]
 
 
 def openai_error(message: str, code: str | None = None) -> JSONObject:
@@ -140,6 +140,21 @@ async def test_events_split_anywhere_between_reads_are_put_back_together() -> No
     transport = MemoryTransport(Answer(200, {"content-type": "text/event-stream"}, pieces))
 
     assert [c["choices"][0]["delta"]["content"] for c in await stream(transport)] == ["a", "b"]
+
+
+async def test_chunks_that_arrive_together_are_handed_over_together_and_apart_when_apart() -> None:
+    """Under load an upstream's writes reach us several in one read; a front can then send them at once."""
+
+    def events(*texts: str) -> bytes:
+        return b"".join(b"data: " + orjson.dumps(chunk(text)) + b"\n\n" for text in texts)
+
+    pieces: list[bytes | float | TransportError] = [events("a", "b"), 0.01, events("c"), b"data: [DONE]\n\n"]
+    transport = MemoryTransport(Answer(200, {"content-type": "text/event-stream"}, pieces))
+    groups = provider(transport).stream(MODEL, ChatRequest("up/gpt", QUESTION, stream=True))
+
+    texts = [[c["choices"][0]["delta"]["content"] for c in group] async for group in groups]
+
+    assert texts == [["a", "b"], ["c"]]
 
 
 async def test_a_stream_answered_with_one_json_completion_becomes_well_formed_chunks() -> None:

@@ -35,7 +35,7 @@ class FakeProvider:
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
         raise AssertionError("routing must not call the provider")
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         raise AssertionError("routing must not call the provider")
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:

@@ -60,8 +60,9 @@ class GatewayService(v1.LlmGatewayServiceBase):
             stream = self._gateway.stream_chat_completion(request, _context())
             current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
+                async for chunks in stream:
+                    for chunk in chunks:
+                        yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
 
     async def create_embeddings(self, message: Any) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():

@@ -126,7 +126,7 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[JSONObject]:
+    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
@@ -135,8 +135,7 @@ class OpenAICompatibleProvider:
         response = await self._within(self._transport.post(_CHAT_PATH, body), first_byte, _NO_ANSWER)
         try:
             if response.status >= 400 or _is_json(response):
-                for chunk in await self._whole_answer_as_chunks(response, deadline):
-                    yield chunk
+                yield await self._whole_answer_as_chunks(response, deadline)
                 return
             decoder = SSEDecoder(settings.max_response_bytes)
             wait = settings.first_token_timeout
@@ -150,11 +149,21 @@ class OpenAICompatibleProvider:
                     payloads = decoder.feed(data) if data else decoder.close()
                 except SSELineTooLong as exc:
                     raise UpstreamUnavailable(f"{self.name}: {exc}.") from exc
-                for payload in payloads:
-                    if payload == DONE:
-                        await self._finish(response, loop.time() + settings.idle_timeout)
-                        return
-                    yield self._chunk(payload)
+                chunks: list[JSONObject] = []
+                try:
+                    for payload in payloads:
+                        if payload == DONE:
+                            if chunks:
+                                yield chunks
+                            await self._finish(response, loop.time() + settings.idle_timeout)
+                            return
+                        chunks.append(self._chunk(payload))
+                except UpstreamError:
+                    if chunks:
+                        yield chunks  # what arrived before the error reaches the client first
+                    raise
+                if chunks:
+                    yield chunks
                 if not data:
                     raise UpstreamUnavailable(f"{self.name}: the stream ended before [DONE].")
         finally:
