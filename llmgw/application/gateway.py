@@ -288,13 +288,10 @@ class Gateway:
         )
 
 
-# Delta fields that carry generated tokens: `reasoning_content` (DashScope, DeepSeek), `reasoning`
-# (OpenRouter, vLLM, Ollama), `refusal` (OpenAI).
-_TEXT_DELTAS = ("content", "reasoning_content", "reasoning", "refusal", "tool_calls")
-
-
 def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
-    """Note the chunk's usage and finish reason; False for the usage chunk the client did not ask for."""
+    """Note the chunk's usage and finish reason, and count the deltas that carry generated tokens
+    (`reasoning_content`: DashScope, DeepSeek; `reasoning`: OpenRouter, vLLM, Ollama; `refusal`: OpenAI);
+    False for the usage chunk the client did not ask for. Runs for every chunk of every stream."""
     usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
     if usage:
         tracker.usage = Usage.from_openai(usage)
@@ -305,7 +302,13 @@ def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
             if reason:
                 tracker.finish_reason = reason
             delta = choice.get("delta")
-            if delta and any(delta.get(name) for name in _TEXT_DELTAS):
+            if delta and (
+                delta.get("content")
+                or delta.get("reasoning_content")
+                or delta.get("reasoning")
+                or delta.get("tool_calls")
+                or delta.get("refusal")
+            ):
                 tracker.deltas += 1
         return True
     return include_usage or not usage

@@ -37,6 +37,10 @@ class SSEDecoder:
         self._after_cr = False  # the last piece ended with CR: an LF first in the next one ends nothing
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if not (self._partial or self._data or self._after_cr) and chunk.endswith(b"\n\n"):
+            whole = self._whole_events(chunk)
+            if whole is not None:
+                return whole
         if self._after_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         if b"\r" in chunk:
@@ -59,6 +63,21 @@ class SSEDecoder:
             self._partial_size += len(tail)
             if self._partial_size > self._max_line:
                 raise SSELineTooLong(f"a line of the stream is longer than {self._max_line} bytes")
+        return events
+
+    def _whole_events(self, chunk: bytes) -> list[bytes] | None:
+        """What OpenAI-compatible servers send, whole events of one `data: ` line (or one comment line)
+        each, read without going line by line; None for anything else."""
+        if b"\r" in chunk:
+            return None
+        events = []
+        for part in chunk[:-2].split(b"\n\n"):
+            if not part or b"\n" in part or len(part) > self._max_line:
+                return None
+            if part.startswith(b"data: "):
+                events.append(part[6:])
+            elif not part.startswith(b":"):
+                return None
         return events
 
     def close(self) -> list[bytes]:

@@ -185,3 +185,16 @@ def test_one_huge_event_arriving_in_small_pieces_costs_about_what_it_costs_in_on
     assert len(out) == 1
     assert len(out[0]) == len(event) - 8
     assert pieced < 10 * whole + 0.5, f"{pieced:.2f} s in pieces against {whole:.2f} s whole"
+
+
+def test_events_with_other_fields_or_multi_line_data_in_one_feed_are_read_in_full() -> None:
+    """Whole events of one data line each are read quickly; anything else in a feed is read line by line,
+    so an `event:` field, a `data:` without its space or several data lines lose nothing."""
+    feed = b'data: {"a":1}\n\nevent: message\ndata: {"b":2}\n\ndata:{"c":3}\n\ndata: x\ndata: y\n\n: note\n\n'
+
+    assert SSEDecoder(LIMIT).feed(feed) == [b'{"a":1}', b'{"b":2}', b'{"c":3}', b"x\ny"]
+
+
+def test_a_long_event_among_short_ones_is_still_refused() -> None:
+    with pytest.raises(SSELineTooLong):
+        SSEDecoder(100).feed(b"data: a\n\ndata: " + b"z" * 200 + b"\n\n")

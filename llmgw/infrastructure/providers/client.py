@@ -254,16 +254,22 @@ class OpenAICompatibleProvider:
     async def _post(self, path: str, payload: JSONObject) -> bytes:
         """The answer's body, once its status says it is not an error; one deadline for the exchange."""
         deadline = asyncio.get_running_loop().time() + self._settings.timeout
-        response = await self._within(self._transport.post(path, _json_body(payload)), deadline, _NO_ANSWER)
+        status, headers, raw = await self._within(
+            self._exchange(path, _json_body(payload)), deadline, _NO_ANSWER
+        )
+        if status >= 400:
+            raise error_from_status(status, raw, headers, provider=self.name, secret=self._settings.api_key)
+        return raw
+
+    async def _exchange(self, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        response = await self._transport.post(path, body)
         try:
-            raw = await self._within(response.read_all(), deadline, _NO_ANSWER)
+            raw = await response.read_all()
         except BaseException:
             response.close()  # a half-read answer (or a client that left) must not go back to the pool
             raise
         response.release()
-        if response.status >= 400:
-            raise self._status_error(response, raw)
-        return raw
+        return response.status, response.headers, raw
 
     def _status_error(self, response: UpstreamResponse, raw: bytes) -> UpstreamError:
         return error_from_status(
