@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmgw.infrastructure.providers.transport import TransportError
+from llmgw.infrastructure.providers.transport import ReadsToTheEnd, TransportError
 
 Step = bytes | float | TransportError
 
@@ -59,7 +59,7 @@ class Posted:
         return orjson.loads(self.body)
 
 
-class MemoryResponse:
+class MemoryResponse(ReadsToTheEnd):
     """An `UpstreamResponse` that plays an `Answer`'s body and remembers how the caller ended it."""
 
     def __init__(self, answer: Answer) -> None:
@@ -86,12 +86,6 @@ class MemoryResponse:
                 elif step:
                     return step
         return b""
-
-    async def read_all(self) -> bytes:
-        parts = []
-        while data := await self.read():
-            parts.append(data)
-        return b"".join(parts)
 
     def release(self) -> None:
         if self.ended is None:

@@ -11,20 +11,9 @@ from llmgw.domain.catalog import Capability, Pricing
 from llmgw.infrastructure.config.loader import effective_settings, load_settings
 from llmgw.infrastructure.config.settings import ListenAddress, LogFormat, ProviderKind, Settings
 from llmgw.infrastructure.config.validation import parse_duration
+from tests.config_files import PROVIDER, write
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-PROVIDER = """
-[llm.providers.dashscope]
-base_url = "https://dashscope.example/v1"
-"""
-
-
-def write(root: Path, name: str, text: str) -> Path:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def load(root: Path, command: str = "serve", mode: str | None = None, **environ: str) -> Settings:

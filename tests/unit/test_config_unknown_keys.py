@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmgw.infrastructure.config.loader import ConfigError, ConfigProblem, load_settings
-
-PROVIDER = """
-[llm.providers.dashscope]
-base_url = "https://dashscope.example/v1"
-"""
-
-
-def write(root: Path, name: str, text: str) -> Path:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+from tests.config_files import PROVIDER, write
 
 
 def warnings_of(root: Path, mode: str | None = None, **environ: str) -> list[ConfigProblem]:

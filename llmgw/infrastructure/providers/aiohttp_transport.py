@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from llmgw.infrastructure.providers.transport import BodyDecoder, TransportError
+from llmgw.infrastructure.providers.transport import BodyDecoder, ReadsToTheEnd, TransportError
 
 _USER_AGENT = "llmgw"
 # aiohttp warns that writing a larger `bytes` body in one go may block the loop; it sends a BytesIO in pieces.
 _LARGE_BODY = 1 << 20
 
 
-class _Answer:
+class _Answer(ReadsToTheEnd):
     """aiohttp's response behind the `UpstreamResponse` port."""
 
     __slots__ = ("_decoder", "_done", "_response", "headers", "status")
@@ -48,12 +48,6 @@ class _Answer:
             if decoded:
                 return decoded
         return b""
-
-    async def read_all(self) -> bytes:
-        parts = []
-        while data := await self.read():
-            parts.append(data)
-        return b"".join(parts)
 
     def release(self) -> None:
         if self._done:

@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from llmgw.infrastructure.providers.transport import BodyDecoder, TransportError
+from llmgw.infrastructure.providers.transport import BodyDecoder, ReadsToTheEnd, TransportError
 
 # Bytes buffered from one answer before the socket stops being read until the caller catches up.
 _HIGH_WATER = 1 << 18
 _USER_AGENT = "llmgw"
 
 
-class Response:
+class Response(ReadsToTheEnd):
     """An answer's status, headers (names lower-case) and body, read as it arrives."""
 
     __slots__ = (
@@ -101,12 +101,6 @@ class Response:
     @property
     def complete(self) -> bool:
         return self._done
-
-    async def read_all(self) -> bytes:
-        parts = []
-        while data := await self.read():
-            parts.append(data)
-        return b"".join(parts)
 
     def release(self) -> None:
         self._stop_timer()

@@ -55,6 +55,21 @@ class UpstreamResponse(Protocol):
         ...
 
 
+class ReadsToTheEnd:
+    """`read_all` for an answer class that has `read`."""
+
+    __slots__ = ()
+
+    async def read(self, deadline: float | None = None) -> bytes:
+        raise NotImplementedError
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while data := await self.read():
+            parts.append(data)
+        return b"".join(parts)
+
+
 class Transport(Protocol):
     """One provider's connections to its `base_url`, with its fixed headers (key, content type)."""
 
