@@ -159,7 +159,8 @@ async def test_default_config_with_only_base_url_changed_streams_through_rest_an
     tmp_path: Path, grpcio_stubs: GrpcioStubs
 ) -> None:
     async with FakeUpstream("dashscope") as fake:
-        env = {"LLMGW_LLM__PROVIDERS__DASHSCOPE__BASE_URL": fake.base_url}
+        # DashScope refuses every call without a key, and so does the gateway on its behalf.
+        env = {"LLMGW_LLM__PROVIDERS__DASHSCOPE__BASE_URL": fake.base_url, "DASHSCOPE_API_KEY": "sk-test"}
         async with llmgw_serve(tmp_path, env) as process:
             async with openai.AsyncOpenAI(
                 base_url=f"{process.rest_url}/v1", api_key="x", max_retries=0

@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aioresponses import aioresponses
 
 from llmgw.domain.catalog import Capability, ModelSpec
-from llmgw.domain.chat import ChatRequest, JSONObject
+from llmgw.domain.chat import ChatRequest, EmbeddingsRequest, JSONObject
 from llmgw.domain.errors import (
     UpstreamError,
     UpstreamRateLimited,
@@ -417,3 +417,36 @@ async def test_the_aiohttp_transport_maps_an_upstream_error_status(
             await client.close()
     assert caught.value.status == status
     assert getattr(caught.value, "retry_after", None) == retry_after
+
+
+@pytest.mark.parametrize("kind", [ProviderKind.DASHSCOPE, ProviderKind.OPENROUTER])
+@pytest.mark.parametrize("call", ["complete", "stream", "embed"])
+async def test_a_provider_of_a_kind_that_needs_a_key_and_has_none_answers_at_once_naming_what_to_set(
+    kind: ProviderKind, call: str
+) -> None:
+    transport = MemoryTransport(Answer.json(COMPLETION))
+    keyless = provider(transport, name="my-cloud", kind=kind, api_key="")
+
+    async def use() -> None:
+        if call == "complete":
+            await keyless.complete(MODEL, ChatRequest("up/gpt", QUESTION))
+        elif call == "stream":
+            _ = [group async for group in keyless.stream(MODEL, ChatRequest("up/gpt", QUESTION, stream=True))]
+        else:
+            await keyless.embed(MODEL, EmbeddingsRequest("up/embed", {"model": "up/embed", "input": "x"}))
+
+    with pytest.raises(UpstreamUnavailable) as raised:
+        await use()
+
+    assert raised.value.code == "missing_credentials"
+    assert "MY_CLOUD_API_KEY" in raised.value.message
+    assert "llm.providers.my-cloud.api_key" in raised.value.message
+    assert transport.posted == []
+
+
+async def test_an_openai_kind_provider_without_a_key_still_calls_its_upstream() -> None:
+    """Local OpenAI-compatible servers (vLLM, Ollama) need no key."""
+    transport = MemoryTransport(Answer.json(COMPLETION))
+
+    assert (await complete(transport, api_key=""))["id"] == "chatcmpl-1"
+    assert len(transport.posted) == 1

@@ -31,6 +31,7 @@ from llmgw.domain.errors import (
 )
 from llmgw.domain.usage import Usage
 from llmgw.infrastructure.config.settings import ProviderKind, ProviderSettings, TransportKind
+from llmgw.infrastructure.config.validation import api_key_env_var
 from llmgw.infrastructure.json_text import field_span
 from llmgw.infrastructure.providers.aiohttp_transport import AiohttpTransport
 from llmgw.infrastructure.providers.completion_chunks import completion_as_chunks
@@ -50,6 +51,8 @@ _QUIRKS: Mapping[ProviderKind, OpenAIQuirks] = {
     ProviderKind.DASHSCOPE: DashScopeQuirks(),
     ProviderKind.OPENROUTER: OpenAIQuirks(),
 }
+# Kinds whose upstream refuses every call without a key (an `openai` kind may be a local server that needs none).
+_KEYED_KINDS = frozenset({ProviderKind.DASHSCOPE, ProviderKind.OPENROUTER})
 # Parallel sub-requests when an embeddings batch is split for an upstream's input limit.
 _EMBEDDING_PARALLELISM = 4
 # Below each provider's base_url.
@@ -115,6 +118,7 @@ class OpenAICompatibleProvider:
         await self._transport.close()
 
     async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+        self._require_key()
         body = await self._post_json(_CHAT_PATH, self._quirks.chat_body(model, request, stream=False))
         choices = body.get("choices")
         first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
@@ -127,6 +131,7 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+        self._require_key()
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.timeout
@@ -180,6 +185,7 @@ class OpenAICompatibleProvider:
         return completion_as_chunks(answer)
 
     async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
+        self._require_key()
         quirks = self._quirks
         body = quirks.embeddings_body(model, request)
         inputs = body.get("input")
@@ -234,6 +240,16 @@ class OpenAICompatibleProvider:
         merged["data"] = data
         merged["usage"] = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}
         return merged
+
+    def _require_key(self) -> None:
+        """A provider of a kind that needs a key and has none answers at once, naming what to set,
+        instead of sending a request the upstream can only refuse."""
+        if not self._settings.api_key and self._settings.kind in _KEYED_KINDS:
+            raise UpstreamUnavailable(
+                f"{self.name}: no API key is configured; set {api_key_env_var(self.name)} "
+                f"or llm.providers.{self.name}.api_key.",
+                code="missing_credentials",
+            )
 
     def _chunk(self, payload: bytes) -> JSONObject:
         try:
