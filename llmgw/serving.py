@@ -19,6 +19,7 @@ from llmgw.application.gateway import Gateway
 from llmgw.bootstrap import build_gateway
 from llmgw.infrastructure.config.settings import ListenAddress, Settings
 from llmgw.infrastructure.grpc.server import create_server
+from llmgw.infrastructure.logs import quiet_malformed_requests
 from llmgw.infrastructure.rest.app import create_app
 from llmgw.infrastructure.rest.health import create_health_app
 
@@ -114,6 +115,8 @@ async def serve_fronts(
         running.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
         if "grpc" in listeners:
             running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"], settings))
+        if "http" in listeners or "health" in listeners:
+            stack.enter_context(quiet_malformed_requests())
         if "http" in listeners:
             running.rest_app = create_app(gateway, max_body_bytes=settings.http.max_body_bytes)
             await stack.enter_async_context(_site(running.rest_app, listeners["http"], settings))

@@ -9,7 +9,10 @@ writes' fixed costs stay bounded whatever the request rate: at most 100 transact
 only past `batch_size` records per 10 ms), each ~50 µs of CPU on SQLite plus the writer's wake-up.
 While a write is in flight (Postgres awaits the server) the next batch gathers. `stop()` writes
 whatever waits. A store that is down does not fail requests: records wait in the buffer, and when the
-buffer is full new ones are dropped, counted and logged.
+buffer is full new ones are dropped and counted. The first drop is logged at once, then at most one
+summary line every `drop_log_interval` (10 s) says how many were dropped since the last line: an outage
+that drops 28,000 records writes a handful of lines, not one each. `record()` checks the clock only when
+it drops; the writer, which wakes for the summary when it is due, writes the last one after drops stop.
 
 Lookups read this process's waiting records, then the store. A record handed over by another worker or
 replica reaches the store only after that write, so a lookup that misses, for an id that may belong to
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from itertools import islice
 
 from llmgw.application.ports import GenerationStore
@@ -65,6 +69,8 @@ class GenerationRecorder:
         retry_delay: float = 1.0,
         lookup_wait: float = 2.0,
         longest_request: float = 3600.0,
+        drop_log_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._max_pending = max_pending
@@ -83,6 +89,10 @@ class GenerationRecorder:
         self._last_prune = 0.0
         self.dropped = 0
         self.store_healthy = True
+        self._drop_log_interval = drop_log_interval
+        self._clock = clock  # for the drop log's pace only
+        self._dropped_logged = 0  # `dropped` when the last drop line was written
+        self._drop_logged_at = float("-inf")  # and when, on `clock`
 
     @property
     def pending(self) -> int:
@@ -92,17 +102,45 @@ class GenerationRecorder:
         pending = self._pending
         if len(pending) >= self._max_pending:
             self.dropped += 1
-            log.error(
-                "generation buffer full (%d records waiting); dropped record %s (%d dropped so far)",
-                len(pending),
-                record.id,
-                self.dropped,
-            )
+            self._log_drops(due_only=True)
             return
         pending[record.id] = record
         self._waiting.set()
         if len(pending) >= self._batch_size:
             self._full.set()
+
+    def _log_drops(self, *, due_only: bool) -> None:
+        """Log the drops not logged yet: with `due_only`, only once `drop_log_interval` has passed
+        since the last line."""
+        unlogged = self.dropped - self._dropped_logged
+        if not unlogged:
+            return
+        now = self._clock()
+        since = now - self._drop_logged_at
+        if due_only and since < self._drop_log_interval:
+            return
+        if since >= self._drop_log_interval and unlogged == 1:
+            log.error(
+                "generation buffer full (%d records waiting): dropping new generation records "
+                "(%d dropped in total); further drops are summed up every %.0f s",
+                len(self._pending),
+                self.dropped,
+                self._drop_log_interval,
+            )
+        else:
+            log.error(
+                "generation buffer full: %d generation records dropped in the last %.1f s (%d in total)",
+                unlogged,
+                since,
+                self.dropped,
+            )
+        self._dropped_logged = self.dropped
+        self._drop_logged_at = now
+
+    def _until_drop_log(self) -> float | None:
+        if self.dropped == self._dropped_logged:
+            return None
+        return max(0.0, self._drop_logged_at + self._drop_log_interval - self._clock())
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         """The record, from this process or the store; waits up to `lookup_wait` for one that another
@@ -158,6 +196,7 @@ class GenerationRecorder:
         while self._pending and time.monotonic() < deadline:
             if not await self.flush():
                 await asyncio.sleep(min(self._retry_delay, max(0.0, deadline - time.monotonic())))
+        self._log_drops(due_only=False)
         if self._pending:
             log.error("shutdown: %d generation records could not be written", len(self._pending))
 
@@ -186,6 +225,7 @@ class GenerationRecorder:
         loop = asyncio.get_running_loop()
         while True:
             await self._until_work()
+            self._log_drops(due_only=True)
             if self._pending:
                 self._last_write = loop.time()
                 if not await self.flush():
@@ -194,11 +234,12 @@ class GenerationRecorder:
 
     async def _until_work(self) -> None:
         """Return once records wait and the last write began `flush_interval` ago (a full batch does not
-        wait for that), or once pruning is due."""
+        wait for that), or once pruning or a line about dropped records is due."""
         if not self._pending:
             self._waiting.clear()
+            due = [t for t in (self._until_prune(), self._until_drop_log()) if t is not None]
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._until_prune()):
+                async with asyncio.timeout(min(due, default=None)):
                     await self._waiting.wait()
         rest = self._last_write + self._flush_interval - asyncio.get_running_loop().time()
         if rest > 0 and 0 < len(self._pending) < self._batch_size:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 import orjson
+from aiohttp.http import HttpProcessingError
 
 from llmgw.infrastructure.config.settings import LogFormat, LogSettings
 from llmgw.infrastructure.request_ids import current_request_id
@@ -20,6 +23,43 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
+
+
+AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+# The reason quotes the client's bytes: enough to debug a client, not a page per request.
+_MAX_REASON_CHARS = 200
+
+
+class MalformedRequestFilter(logging.Filter):
+    """On aiohttp's server logger: a request aiohttp cannot parse (not HTTP, a bad header, a line too
+    long) is logged as one DEBUG line with the reason instead of an ERROR with a traceback.
+
+    aiohttp answers such a request 400 itself; the traceback only shows its parser, and anyone who can
+    reach the port could otherwise write one per request. Errors in our handlers are left as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        reason = " ".join(str(error).split())[:_MAX_REASON_CHARS]
+        record.msg, record.args = "%s: %s", (record.getMessage(), reason)
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        record.exc_info, record.exc_text = None, None
+        # The logger let the line through at its old level; at DEBUG it may not want it.
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+@contextlib.contextmanager
+def quiet_malformed_requests() -> Iterator[None]:
+    """While the HTTP fronts serve: malformed requests are DEBUG lines (see `MalformedRequestFilter`)."""
+    server_log = logging.getLogger(AIOHTTP_SERVER_LOGGER)
+    quiet = MalformedRequestFilter()
+    server_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        server_log.removeFilter(quiet)
 
 
 # Lines wait at most this long before they are written; WARNING and above are written at once.

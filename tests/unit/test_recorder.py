@@ -246,10 +246,24 @@ async def test_a_store_failure_is_logged_with_its_traceback_once_not_on_every_re
     assert failures[0].exc_info is not None
 
 
-async def test_a_full_buffer_drops_new_records_counts_them_and_logs_an_error(
+class FakeClock:
+    """The recorder's clock for its drop log, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drop_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == RECORDER_LOG and "buffer full" in r.getMessage()]
+
+
+async def test_a_full_buffer_drops_new_records_counts_them_and_logs_the_first_at_once(
     store: FakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recorder = GenerationRecorder(store, max_pending=3)
+    recorder = GenerationRecorder(store, max_pending=3, clock=FakeClock())
     store.fail = True
 
     with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
@@ -258,11 +272,108 @@ async def test_a_full_buffer_drops_new_records_counts_them_and_logs_an_error(
 
     assert recorder.pending == 3
     assert recorder.dropped == 2
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == RECORDER_LOG]
-    assert len(errors) == 2
-    assert "gen-0003" in errors[0].getMessage()
-    assert "gen-0004" in errors[1].getMessage()
+    [line] = drop_lines(caplog)
+    assert line.levelno == logging.ERROR
+    assert "dropping new generation records" in line.getMessage()
     assert await recorder.get("gen-0000") == generation(0)
+
+
+async def test_a_burst_of_drops_logs_one_line_at_once_then_at_most_one_summary_per_interval(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """10,000 records dropped over 25 s: not 10,000 lines, but the first drop and a summary every 10 s."""
+    clock = FakeClock()
+    recorder = GenerationRecorder(store, max_pending=1, drop_log_interval=10.0, clock=clock)
+    recorder.record(generation(0))
+
+    with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+        for n in range(1, 10_001):
+            recorder.record(generation(n))
+            clock.now += 0.0025  # 400 drops a second
+
+    assert recorder.dropped == 10_000
+    lines = drop_lines(caplog)
+    assert len(lines) == 3
+    assert "1 dropped in total" in lines[0].getMessage()
+    # Each summary counts the drops since the line before it, and the total.
+    assert "4000 generation records dropped in the last 10.0 s (4001 in total)" in lines[1].getMessage()
+    assert "4000 generation records dropped in the last 10.0 s (8001 in total)" in lines[2].getMessage()
+    assert all(line.levelno == logging.ERROR and line.exc_info is None for line in lines)
+
+
+async def test_a_summary_of_the_last_drops_follows_once_the_interval_has_passed_after_they_stop(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is down and traffic stops: the writer, still retrying, writes the summary."""
+    clock = FakeClock()
+    recorder = GenerationRecorder(store, max_pending=1, retry_delay=0.005, clock=clock)
+    store.fail = True
+    recorder.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+            for n in range(6):
+                recorder.record(generation(n))
+            await asyncio.sleep(0.02)
+            assert len(drop_lines(caplog)) == 1  # the first drop; the other four wait for the interval
+            clock.now += 10.0
+            await eventually(lambda: len(drop_lines(caplog)) == 2)
+    finally:
+        await recorder.stop(grace=0.0)
+
+    assert "4 generation records dropped" in drop_lines(caplog)[1].getMessage()
+    assert "(5 in total)" in drop_lines(caplog)[1].getMessage()
+
+
+async def test_an_idle_writer_wakes_for_the_summary_after_the_store_came_back(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = GenerationRecorder(store, max_pending=1, flush_interval=0.001, drop_log_interval=0.05)
+    store.fail = True
+    with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+        for n in range(4):
+            recorder.record(generation(n))
+        store.fail = False
+        recorder.start()
+        try:
+            await eventually(lambda: recorder.pending == 0)
+            await eventually(lambda: len(drop_lines(caplog)) == 2)
+        finally:
+            await recorder.stop()
+
+    assert "(3 in total)" in drop_lines(caplog)[1].getMessage()
+
+
+async def test_nothing_about_drops_is_logged_when_nothing_was_dropped(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    recorder = GenerationRecorder(store, max_pending=10, flush_interval=0.001, clock=clock)
+    recorder.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger=RECORDER_LOG):
+            for n in range(30):
+                recorder.record(generation(n))
+                clock.now += 5.0
+                await eventually(stored(store, f"gen-{n:04d}"))
+    finally:
+        await recorder.stop()
+
+    assert recorder.dropped == 0
+    assert drop_lines(caplog) == []
+
+
+async def test_drops_not_logged_yet_are_summed_up_at_stop(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = GenerationRecorder(store, max_pending=1, clock=FakeClock())
+    store.fail = True
+    with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+        for n in range(4):
+            recorder.record(generation(n))
+        await recorder.stop(grace=0.0)
+
+    assert len(drop_lines(caplog)) == 2
+    assert "2 generation records dropped" in drop_lines(caplog)[1].getMessage()
 
 
 async def test_a_buffer_freed_by_a_flush_accepts_records_again(store: FakeStore) -> None:
