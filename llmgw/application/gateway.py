@@ -112,14 +112,14 @@ class _Tracker:
         now = time.perf_counter()
         usage = self.usage or self.seen_usage()
         status, code, message = _outcome(outcome)
-        model = self.route.model
+        model, deployment = self.route.model, self.route.deployment
         return GenerationRecord(
             id=self.gen_id,
             request_id=self.ctx.request_id,
             kind=kind,
             model=model.id,
-            provider=model.provider,
-            upstream_model=model.upstream_model,
+            provider=deployment.provider,
+            upstream_model=deployment.upstream_model,
             created_at=time.time() - (now - self.ctx.started),
             streamed=self.streamed,
             status=status,
@@ -188,7 +188,7 @@ class Gateway:
         route = self._route_chat(request)
         tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
         with self._recorded(tracker, GenerationKind.CHAT):
-            result = await route.provider.complete(route.model, request)
+            result = await route.provider.complete(route.target, request)
             tracker.first_token = time.perf_counter()
             tracker.usage = result.usage
             tracker.finish_reason = result.finish_reason
@@ -208,7 +208,7 @@ class Gateway:
     ) -> AsyncGenerator[list[JSONObject], None]:
         include_usage = request.include_usage
         gen_id, model_id = tracker.gen_id, route.model.id
-        upstream = route.provider.stream(route.model, request)
+        upstream = route.provider.stream(route.target, request)
         with self._recorded(tracker, GenerationKind.CHAT):
             try:
                 async for chunks in upstream:
@@ -228,7 +228,7 @@ class Gateway:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
         tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
         with self._recorded(tracker, GenerationKind.EMBEDDINGS):
-            result = await route.provider.embed(route.model, request)
+            result = await route.provider.embed(route.target, request)
             tracker.first_token = time.perf_counter()
             tracker.usage = result.usage
             result.body["id"] = tracker.gen_id

@@ -1,30 +1,66 @@
-"""Routing: from a gateway model id to a catalog entry and the provider that serves it."""
+"""Routing: from a gateway model id to a catalog entry, one of its deployments, and that provider."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from llmgw.application.ports import Provider
-from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.domain.catalog import Capability, Deployment, ModelSpec
 from llmgw.domain.errors import InvalidRequest, NotFound
 
 # Models reached by `provider/model` without a catalog entry: the upstream decides what they can do.
 _UNCATALOGUED = frozenset({Capability.CHAT, Capability.EMBEDDINGS, Capability.VISION, Capability.TOOLS})
 
+#: Whether a deployment may take requests now. Every deployment may until circuit breakers exist;
+#: they will answer here, and routing then prefers the deployments that may.
+Availability = Callable[[Deployment], bool]
+#: A number in [0, 1), as `random.random` draws: tests pass their own for repeatable choices.
+Draw = Callable[[], float]
+
+
+def always_available(deployment: Deployment) -> bool:
+    return True
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """Where one request goes: `model` is the catalog entry (its id is what clients see), `deployment`
+    the one chosen, `provider` the deployment's. Providers are handed `target`."""
+
     model: ModelSpec
+    deployment: Deployment
     provider: Provider
+
+    @property
+    def target(self) -> ModelSpec:
+        """The model as the chosen deployment serves it: its `upstream_model` is the deployment's."""
+        if self.model.deployments == (self.deployment,):
+            return self.model
+        return self.model.served_by(self.deployment)
 
 
 class Router:
-    """Catalog entry first; otherwise the id's prefix names the provider and the rest goes upstream."""
+    """Catalog entry first; otherwise the id's prefix names the provider and the rest goes upstream.
 
-    def __init__(self, models: Iterable[ModelSpec], providers: Mapping[str, Provider]) -> None:
+    A catalog entry's deployments are chosen among the available ones of the lowest `priority`
+    number, at random in proportion to their `weight`. When none is available, all of them count
+    (failing without an attempt helps no one).
+    """
+
+    def __init__(
+        self,
+        models: Iterable[ModelSpec],
+        providers: Mapping[str, Provider],
+        *,
+        is_available: Availability = always_available,
+        draw: Draw = random.random,
+    ) -> None:
         self._models = {model.id: model for model in models}
         self._providers = dict(providers)
+        self._is_available = is_available
+        self._draw = draw
 
     @property
     def models(self) -> Sequence[ModelSpec]:
@@ -48,7 +84,24 @@ class Router:
                 code="model_not_supported",
                 param="model",
             )
-        return Route(model, self._providers[model.provider])
+        deployment = self.choose(model.deployments)
+        return Route(model, deployment, self._providers[deployment.provider])
+
+    def choose(self, deployments: Sequence[Deployment]) -> Deployment:
+        """The preferred available deployments (lowest priority number), one of them by weight."""
+        if len(deployments) == 1:
+            return deployments[0]
+        candidates = [d for d in deployments if self._is_available(d)] or list(deployments)
+        best = min(d.priority for d in candidates)
+        preferred = [d for d in candidates if d.priority == best]
+        if len(preferred) == 1:
+            return preferred[0]
+        point = self._draw() * sum(d.weight for d in preferred)
+        for deployment in preferred:
+            point -= deployment.weight
+            if point < 0:
+                return deployment
+        return preferred[-1]  # a draw of (almost) 1.0 with float rounding
 
     def _uncatalogued(self, model_id: str) -> ModelSpec:
         provider, sep, upstream = model_id.partition("/")

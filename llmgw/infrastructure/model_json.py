@@ -9,13 +9,15 @@ from llmgw.domain.catalog import Capability, ModelSpec
 
 def model_json(model: ModelSpec) -> dict[str, Any]:
     """OpenAI's model object plus the catalog's own public fields (gRPC's `Model` has a field for each
-    key). The catalog's routing and pricing stay private."""
+    key). The catalog's routing and pricing stay private: an alias served by several deployments names
+    the first one's provider, unless the entry sets `owned_by`."""
+    provider = model.deployments[0].provider
     return {
         "id": model.id,
         "object": "model",
         "created": model.created,
-        "owned_by": model.owned_by or model.provider,
+        "owned_by": model.owned_by or provider,
         "name": model.name,
-        "provider": model.provider,
+        "provider": provider,
         "capabilities": [c.value for c in Capability if c in model.capabilities],
     }

@@ -1,13 +1,16 @@
-"""Routing: a gateway model id finds its catalog entry or its provider, or is refused the way OpenAI would."""
+"""Routing: a gateway model id finds its catalog entry (and one of its deployments) or its provider, or is
+refused the way OpenAI would."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from llmgw.application.routing import Router
-from llmgw.domain.catalog import Capability, ModelSpec
+from llmgw.domain.catalog import Capability, Deployment, ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
     ChatRequest,
@@ -199,3 +202,124 @@ def test_a_later_catalog_entry_with_the_same_id_replaces_the_earlier() -> None:
 
     assert router.route(GPT4O.id, Capability.CHAT).provider is LOCAL
     assert len(router.models) == 1
+
+
+# Aliases and deployments
+
+EAST = FakeProvider("openai-east")
+OPENROUTER_GPT = Deployment("openrouter", "openai/gpt-4o", weight=1, priority=1)
+ALIAS = ModelSpec(
+    id="gpt-4o",
+    name="GPT-4o",
+    deployments=(
+        Deployment("openai-east", "gpt-4o", weight=2),
+        Deployment("local", "gpt-4o-local", weight=1),
+        OPENROUTER_GPT,
+    ),
+    capabilities=frozenset({Capability.CHAT, Capability.TOOLS}),
+)
+
+
+class Draws:
+    """A random source that walks evenly through [0, 1): `n` draws land in proportion to the weights."""
+
+    def __init__(self, n: int) -> None:
+        self._points = iter([(i + 0.5) / n for i in range(n)])
+
+    def __call__(self) -> float:
+        return next(self._points)
+
+
+def alias_router(draw: Callable[[], float], **options: Callable[[Deployment], bool]) -> Router:
+    providers = {"openai-east": EAST, "openrouter": OPENROUTER, "local": LOCAL}
+    return Router([ALIAS, GPT4O], providers, draw=draw, **options)
+
+
+def test_an_alias_routes_to_one_of_its_deployments_keeping_its_own_id() -> None:
+    route = alias_router(Draws(1)).route("gpt-4o", Capability.CHAT)
+
+    assert route.model is ALIAS
+    assert route.deployment in ALIAS.deployments
+    assert route.provider.name == route.deployment.provider
+    assert route.target.id == "gpt-4o"
+    assert route.target.upstream_model == route.deployment.upstream_model
+
+
+def test_the_preferred_deployments_share_requests_by_weight() -> None:
+    draws = 3000
+    router = alias_router(Draws(draws))
+
+    seen = Counter(router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(draws))
+
+    assert seen == {"openai-east": 2000, "local": 1000}
+
+
+def test_weights_hold_over_many_random_draws_within_tolerance() -> None:
+    rng = random.Random(12)
+    router = alias_router(rng.random)
+
+    seen = Counter(router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(6000))
+
+    assert "openrouter" not in seen
+    assert seen["openai-east"] / 6000 == pytest.approx(2 / 3, abs=0.03)
+    assert seen["local"] / 6000 == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_a_lower_priority_number_is_preferred_whatever_the_weights() -> None:
+    preferred = Deployment("openai-east", "gpt-4o", weight=1, priority=0)
+    backup = Deployment("openrouter", "openai/gpt-4o", weight=100, priority=1)
+    model = ModelSpec(
+        id="m", name="m", deployments=(backup, preferred), capabilities=frozenset({Capability.CHAT})
+    )
+    router = Router([model], {"openai-east": EAST, "openrouter": OPENROUTER}, draw=Draws(50))
+
+    assert {router.route("m", Capability.CHAT).deployment for _ in range(50)} == {preferred}
+
+
+def test_when_no_preferred_deployment_is_available_the_next_priority_serves() -> None:
+    router = alias_router(Draws(10), is_available=lambda d: d.provider == "openrouter")
+
+    routes = [router.route("gpt-4o", Capability.CHAT) for _ in range(10)]
+
+    assert {route.deployment for route in routes} == {OPENROUTER_GPT}
+    assert {route.target.upstream_model for route in routes} == {"openai/gpt-4o"}
+
+
+def test_when_no_deployment_is_available_routing_still_picks_a_preferred_one() -> None:
+    router = alias_router(Draws(3), is_available=lambda d: False)
+
+    chosen = {router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(3)}
+
+    assert chosen == {"openai-east", "local"}
+
+
+def test_a_single_deployment_model_is_its_own_one_deployment(router: Router) -> None:
+    route = router.route("openrouter/openai/gpt-4o", Capability.CHAT)
+
+    assert GPT4O.deployments == (Deployment("openrouter", "openai/gpt-4o-2024-11-20"),)
+    assert route.deployment == GPT4O.deployments[0]
+    assert route.target is GPT4O
+
+
+def test_a_single_deployment_model_never_draws() -> None:
+    def no_draw() -> float:
+        raise AssertionError("one deployment needs no random choice")
+
+    router = Router([GPT4O], {"openrouter": OPENROUTER}, draw=no_draw)
+
+    assert router.route(GPT4O.id, Capability.CHAT).provider is OPENROUTER
+
+
+def test_a_provider_model_id_without_an_entry_still_routes_by_prefix_beside_aliases() -> None:
+    route = alias_router(Draws(1)).route("openrouter/anthropic/claude-3.5-sonnet", Capability.CHAT)
+
+    assert route.provider is OPENROUTER
+    assert route.deployment == Deployment("openrouter", "anthropic/claude-3.5-sonnet")
+    assert route.target.upstream_model == "anthropic/claude-3.5-sonnet"
+
+
+def test_an_alias_lacking_the_capability_is_refused_before_any_choice() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        alias_router(Draws(0)).route("gpt-4o", Capability.EMBEDDINGS)
+
+    assert caught.value.code == "model_not_supported"

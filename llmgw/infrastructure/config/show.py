@@ -87,6 +87,16 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         "name": model.name,
         "provider": model.provider,
         "upstream_model": model.upstream_model,
+        # Every model has at least one: a model configured with `provider` alone has that one.
+        "deployments": [
+            {
+                "provider": deployment.provider,
+                "upstream_model": deployment.upstream_model,
+                "weight": deployment.weight,
+                "priority": deployment.priority,
+            }
+            for deployment in model.deployments
+        ],
         "capabilities": [capability.value for capability in Capability if capability in model.capabilities],
         "pricing": None
         if pricing is None

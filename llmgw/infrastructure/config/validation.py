@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from llmgw.domain.catalog import Capability, ModelSpec, Pricing
+from llmgw.domain.catalog import Capability, Deployment, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
     ConfigError,
     ConfigProblem,
@@ -240,6 +240,12 @@ _MODEL_FIELDS: dict[str, Parse] = {
     "capabilities": capabilities,
     "created": at_least(0),
 }
+_DEPLOYMENT_FIELDS: dict[str, Parse] = {
+    "provider": non_empty,
+    "upstream_model": non_empty,
+    "weight": at_least(1),
+    "priority": at_least(0),
+}
 _PRICES = dict.fromkeys(("prompt", "completion", "cached_prompt"), non_negative_number)
 
 
@@ -443,34 +449,104 @@ def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) ->
             check.fail((*anonymous, "id"), "is required")
         return None
     path = (*MODELS_PATH, f"[{model_id}]")
-    check.warn_unknown(entry, path, {"id", "pricing", *_MODEL_FIELDS})
+    check.warn_unknown(entry, path, {"id", "pricing", "deployments", *_MODEL_FIELDS})
     fields = check.parse(entry, path, _MODEL_FIELDS)
+    if entry.get("deployments") is not None:
+        for key in ("provider", "upstream_model"):
+            if entry.get(key) is not None:
+                check.fail((*path, key), f"set {key} on each deployment, not beside deployments")
+        deployments = _deployments(entry["deployments"], model_id, path, check, providers)
+    else:
+        deployments = _single_deployment(entry, fields, model_id, path, check=check, providers=providers)
+    first = deployments[0] if deployments else Deployment("", "")
+    return ModelSpec(
+        id=model_id,
+        name=fields.get("name", model_id),
+        deployments=deployments or (first,),
+        capabilities=fields.get("capabilities", frozenset({Capability.CHAT})),
+        pricing=_pricing(entry, path, check),
+        created=fields.get("created", 0),
+        owned_by=fields.get("owned_by", first.provider),
+    )
+
+
+def _single_deployment(
+    entry: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    model_id: str,
+    path: KeyPath,
+    *,
+    check: Checker,
+    providers: frozenset[str],
+) -> tuple[Deployment, ...]:
+    """A model without `deployments`: `provider` (or the id's prefix) and `upstream_model`."""
     prefix, slash, rest = model_id.partition("/")
-    if not (prefix and slash and rest):
-        check.fail((*path, "id"), f"must be provider/model like 'dashscope/qwen-turbo', got {model_id!r}")
     explicit = entry.get("provider") is not None
+    if not explicit and not (prefix and slash and rest):
+        expected = (
+            "must be provider/model like 'dashscope/qwen-turbo', or an alias with provider or deployments"
+        )
+        check.fail((*path, "id"), f"{expected}; got {model_id!r}")
+        return ()
     # Provider tables are keyed in lower case (see the loader), so references are too.
-    provider: str = (fields.get("provider", "") if explicit else prefix if slash else "").lower()
+    provider: str = (fields.get("provider", "") if explicit else prefix).lower()
+    upstream = _upstream_model(
+        entry, fields, model_id, provider, path, check=check, providers=providers, explicit=explicit
+    )
+    return (Deployment(provider, upstream),)
+
+
+def _deployments(
+    value: Any, model_id: str, path: KeyPath, check: Checker, providers: frozenset[str]
+) -> tuple[Deployment, ...]:
+    """`[[llm.models.deployments]]`: each a provider, its upstream model, a weight and a priority."""
+    list_path = (*path, "deployments")
+    if not isinstance(value, list) or not value:
+        check.fail(list_path, "must be a non-empty list of tables ([[llm.models.deployments]] in TOML)")
+        return ()
+    deployments: list[Deployment] = []
+    for index, table in enumerate(value):
+        item_path = (*list_path, f"[{index}]")
+        if not isinstance(table, Mapping):
+            check.fail(item_path, f"must be a table, got {table!r}")
+            continue
+        check.warn_unknown(table, item_path, _DEPLOYMENT_FIELDS)
+        fields = check.parse(table, item_path, _DEPLOYMENT_FIELDS)
+        if table.get("provider") is None:
+            check.fail((*item_path, "provider"), "is required")
+            continue
+        provider: str = fields.get("provider", "").lower()
+        upstream = _upstream_model(
+            table, fields, model_id, provider, item_path, check=check, providers=providers, explicit=True
+        )
+        deployments.append(Deployment(provider, upstream, fields.get("weight", 1), fields.get("priority", 0)))
+    return tuple(deployments)
+
+
+def _upstream_model(
+    table: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    model_id: str,
+    provider: str,
+    path: KeyPath,
+    *,
+    check: Checker,
+    providers: frozenset[str],
+    explicit: bool,
+) -> str:
+    """`upstream_model` as set, else the id minus `provider/`; checks that `provider` exists."""
     if provider and provider not in providers:
         where = "" if explicit else " (taken from the id's prefix)"
         configured = ", ".join(sorted(providers)) or "none"
         check.fail((*path, "provider"), f"no provider named {provider!r}{where}; configured: {configured}")
-    upstream = fields.get("upstream_model", "")
-    if entry.get("upstream_model") is None and model_id.startswith(f"{provider}/"):
-        upstream = model_id[len(provider) + 1 :]
-    elif entry.get("upstream_model") is None and provider in providers:
+    if table.get("upstream_model") is not None:
+        return str(fields.get("upstream_model", ""))
+    if model_id.startswith(f"{provider}/"):
+        return model_id[len(provider) + 1 :]
+    if provider in providers:
         # Not for an unknown provider: that is reported already.
         check.fail((*path, "upstream_model"), f"is required when the id does not start with '{provider}/'")
-    return ModelSpec(
-        id=model_id,
-        name=fields.get("name", model_id),
-        provider=provider,
-        upstream_model=upstream,
-        capabilities=fields.get("capabilities", frozenset({Capability.CHAT})),
-        pricing=_pricing(entry, path, check),
-        created=fields.get("created", 0),
-        owned_by=fields.get("owned_by", provider),
-    )
+    return ""
 
 
 def _pricing(entry: Mapping[str, Any], path: KeyPath, check: Checker) -> Pricing | None:
