@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -9,9 +11,17 @@ from llmgw.application.gateway import Gateway
 from llmgw.application.ports import GenerationStore, Provider
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Router
-from llmgw.infrastructure.config.settings import Settings
+from llmgw.infrastructure.config.settings import Settings, StorageSettings
+from llmgw.infrastructure.config.show import mask_url_password
 from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_transport
+from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.factory import create_store
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The gateway cannot start. The message says why in one line, safe to print (passwords masked)."""
 
 
 @asynccontextmanager
@@ -23,15 +33,20 @@ async def build_gateway(
 ) -> AsyncIterator[Gateway]:
     """Must run inside the event loop: transports and the writer task belong to it. `store` and
     `providers` replace what `settings.storage` and `settings.providers` would build (tests pass fakes);
-    the gateway opens and closes a store it is given, and leaves given providers to their owner."""
+    the gateway opens and closes a store it is given, and leaves given providers to their owner.
+
+    Raises `StartupError` when the store cannot be opened within `storage.timeout`. On the way out the
+    last records get `storage.timeout` to be written and the store as long again to close, whatever it
+    does; so the store adds at most twice `storage.timeout` to a shutdown."""
+    storage = settings.storage
     async with AsyncExitStack() as stack:
-        store = store if store is not None else create_store(settings.storage.url)
-        await store.open()
-        stack.push_async_callback(store.close)
-        recorder = GenerationRecorder(store, retention_days=settings.storage.retention_days)
+        store = store if store is not None else create_store(storage.url, timeout=storage.timeout)
+        await _open(store, storage)
+        stack.push_async_callback(_close, store, storage.timeout)
+        recorder = GenerationRecorder(store, retention_days=storage.retention_days, timeout=storage.timeout)
         recorder.start()
         # Registered after the store, so it runs first: pending records are flushed before the store closes.
-        stack.push_async_callback(recorder.stop)
+        stack.push_async_callback(recorder.stop, storage.timeout)
         if providers is None:
             built: dict[str, Provider] = {}
             for name, provider_settings in settings.providers.items():
@@ -40,3 +55,22 @@ async def build_gateway(
                 built[name] = provider
             providers = built
         yield Gateway(Router(settings.models, providers), recorder)
+
+
+async def _open(store: GenerationStore, storage: StorageSettings) -> None:
+    where = f"cannot open the generation store at storage.url = {mask_url_password(storage.url)}"
+    try:
+        async with asyncio.timeout(storage.timeout):
+            await store.open()
+    except TimeoutError as exc:
+        raise StartupError(f"{where}: no answer within storage.timeout ({storage.timeout:g} s)") from exc
+    except StoreUnavailable as exc:
+        raise StartupError(f"{where}: {exc}") from exc
+
+
+async def _close(store: GenerationStore, within: float) -> None:
+    try:
+        async with asyncio.timeout(within):
+            await store.close()
+    except TimeoutError:
+        log.warning("the generation store did not close within storage.timeout (%g s); left open", within)

@@ -154,12 +154,18 @@ def _print_models(settings: Settings) -> None:
 
 
 def run_loop(settings: Settings, command: str) -> None:
-    """Serve `command` in this process on one event loop (uvloop where installed)."""
+    """Serve `command` in this process on one event loop (uvloop where installed). A start-up failure
+    (the store cannot be opened) is one line on stderr and exit status 1, in a worker as in `main`."""
+    from llmgw.bootstrap import StartupError
     from llmgw.serving import run
 
     try:
-        import uvloop
-    except ImportError:  # uvloop is optional (not on Windows)
-        asyncio.run(run(settings, cast("Command", command)))
-    else:
-        uvloop.run(run(settings, cast("Command", command)))
+        try:
+            import uvloop
+        except ImportError:  # uvloop is optional (not on Windows)
+            asyncio.run(run(settings, cast("Command", command)))
+        else:
+            uvloop.run(run(settings, cast("Command", command)))
+    except StartupError as exc:
+        print(f"llmgw: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

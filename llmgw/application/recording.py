@@ -23,6 +23,17 @@ saturated loop the loop's own delay (hundreds of ms at worst in the benchmarks).
 minting time (`minted_at`): one that is malformed, older than `longest_request` (no request is in
 flight that long), or from the future beyond clock skew is answered at once, after one read.
 
+Every store call is bounded by `timeout` (`storage.timeout`, 2 s): a store that accepts and then hangs
+is a store that failed. A lookup answers from this process's waiting records without the store; when
+the record is not here and a read fails or does not answer within `timeout`, the lookup raises
+`ServiceUnavailable` (a 503, never a hang). So a lookup ends within `timeout` of its first read; a
+recent id that is re-read ends within `lookup_wait + timeout` at worst (the last read may begin just
+before `lookup_wait` is over), and at once after the first read that fails. A write that times out
+keeps its records waiting, as a failed one does (writes are upserts: one that did land is harmless to
+repeat). `stop(grace)` gives the final flush `grace` seconds in all, whatever the store does.
+Pruning alone gets a longer bound (`PRUNE_TIMEOUT`): the first prune after retention is enabled may
+delete many rows, and a prune cut short rolls back and would never progress.
+
 Why not write on the request path: a store round trip awaited by every request adds its latency and a
 whole transaction of CPU to each; and a registry of in-flight ids shared between processes (Redis,
 Postgres LISTEN/NOTIFY) would add a dependency and a write per request for what a short re-read covers.
@@ -40,11 +51,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from itertools import islice
+from typing import TypeVar
 
 from llmgw.application.ports import GenerationStore
+from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.generation import GenerationRecord, minted_at
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +70,8 @@ _FIRST_REREAD = 0.002
 _LONGEST_REREAD = 0.25
 # Ids minted by a replica whose clock runs ahead of ours by up to this much may still be in flight.
 _CLOCK_SKEW = 60.0
+# Seconds a prune may take, `timeout` permitting more (see the module's docstring).
+PRUNE_TIMEOUT = 60.0
 
 
 class GenerationRecorder:
@@ -70,9 +87,11 @@ class GenerationRecorder:
         lookup_wait: float = 2.0,
         longest_request: float = 3600.0,
         drop_log_interval: float = 10.0,
+        timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._timeout = timeout
         self._max_pending = max_pending
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -89,6 +108,7 @@ class GenerationRecorder:
         self._last_prune = 0.0
         self.dropped = 0
         self.store_healthy = True
+        self._lookups_failing = False  # a failed lookup was logged; the next one that reads logs again
         self._drop_log_interval = drop_log_interval
         self._clock = clock  # for the drop log's pace only
         self._dropped_logged = 0  # `dropped` when the last drop line was written
@@ -144,7 +164,8 @@ class GenerationRecorder:
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         """The record, from this process or the store; waits up to `lookup_wait` for one that another
-        process may be about to write (see the module's docstring)."""
+        process may be about to write (see the module's docstring). Raises `ServiceUnavailable` when the
+        record is not waiting here and the store fails or does not answer within `timeout`."""
         found = await self._look_up(generation_id)
         if found is not None or not self._may_be_in_flight(generation_id):
             return found
@@ -163,9 +184,52 @@ class GenerationRecorder:
         record = self._pending.get(generation_id)
         if record is not None:
             return record
-        found = await self._store.get(generation_id)
+        try:
+            found = await self._bounded(self._store.get(generation_id), self._timeout)
+        except Exception as exc:  # the store is an adapter we do not control: any failure is a 503
+            # The writer may have been handed it, or stored it, meanwhile.
+            record = self._pending.get(generation_id)
+            if record is not None:
+                return record
+            raise self._unavailable(exc) from exc
+        if self._lookups_failing:
+            self._lookups_failing = False
+            log.info("generation store answers lookups again")
         # The writer may have stored it between our two looks.
         return found if found is not None else self._pending.get(generation_id)
+
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        """The error a lookup the store could not answer raises; the first of an outage is logged."""
+        timed_out = isinstance(exc, TimeoutError)
+        if timed_out:
+            message = "The generation store does not answer within storage.timeout; try again later."
+        else:
+            message = "The generation store failed to answer; try again later."
+        if not self._lookups_failing:
+            self._lookups_failing = True
+            log.warning(
+                "generation lookups fail: %s",
+                f"no answer within {self._timeout:g} s" if timed_out else exc,
+                exc_info=not timed_out,
+            )
+        return ServiceUnavailable(message)
+
+    @staticmethod
+    async def _bounded(call: Coroutine[object, object, _T], within: float) -> _T:
+        """`call`'s result, or `TimeoutError` once `within` seconds have passed. A call cut short is
+        cancelled but not waited for: an adapter may take its time to unwind (asyncpg cancels the query
+        on the server, through the same hanging network), and that time must not count against callers."""
+        task = asyncio.ensure_future(call)
+        try:
+            await asyncio.wait({task}, timeout=max(0.0, within))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise TimeoutError
 
     def _may_be_in_flight(self, generation_id: str) -> bool:
         minted = minted_at(generation_id)
@@ -173,11 +237,15 @@ class GenerationRecorder:
             return False
         return -_CLOCK_SKEW <= time.time() - minted <= self._longest_request
 
-    async def ping(self, within: float = 2.0) -> bool:
-        """True when the store answers within `within` seconds."""
+    async def ping(self, within: float | None = None) -> bool:
+        """True when the store answers within `within` seconds (default: `timeout`)."""
         try:
-            async with asyncio.timeout(within):
-                return await self._store.ping()
+            return await self._bounded(self._store.ping(), self._timeout if within is None else within)
+        except TimeoutError:
+            log.warning(
+                "generation store does not answer within %g s", self._timeout if within is None else within
+            )
+            return False
         except Exception:  # readiness probes report, they do not raise
             log.warning("generation store does not answer", exc_info=True)
             return False
@@ -186,29 +254,58 @@ class GenerationRecorder:
         self._task = asyncio.create_task(self._run(), name="generation-writer")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop the writer and flush every waiting record, trying for at most `grace` seconds."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        deadline = time.monotonic() + grace
-        while self._pending and time.monotonic() < deadline:
-            if not await self.flush():
-                await asyncio.sleep(min(self._retry_delay, max(0.0, deadline - time.monotonic())))
+        """Stop the writer and flush every waiting record, trying for at most `grace` seconds in all:
+        each write is bounded by what is left of it, so a store that hangs cannot hold the stop longer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # A store call that swallows its cancellation must not hold the stop either.
+            await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if not task.done():
+                log.warning("shutdown: the generation writer did not stop; abandoning its write")
+        while self._pending and (left := deadline - loop.time()) > 0:
+            if not await self.flush(within=left):
+                await asyncio.sleep(min(self._retry_delay, max(0.0, deadline - loop.time())))
         self._log_drops(due_only=False)
         if self._pending:
-            log.error("shutdown: %d generation records could not be written", len(self._pending))
+            log.error(
+                "shutdown: %d generation records could not be written (the store failed or did not "
+                "answer within %.1f s)",
+                len(self._pending),
+                grace,
+            )
 
-    async def flush(self) -> bool:
+    async def flush(self, within: float | None = None) -> bool:
         """Write the records waiting when called, oldest first, batch by batch; False when the store
-        failed. Records handed over meanwhile wait for the next flush, so that they gather in its batch."""
+        failed or a write took longer than `timeout` (or than what is left of `within` seconds).
+        Records handed over meanwhile wait for the next flush, so that they gather in its batch."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
         left = len(self._pending)
         while left > 0 and self._pending:
             batch = list(islice(self._pending.values(), min(self._batch_size, left)))
             left -= len(batch)
+            bound = self._timeout if deadline is None else min(self._timeout, deadline - loop.time())
+            if bound <= 0:
+                return False
             try:
-                await self._store.put_many(batch)
+                if deadline is None:
+                    # The writer's own writes: no task each (the writer is abandoned whole at stop).
+                    async with asyncio.timeout(bound):
+                        await self._store.put_many(batch)
+                else:
+                    await self._bounded(self._store.put_many(batch), bound)
+            except TimeoutError:
+                if self.store_healthy:
+                    log.error(
+                        "generation store write did not finish within %.1f s; %d records wait",
+                        bound,
+                        len(self._pending),
+                    )
+                self.store_healthy = False
+                return False
             except Exception:  # the store is an adapter we do not control; keep records and retry
                 if self.store_healthy:
                     log.exception("generation store write failed; %d records wait", len(self._pending))
@@ -259,9 +356,18 @@ class GenerationRecorder:
             return
         self._last_prune = now
         try:
-            removed = await self._store.prune(now - self._retention_days * _SECONDS_PER_DAY)
+            removed = await self._bounded(
+                self._store.prune(now - self._retention_days * _SECONDS_PER_DAY),
+                max(self._timeout, PRUNE_TIMEOUT),
+            )
         except Exception:  # pruning is housekeeping; a failure must not stop the writer
             log.exception("pruning old generation records failed")
             return
         if removed:
             log.info("pruned %d generation records older than %d days", removed, self._retention_days)
+
+
+def _forget(task: asyncio.Task[object]) -> None:
+    """Retrieve the outcome of a store call abandoned after its timeout, so that it is not logged."""
+    if not task.cancelled():
+        task.exception()

@@ -7,11 +7,13 @@ GatewayError
 ├── PermissionDenied
 ├── NotFound                   unknown model or generation
 ├── RateLimited                the gateway limits the caller
+│   └── Overloaded             too many requests in flight (the process's or a provider's bound)
 ├── UpstreamError              something went wrong on the provider's side
 │   ├── UpstreamRejected       its 400/404/413/422: the request was wrong for it
 │   ├── UpstreamRateLimited    its 429
 │   ├── UpstreamUnavailable    its 5xx, 401/403 on our key, refused connection, bad body
 │   └── UpstreamTimeout        it said nothing in time
+├── ServiceUnavailable         the gateway cannot answer now (its store does not answer)
 └── InternalError              a bug
 """
 
@@ -67,6 +69,14 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class Overloaded(RateLimited):
+    default_code = "overloaded"
+
+
+class ServiceUnavailable(GatewayError):
+    default_code = "service_unavailable"
 
 
 class UpstreamError(GatewayError):

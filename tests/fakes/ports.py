@@ -285,7 +285,8 @@ class _Ending:
 
 class FakeStore:
     """A `GenerationStore` in memory. Set `down` and every call fails as a store that lost its server
-    does; once closed, writes fail too."""
+    does; set `hang` and every call (`open` and `close` too) waits forever, as one whose server accepts
+    and never answers; once closed, writes fail too."""
 
     def __init__(self) -> None:
         self.records: dict[str, GenerationRecord] = {}
@@ -293,17 +294,21 @@ class FakeStore:
         self.written: list[GenerationRecord] = []
         self.puts = 0
         self.down = False
+        self.hang = False
         self.opened = False
         self.closed = False
         self._put = asyncio.Event()
 
     async def open(self) -> None:
+        await self._hang()
         self.opened = True
 
     async def close(self) -> None:
+        await self._hang()
         self.closed = True
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        await self._hang()
         self._answer()
         if self.closed:
             raise ConnectionError("the store is closed")
@@ -313,10 +318,12 @@ class FakeStore:
         self._put.set()
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
+        await self._hang()
         self._answer()
         return self.records.get(generation_id)
 
     async def prune(self, older_than: float) -> int:
+        await self._hang()
         self._answer()
         old = [key for key, record in self.records.items() if record.created_at < older_than]
         for key in old:
@@ -324,6 +331,7 @@ class FakeStore:
         return len(old)
 
     async def ping(self) -> bool:
+        await self._hang()
         self._answer()
         return True
 
@@ -342,6 +350,10 @@ class FakeStore:
                 self._put.clear()
                 await self._put.wait()
         return self.records[generation_id]
+
+    async def _hang(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
 
     def _answer(self) -> None:
         if self.down:

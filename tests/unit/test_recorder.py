@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from llmgw.application.recording import GenerationRecorder
+from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus, minted_at
 
 RECORDER_LOG = "llmgw.application.recording"
@@ -40,6 +41,8 @@ class FakeStore:
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
         self.writes_begun += 1
+        if self.hang:
+            await asyncio.Event().wait()
         if self.fail:
             raise ConnectionError("store is down")
         if self.write_delay:
@@ -49,6 +52,8 @@ class FakeStore:
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         self.reads += 1
+        if self.hang:
+            await asyncio.Event().wait()
         if self.fail:
             raise ConnectionError("store is down")
         return self.records.get(generation_id)
@@ -642,14 +647,120 @@ async def test_a_request_longer_than_longest_request_is_not_waited_for(store: Fa
 
 
 async def test_a_store_failing_during_the_wait_fails_the_lookup(store: FakeStore) -> None:
-    """A lookup that cannot read the store says so; it does not answer "not found"."""
+    """A lookup that cannot read the store says so (a 503); it does not answer "not found"."""
     recorder = GenerationRecorder(store)
     lookup = asyncio.create_task(recorder.get(minted(0.01)))
     await asyncio.sleep(0.03)
     store.fail = True
 
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ServiceUnavailable, match="failed to answer"):
         await asyncio.wait_for(lookup, 0.5)
+
+
+async def test_a_waiting_record_is_found_while_the_store_hangs(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, timeout=0.1)
+    store.hang = True
+    record = generation(1)
+    recorder.record(record)
+
+    started = time.monotonic()
+    assert await recorder.get(record.id) == record
+    assert time.monotonic() - started < 0.05
+
+
+@pytest.mark.parametrize("generation_id", [minted(0.01), "gen-doesnotexist"], ids=["recent", "malformed"])
+async def test_a_lookup_the_hanging_store_cannot_answer_is_unavailable_within_the_timeout(
+    store: FakeStore, generation_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = GenerationRecorder(store, timeout=0.1, lookup_wait=5.0)
+    store.hang = True
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger=RECORDER_LOG):
+        with pytest.raises(ServiceUnavailable, match=r"does not answer within storage\.timeout"):
+            await recorder.get(generation_id)
+        with pytest.raises(ServiceUnavailable):
+            await recorder.get(generation_id)
+    took = time.monotonic() - started
+
+    assert 0.2 <= took < 0.5  # two lookups, each one read bounded by the timeout; no re-reads
+    assert store.reads == 2
+    assert [r.getMessage() for r in caplog.records] == ["generation lookups fail: no answer within 0.1 s"]
+
+
+async def test_a_store_that_starts_hanging_during_the_wait_ends_the_lookup_within_wait_plus_timeout(
+    store: FakeStore,
+) -> None:
+    recorder = GenerationRecorder(store, timeout=0.1, lookup_wait=0.2)
+    lookup = asyncio.create_task(recorder.get(minted(0.01)))
+    await asyncio.sleep(0.05)
+    store.hang = True
+
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await asyncio.wait_for(lookup, 1.0)
+    assert time.monotonic() - started < 0.2 + 0.1
+
+
+async def test_a_record_handed_over_while_a_read_hangs_is_found(store: FakeStore) -> None:
+    recorder = GenerationRecorder(store, timeout=0.1)
+    store.hang = True
+    record = generation(1)
+    lookup = asyncio.create_task(recorder.get(record.id))
+    await asyncio.sleep(0.02)
+
+    recorder.record(record)
+
+    assert await asyncio.wait_for(lookup, 0.5) == record
+
+
+async def test_a_write_that_hangs_times_out_and_its_records_wait_for_the_next(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = GenerationRecorder(store, timeout=0.05, retry_delay=0.01)
+    store.hang = True
+    recorder.record(generation(1))
+    recorder.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+            await eventually(lambda: store.writes_begun >= 2)
+        assert recorder.pending == 1
+        assert recorder.store_healthy is False
+        store.hang = False
+        await eventually(stored(store, "gen-0001"))
+    finally:
+        await recorder.stop()
+
+    timeouts = [r for r in caplog.records if "did not finish within 0.1 s" in r.getMessage()]
+    assert len(timeouts) == 1  # once per outage, not per retry
+
+
+async def test_stop_with_a_hanging_store_returns_within_its_grace_and_says_what_was_lost(
+    store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = GenerationRecorder(store, timeout=5.0, retry_delay=0.01)
+    recorder.start()
+    store.hang = True
+    for n in range(3):
+        recorder.record(generation(n))
+    await eventually(lambda: store.writes_begun == 1)  # the writer is stuck in a write
+
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger=RECORDER_LOG):
+        await recorder.stop(grace=0.2)
+    took = time.monotonic() - started
+
+    assert 0.2 <= took < 0.4
+    assert recorder.pending == 3
+    assert any("3 generation records could not be written" in r.getMessage() for r in caplog.records)
+
+
+async def test_ping_waits_at_most_the_timeout_by_default(store: FakeStore) -> None:
+    store.hang = True
+
+    started = time.monotonic()
+    assert await GenerationRecorder(store, timeout=0.1).ping() is False
+    assert time.monotonic() - started < 0.3
 
 
 async def test_ping_is_true_when_the_store_answers(store: FakeStore) -> None:

@@ -87,6 +87,8 @@ class ProviderSettings:
     proxy: str | None = None
     # An upstream answer (decompressed) larger than this is refused.
     max_response_bytes: int = 67_108_864
+    # Requests to this provider in flight at once (per process); 0: only server.max_in_flight bounds them.
+    max_in_flight: int = 0
 
     @property
     def has_credentials(self) -> bool:
@@ -124,6 +126,8 @@ class HealthSettings:
 class StorageSettings:
     url: str = "sqlite:///./var/llmgw.db"
     retention_days: int = 30
+    # Seconds any one store call may take (open, lookup, write) before it counts as failed.
+    timeout: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,8 @@ class ServerSettings:
     workers: int = 1
     # Seconds in-flight requests get to finish after SIGTERM.
     shutdown_grace: float = 10.0
+    # Chat and embeddings requests one process serves at once; beyond it, 429 `overloaded` at once.
+    max_in_flight: int = 2000
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,13 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         "storage": {
             "url": mask_url_password(settings.storage.url),
             "retention_days": settings.storage.retention_days,
+            "timeout": settings.storage.timeout,
         },
-        "server": {"workers": settings.server.workers, "shutdown_grace": settings.server.shutdown_grace},
+        "server": {
+            "workers": settings.server.workers,
+            "shutdown_grace": settings.server.shutdown_grace,
+            "max_in_flight": settings.server.max_in_flight,
+        },
         "sources": list(settings.sources),
     }
 
@@ -77,6 +82,7 @@ def _provider(provider: ProviderSettings) -> dict[str, Any]:
         "transport": None if provider.transport is None else provider.transport.value,
         "proxy": None if provider.proxy is None else mask_url_password(provider.proxy),
         "max_response_bytes": provider.max_response_bytes,
+        "max_in_flight": provider.max_in_flight,
     }
 
 

@@ -218,9 +218,12 @@ _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
     "http": (HttpSettings, {"listen": parse_listen, "max_body_bytes": at_least(1)}),
     "grpc": (GrpcSettings, {"listen": parse_listen}),
     "health": (HealthSettings, {"listen": parse_listen}),
-    "storage": (StorageSettings, {"url": storage_url, "retention_days": at_least(0)}),
+    "storage": (StorageSettings, {"url": storage_url, "retention_days": at_least(0), "timeout": duration()}),
     # A grace of zero stops at once without waiting for in-flight requests.
-    "server": (ServerSettings, {"workers": at_least(1), "shutdown_grace": duration(allow_zero=True)}),
+    "server": (
+        ServerSettings,
+        {"workers": at_least(1), "shutdown_grace": duration(allow_zero=True), "max_in_flight": at_least(1)},
+    ),
 }
 _PROVIDER_FIELDS: dict[str, Parse] = {
     "kind": member(ProviderKind),
@@ -232,6 +235,7 @@ _PROVIDER_FIELDS: dict[str, Parse] = {
     "transport": member(TransportKind),
     "proxy": proxy_url,
     "max_response_bytes": at_least(1),
+    "max_in_flight": at_least(0),
 }
 _PROVIDER_KEYS = {*_PROVIDER_FIELDS, "api_key", "headers", *_OPENROUTER_HEADERS}
 _MODEL_FIELDS: dict[str, Parse] = {

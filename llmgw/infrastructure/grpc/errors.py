@@ -20,6 +20,7 @@ _TABLE: tuple[tuple[type[errors.GatewayError], Status], ...] = (
     (errors.PermissionDenied, Status.PERMISSION_DENIED),
     (errors.NotFound, Status.NOT_FOUND),
     (errors.RateLimited, Status.RESOURCE_EXHAUSTED),
+    (errors.ServiceUnavailable, Status.UNAVAILABLE),
     (errors.UpstreamRejected, Status.INVALID_ARGUMENT),
     (errors.UpstreamRateLimited, Status.RESOURCE_EXHAUSTED),
     (errors.UpstreamTimeout, Status.DEADLINE_EXCEEDED),

@@ -18,6 +18,7 @@ _TABLE: tuple[tuple[type[errors.GatewayError], int, str], ...] = (
     (errors.PermissionDenied, 403, "permission_error"),
     (errors.NotFound, 404, "not_found_error"),
     (errors.RateLimited, 429, "rate_limit_error"),
+    (errors.ServiceUnavailable, 503, "service_unavailable_error"),
     (errors.UpstreamRejected, 400, "invalid_request_error"),
     (errors.UpstreamRateLimited, 429, "rate_limit_error"),
     (errors.UpstreamTimeout, 504, "timeout_error"),

@@ -9,12 +9,15 @@ from collections.abc import Sequence
 import asyncpg
 
 from llmgw.domain.generation import GenerationRecord
+from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
 
 # One background writer plus the occasional GetGeneration read; every replica holds its own pool.
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
-PING_TIMEOUT_S = 2.0
+# Seconds a connect or any one command may take (`storage.timeout`); pruning alone may take longer.
+TIMEOUT_S = 2.0
+PRUNE_TIMEOUT_S = 60.0
 
 # Any fixed key works as long as every replica uses the same one ("llmgw" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C6C6D6777
@@ -68,31 +71,53 @@ class PostgresStore:
     """Generation records in Postgres through a small asyncpg pool.
 
     `schema` (default: the server's search_path, normally `public`) names an existing schema to keep the
-    tables in; the DSN's own `?search_path=` query parameter does the same.
+    tables in; the DSN's own `?search_path=` query parameter does the same. `timeout` bounds each
+    connect and command (asyncpg's own `timeout` and `command_timeout`) and `close`: a server that
+    accepts and then hangs fails calls instead of holding them.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, timeout: float = TIMEOUT_S) -> None:
         self._url = url
         self._schema = schema
+        self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
         settings = None if self._schema is None else {"search_path": self._schema}
-        pool = await asyncpg.create_pool(
-            self._url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, server_settings=settings
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=POOL_MIN_SIZE,
+                max_size=POOL_MAX_SIZE,
+                server_settings=settings,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         try:
             async with pool.acquire() as connection:
                 await _migrate(connection)
-        except BaseException:
-            await pool.close()
+        except BaseException as exc:
+            pool.terminate()  # a graceful close would wait on the server that just failed us
+            if isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
             raise
         self._pool = pool
 
     async def close(self) -> None:
+        """Close the pool gracefully within `timeout`; past it, or when cancelled, drop the connections."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()  # the server ends the sessions itself once their sockets close
+        except asyncio.CancelledError:
+            pool.terminate()
+            raise
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
         if records:
@@ -104,14 +129,14 @@ class PostgresStore:
         return None if row is None else from_row(row)
 
     async def prune(self, older_than: float) -> int:
-        status: str = await self._connected().execute(_PRUNE, older_than)
+        status: str = await self._connected().execute(_PRUNE, older_than, timeout=PRUNE_TIMEOUT_S)
         return int(status.rsplit(" ", 1)[-1])  # the command tag, "DELETE <count>"
 
     async def ping(self) -> bool:
         if self._pool is None:
             return False
         try:
-            async with asyncio.timeout(PING_TIMEOUT_S):
+            async with asyncio.timeout(self._timeout):
                 answer = await self._pool.fetchval("SELECT 1")
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False

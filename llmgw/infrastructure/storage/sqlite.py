@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 
 from llmgw.domain.generation import GenerationRecord
+from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
 
 MEMORY = ":memory:"
@@ -98,6 +99,12 @@ class SQLiteStore:
         self._unchecked_rows = 0
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _open(self) -> None:
         if self._path != MEMORY:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # No implicit transactions: every write below opens its own, so the lock is taken up front.
