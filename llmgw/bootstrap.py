@@ -54,7 +54,12 @@ async def build_gateway(
                 stack.push_async_callback(provider.close)
                 built[name] = provider
             providers = built
-        yield Gateway(Router(settings.models, providers), recorder)
+        yield Gateway(
+            Router(settings.models, providers),
+            recorder,
+            max_in_flight=settings.server.max_in_flight,
+            provider_max_in_flight={name: p.max_in_flight for name, p in settings.providers.items()},
+        )
 
 
 async def _open(store: GenerationStore, storage: StorageSettings) -> None:

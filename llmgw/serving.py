@@ -61,6 +61,9 @@ async def _site(app: web.Application, sock: socket.socket, settings: Settings) -
         app,
         handler_cancellation=True,  # a client that leaves cancels its handler, and so the upstream call
         access_log=None,
+        # After a 413 aiohttp reads and discards the rest of the body so the client can see the answer
+        # (10 s by default, gigabytes from a hostile client); two seconds are enough for a real one.
+        lingering_time=2.0,
         shutdown_timeout=settings.server.shutdown_grace,
     )
     await runner.setup()

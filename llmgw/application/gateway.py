@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Se
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from llmgw.application.admission import Admission
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Route, Router
 from llmgw.domain.catalog import Capability, ModelSpec
@@ -158,11 +159,24 @@ def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
 
 
 class Gateway:
-    """Models, chat, embeddings and generation lookups, independent of any wire format."""
+    """Models, chat, embeddings and generation lookups, independent of any wire format.
 
-    def __init__(self, router: Router, recorder: GenerationRecorder) -> None:
+    Chat (unary and streamed) and embeddings hold a slot of `max_in_flight` (the process's bound) and of
+    their provider's bound in `provider_max_in_flight` (0 or absent: none) until they end; without a free
+    slot they raise `Overloaded` at once. Model listing, generation lookups and readiness never count.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        recorder: GenerationRecorder,
+        *,
+        max_in_flight: int | None = None,
+        provider_max_in_flight: Mapping[str, int] | None = None,
+    ) -> None:
         self._router = router
         self._recorder = recorder
+        self._admission = Admission(max_in_flight, provider_max_in_flight)
 
     def list_models(self) -> Sequence[ModelSpec]:
         return self._router.models
@@ -186,19 +200,25 @@ class Gateway:
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
         route = self._route_chat(request)
-        tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
-        with self._recorded(tracker, GenerationKind.CHAT):
-            result = await route.provider.complete(route.target, request)
-            tracker.first_token = time.perf_counter()
-            tracker.usage = result.usage
-            tracker.finish_reason = result.finish_reason
-            tracker.upstream_id = result.upstream_id
-            result.body["id"] = tracker.gen_id
-            result.body["model"] = route.model.id
-            return result
+        provider = route.deployment.provider
+        self._admission.enter(provider)
+        try:
+            tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+            with self._recorded(tracker, GenerationKind.CHAT):
+                result = await route.provider.complete(route.target, request)
+                tracker.first_token = time.perf_counter()
+                tracker.usage = result.usage
+                tracker.finish_reason = result.finish_reason
+                tracker.upstream_id = result.upstream_id
+                result.body["id"] = tracker.gen_id
+                result.body["model"] = route.model.id
+                return result
+        finally:
+            self._admission.leave(provider)
 
     def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
-        """Start a stream; routing errors raise here, upstream errors from the first `__anext__`."""
+        """Start a stream; routing errors raise here, `Overloaded` and upstream errors from the first
+        `__anext__`. The stream holds its slots from then until it ends, is closed or is cancelled."""
         route = self._route_chat(request)
         tracker = _Tracker(new_generation_id(), route, ctx, streamed=True, user=request.user)
         return ChatStream(tracker.gen_id, self._stream(route, request, tracker))
@@ -206,34 +226,46 @@ class Gateway:
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
     ) -> AsyncGenerator[list[JSONObject], None]:
-        include_usage = request.include_usage
-        gen_id, model_id = tracker.gen_id, route.model.id
-        upstream = route.provider.stream(route.target, request)
-        with self._recorded(tracker, GenerationKind.CHAT):
-            try:
-                async for chunks in upstream:
-                    if tracker.first_token is None and chunks:
-                        tracker.first_token = time.perf_counter()
-                        tracker.upstream_id = str(chunks[0].get("id") or "")
-                    forwarded = [chunk for chunk in chunks if _forward(chunk, tracker, include_usage)]
-                    for chunk in forwarded:
-                        chunk["id"] = gen_id
-                        chunk["model"] = model_id
-                    if forwarded:
-                        yield forwarded
-            finally:
-                await _aclose(upstream)
+        # The slot is taken here, in the generator's body, so that its `finally` always gives it back:
+        # a stream never started holds none.
+        provider = route.deployment.provider
+        self._admission.enter(provider)
+        try:
+            include_usage = request.include_usage
+            gen_id, model_id = tracker.gen_id, route.model.id
+            upstream = route.provider.stream(route.target, request)
+            with self._recorded(tracker, GenerationKind.CHAT):
+                try:
+                    async for chunks in upstream:
+                        if tracker.first_token is None and chunks:
+                            tracker.first_token = time.perf_counter()
+                            tracker.upstream_id = str(chunks[0].get("id") or "")
+                        forwarded = [chunk for chunk in chunks if _forward(chunk, tracker, include_usage)]
+                        for chunk in forwarded:
+                            chunk["id"] = gen_id
+                            chunk["model"] = model_id
+                        if forwarded:
+                            yield forwarded
+                finally:
+                    await _aclose(upstream)
+        finally:
+            self._admission.leave(provider)
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
-        tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
-        with self._recorded(tracker, GenerationKind.EMBEDDINGS):
-            result = await route.provider.embed(route.target, request)
-            tracker.first_token = time.perf_counter()
-            tracker.usage = result.usage
-            result.body["id"] = tracker.gen_id
-            result.body["model"] = route.model.id
-            return result
+        provider = route.deployment.provider
+        self._admission.enter(provider)
+        try:
+            tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+            with self._recorded(tracker, GenerationKind.EMBEDDINGS):
+                result = await route.provider.embed(route.target, request)
+                tracker.first_token = time.perf_counter()
+                tracker.usage = result.usage
+                result.body["id"] = tracker.gen_id
+                result.body["model"] = route.model.id
+                return result
+        finally:
+            self._admission.leave(provider)
 
     @contextmanager
     def _recorded(self, tracker: _Tracker, kind: GenerationKind) -> Iterator[None]:
