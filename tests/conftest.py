@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,3 +32,20 @@ async def fakes() -> AsyncIterator[dict[str, FakeUpstream]]:
 async def gw(fakes: dict[str, FakeUpstream]) -> AsyncIterator[Running]:
     async with running_gateway(settings_for(fakes)) as running:
         yield running
+
+
+@pytest.fixture
+async def postgres_schema_dsn() -> AsyncIterator[str]:
+    """LLMGW_TEST_POSTGRES_DSN with a search_path naming a fresh schema, dropped afterwards (the machine's
+    PostgreSQL is shared). Tests using it skip themselves when the variable is unset."""
+    import asyncpg
+
+    dsn = os.environ["LLMGW_TEST_POSTGRES_DSN"]
+    schema = f"llmgw_{secrets.token_hex(4)}"
+    connection = await asyncpg.connect(dsn)
+    await connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        await connection.execute(f"DROP SCHEMA {schema} CASCADE")
+        await connection.close()

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -107,21 +105,6 @@ def through(proxy: HangingProxy, dsn: str, *, password: str | None = None) -> st
     user = parts.username or "postgres"
     userinfo = f"{user}:{password}" if password else user
     return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{proxy.port}"))
-
-
-@pytest.fixture
-async def schema_dsn() -> AsyncIterator[str]:
-    """`DSN` with a search_path naming a fresh schema, dropped afterwards."""
-    import asyncpg
-
-    schema = f"llmgw_hang_{secrets.token_hex(4)}"
-    connection = await asyncpg.connect(DSN)
-    await connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{DSN}{'&' if '?' in DSN else '?'}search_path={schema}"
-    finally:
-        await connection.execute(f"DROP SCHEMA {schema} CASCADE")
-        await connection.close()
 
 
 def postgres_target() -> tuple[str, int]:
@@ -217,13 +200,13 @@ async def test_lookups_on_a_hanging_store_answer_503_and_unavailable_while_chats
 @pytest.mark.postgres
 @needs_postgres
 async def test_a_served_gateway_whose_postgres_starts_hanging_answers_503_and_stops_within_its_bounds(
-    tmp_path: Path, schema_dsn: str
+    tmp_path: Path, postgres_schema_dsn: str
 ) -> None:
     async with FakeUpstream("dashscope") as fake, HangingProxy(postgres_target()) as proxy:
         env = {
             "LLMGW_LLM__PROVIDERS__DASHSCOPE__BASE_URL": fake.base_url,
             "DASHSCOPE_API_KEY": "sk-test",
-            "LLMGW_STORAGE__URL": f'"{through(proxy, schema_dsn)}"',
+            "LLMGW_STORAGE__URL": f'"{through(proxy, postgres_schema_dsn)}"',
             "LLMGW_STORAGE__TIMEOUT": str(TIMEOUT),
             "LLMGW_SERVER__SHUTDOWN_GRACE": str(GRACE),
         }

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -20,26 +18,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A DSN whose search_path is a fresh schema, dropped afterwards."""
-    import asyncpg
-
-    schema = f"llmgw_gw_{secrets.token_hex(4)}"
-    connection = await asyncpg.connect(DSN)
-    await connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{DSN}{'&' if '?' in DSN else '?'}search_path={schema}"
-    finally:
-        await connection.execute(f"DROP SCHEMA {schema} CASCADE")
-        await connection.close()
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_chat_is_looked_up_at_once_and_again_after_a_restart(
-    fakes: dict[str, FakeUpstream], postgres_url: str, stream: bool
+    fakes: dict[str, FakeUpstream], postgres_schema_dsn: str, stream: bool
 ) -> None:
-    settings = settings_for(fakes, storage_url=postgres_url)
+    settings = settings_for(fakes, storage_url=postgres_schema_dsn)
     body = {
         "model": "dashscope/qwen-turbo",
         "messages": [{"role": "user", "content": "hi"}],
