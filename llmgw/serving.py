@@ -25,6 +25,9 @@ from llmgw.infrastructure.rest.health import create_health_app
 
 Command = Literal["serve", "grpc", "http"]
 log = logging.getLogger("llmgw")
+#: How long the fronts get, after the drain, to write the last bytes of the requests it ended.
+CLOSE_TIMEOUT = 1.0
+_IDLE_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ def _bound(sock: socket.socket) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _site(app: web.Application, sock: socket.socket, settings: Settings) -> AsyncIterator[None]:
+async def _site(app: web.Application, sock: socket.socket) -> AsyncIterator[web.BaseSite]:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its handler, and so the upstream call
@@ -64,28 +67,31 @@ async def _site(app: web.Application, sock: socket.socket, settings: Settings) -
         # After a 413 aiohttp reads and discards the rest of the body so the client can see the answer
         # (10 s by default, gigabytes from a hostile client); two seconds are enough for a real one.
         lingering_time=2.0,
-        shutdown_timeout=settings.server.shutdown_grace,
+        # By cleanup, `_drain` has already given requests shutdown_grace: this only bounds the last writes.
+        shutdown_timeout=CLOSE_TIMEOUT,
     )
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
-        yield
+        site = web.SockSite(runner, sock)
+        await site.start()
+        yield site
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def _grpc(gateway: Gateway, sock: socket.socket, settings: Settings) -> AsyncIterator[Server]:
+async def _grpc(gateway: Gateway, sock: socket.socket) -> AsyncIterator[Server]:
     server = create_server(gateway)
     await server.start(sock=sock)
     try:
         yield server
     finally:
+        # grpclib's close stops the listener and cancels every call at once, so it waits for `_drain`.
         server.close()
         try:
-            await asyncio.wait_for(server.wait_closed(), settings.server.shutdown_grace)
+            await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
         except TimeoutError:
-            log.warning("gRPC calls still running after %.0fs; stopped", settings.server.shutdown_grace)
+            log.warning("gRPC calls still running %.0fs after being cancelled; stopped", CLOSE_TIMEOUT)
 
 
 @dataclass(slots=True)
@@ -116,34 +122,80 @@ async def serve_fronts(
             if wanted
         }
         running.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
-        if "grpc" in listeners:
-            running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"], settings))
+        # Entered first, so closed last: the health port answers /readyz (503, draining) until the end.
         if "http" in listeners or "health" in listeners:
             stack.enter_context(quiet_malformed_requests())
+        if "health" in listeners:
+            await stack.enter_async_context(_site(create_health_app(gateway), listeners["health"]))
+        if "grpc" in listeners:
+            running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"]))
+        rest_site = None
         if "http" in listeners:
             running.rest_app = create_app(gateway, max_body_bytes=settings.http.max_body_bytes)
-            await stack.enter_async_context(_site(running.rest_app, listeners["http"], settings))
-        if "health" in listeners:
-            await stack.enter_async_context(_site(create_health_app(gateway), listeners["health"], settings))
+            rest_site = await stack.enter_async_context(_site(running.rest_app, listeners["http"]))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
         log.info("llmgw %s ready: %s", command, described)
         yield running
         log.info("stopping: draining in-flight requests")
+        await _drain(gateway, rest_site, settings.server.shutdown_grace)
+
+
+async def _drain(gateway: Gateway, rest_site: web.BaseSite | None, grace: float) -> None:
+    """A stop, before the fronts close: readiness fails and new work is refused at once, the REST listener
+    closes, requests in flight get `grace` to finish, and the streams still running then are ended with
+    an error event (gRPC: UNAVAILABLE) and recorded `cancelled`.
+
+    grpclib has no way to stop listening without cancelling the calls in flight, so the gRPC port closes
+    after the grace; until then the gateway refuses new gRPC calls with UNAVAILABLE `shutting_down`."""
+    gateway.drain()
+    if rest_site is not None:
+        await rest_site.stop()  # stops listening; connections and their requests go on
+    loop = asyncio.get_running_loop()
+    await _until_idle(gateway, loop.time() + grace)
+    ended = gateway.end_streams()
+    if ended:
+        log.warning("%d stream(s) still running after shutdown_grace (%gs): ended", ended, grace)
+    await _until_idle(gateway, loop.time() + CLOSE_TIMEOUT)
+    if gateway.in_flight:
+        log.warning(
+            "%d request(s) still running after shutdown_grace (%gs): cancelled", gateway.in_flight, grace
+        )
+
+
+async def _until_idle(gateway: Gateway, deadline: float) -> None:
+    # Polled: a stop is rare, and a wake-up per finished request would cost every request something.
+    loop = asyncio.get_running_loop()
+    while gateway.in_flight and loop.time() < deadline:  # noqa: ASYNC110 (see above)
+        await asyncio.sleep(_IDLE_POLL)
 
 
 async def run(settings: Settings, command: Command, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set or SIGTERM/SIGINT arrives, then drain and flush."""
+    """Serve until `stop` is set or SIGTERM/SIGINT arrives, then drain and flush. A second signal ends the
+    process at once, as the signal's default action does (killed by it: no drain, no flush).
+
+    A signal ignored when the process started stays ignored (workers ignore SIGINT: their supervisor
+    turns a Ctrl-C into one SIGTERM each)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    signals = [sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) is not signal.SIG_IGN]
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        log.warning("second %s: stopping at once, without draining", sig.name)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with build_gateway(settings) as gateway:
             _settle_heap()
             async with serve_fronts(gateway, settings, command):
                 await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     log.info("stopped")
 

@@ -1,7 +1,7 @@
 """Several worker processes sharing the listening ports (SO_REUSEPORT), each with its own event loop.
 
-The supervisor restarts a worker that dies, and on SIGTERM/SIGINT passes the signal on and waits for
-every worker to drain its requests and flush its generation records.
+The supervisor restarts a worker that dies, and on SIGTERM/SIGINT sends each worker one SIGTERM and waits
+for every worker to drain its requests and flush its generation records; a second signal kills them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def _worker(settings: Settings, command: str, index: int) -> None:
     from llmgw.cli import run_loop
 
     _die_with_parent()
+    # A Ctrl-C reaches the whole process group: only the supervisor acts on it (one SIGTERM per worker),
+    # or each worker would take the supervisor's SIGTERM for a second signal and stop without draining.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log)
     logging.getLogger("llmgw").info("worker %d started", index)
     run_loop(settings, command)
@@ -69,7 +72,13 @@ class Supervisor:
         return self._drain()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stopping = True
+        if not self._stopping:
+            self._stopping = True
+            return
+        log.warning("second signal: killing the workers without draining")
+        for process, _ in self._workers.values():
+            if process.is_alive():
+                process.kill()
 
     def _start(self, index: int) -> None:
         process = self._context.Process(

@@ -20,7 +20,7 @@ from llmgw.domain.chat import (
     EmbeddingsRequest,
     JSONObject,
 )
-from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
+from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound, ShuttingDown
 from llmgw.domain.generation import (
     GenerationKind,
     GenerationRecord,
@@ -30,6 +30,7 @@ from llmgw.domain.generation import (
 from llmgw.domain.usage import Usage, price
 
 log = logging.getLogger(__name__)
+_STREAM_ENDED = "The gateway shut down before the stream ended; retry on another replica."
 
 
 @dataclass(slots=True)
@@ -48,13 +49,33 @@ class ProviderState:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """What `/readyz` reports: ready when the store answers; providers without keys are not an error."""
+    """What `/readyz` reports: ready when the store answers and the gateway is not draining; providers
+    without keys are not an error."""
 
     ready: bool
     store_up: bool
     pending_records: int
     dropped_records: int
     providers: Sequence[ProviderState]
+    draining: bool = False
+
+
+class _Running:
+    """A stream between its upstream's chunks, which `Gateway.end_streams` can end: by cancelling the task
+    iterating it while it waits for the upstream, or, while the chunks are with the client, at its next
+    step."""
+
+    __slots__ = ("at_client", "ended", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.at_client = False
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        if not self.at_client:
+            self.task.cancel()
 
 
 class ChatStream:
@@ -151,6 +172,8 @@ def _tag(exc: BaseException, generation_id: str) -> BaseException:
 def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
     if exc is None:
         return GenerationStatus.COMPLETED, "", ""
+    if isinstance(exc, ShuttingDown):
+        return GenerationStatus.CANCELLED, exc.code or "", exc.message
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return GenerationStatus.CANCELLED, "cancelled", "The client went away."
     if isinstance(exc, GatewayError):
@@ -160,6 +183,9 @@ def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
 
 class Gateway:
     """Models, chat, embeddings and generation lookups, independent of any wire format.
+
+    After `drain()` readiness fails and new chat and embeddings requests are refused (`ShuttingDown`);
+    requests in flight go on, and `end_streams()` ends the streams still running.
 
     Chat (unary and streamed) and embeddings hold a slot of `max_in_flight` (the process's bound) and of
     their provider's bound in `provider_max_in_flight` (0 or absent: none) until they end; without a free
@@ -177,6 +203,8 @@ class Gateway:
         self._router = router
         self._recorder = recorder
         self._admission = Admission(max_in_flight, provider_max_in_flight)
+        self._draining = False
+        self._streams: set[_Running] = set()
 
     def list_models(self) -> Sequence[ModelSpec]:
         return self._router.models
@@ -187,7 +215,8 @@ class Gateway:
     async def readiness(self) -> Readiness:
         store_up = await self._recorder.ping()
         return Readiness(
-            ready=store_up,
+            ready=store_up and not self._draining,
+            draining=self._draining,
             store_up=store_up,
             pending_records=self._recorder.pending,
             dropped_records=self._recorder.dropped,
@@ -198,10 +227,33 @@ class Gateway:
     def recorder(self) -> GenerationRecorder:
         return self._recorder
 
+    def drain(self) -> None:
+        """Take no more work: readiness fails from now on and new chat and embeddings requests are
+        refused with `ShuttingDown`; requests in flight go on."""
+        self._draining = True
+
+    @property
+    def in_flight(self) -> int:
+        """Chat and embeddings requests running now, streams included."""
+        return self._admission.process.in_flight
+
+    def end_streams(self) -> int:
+        """End every stream still running with `ShuttingDown`, which the fronts send as a mid-stream error
+        (or as the answer, before the first chunk) and the record says `cancelled`; how many there were."""
+        streams, self._streams = self._streams, set()
+        for stream in streams:
+            stream.end()
+        return len(streams)
+
+    def _enter(self, provider: str) -> None:
+        if self._draining:
+            raise ShuttingDown("The gateway is shutting down; retry on another replica.")
+        self._admission.enter(provider)
+
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
         route = self._route_chat(request)
         provider = route.deployment.provider
-        self._admission.enter(provider)
+        self._enter(provider)
         try:
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.CHAT):
@@ -229,11 +281,15 @@ class Gateway:
         # The slot is taken here, in the generator's body, so that its `finally` always gives it back:
         # a stream never started holds none.
         provider = route.deployment.provider
-        self._admission.enter(provider)
+        self._enter(provider)
         try:
             include_usage = request.include_usage
             gen_id, model_id = tracker.gen_id, route.model.id
             upstream = route.provider.stream(route.target, request)
+            task = asyncio.current_task()
+            assert task is not None, "a stream is iterated inside a task"
+            running = _Running(task)
+            self._streams.add(running)
             with self._recorded(tracker, GenerationKind.CHAT):
                 try:
                     async for chunks in upstream:
@@ -245,8 +301,18 @@ class Gateway:
                             chunk["id"] = gen_id
                             chunk["model"] = model_id
                         if forwarded:
+                            running.at_client = True
                             yield forwarded
+                            running.at_client = False
+                            if running.ended:
+                                raise ShuttingDown(_STREAM_ENDED)
+                except asyncio.CancelledError:
+                    if not running.ended:
+                        raise
+                    running.task.uncancel()  # our cancellation, spent: the task goes on to end the stream
+                    raise ShuttingDown(_STREAM_ENDED) from None
                 finally:
+                    self._streams.discard(running)
                     await _aclose(upstream)
         finally:
             self._admission.leave(provider)
@@ -254,7 +320,7 @@ class Gateway:
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
         provider = route.deployment.provider
-        self._admission.enter(provider)
+        self._enter(provider)
         try:
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):

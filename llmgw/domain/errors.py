@@ -14,6 +14,7 @@ GatewayError
 │   ├── UpstreamUnavailable    its 5xx, 401/403 on our key, refused connection, bad body
 │   └── UpstreamTimeout        it said nothing in time
 ├── ServiceUnavailable         the gateway cannot answer now (its store does not answer)
+│   └── ShuttingDown           it is stopping: new requests refused, streams past the grace ended
 └── InternalError              a bug
 """
 
@@ -77,6 +78,13 @@ class Overloaded(RateLimited):
 
 class ServiceUnavailable(GatewayError):
     default_code = "service_unavailable"
+
+
+class ShuttingDown(ServiceUnavailable):
+    """The gateway is stopping: a new request is refused, and a stream still running when the shutdown
+    grace ends is ended with this error (recorded `cancelled`, not `error`)."""
+
+    default_code = "shutting_down"
 
 
 class UpstreamError(GatewayError):

@@ -1,4 +1,5 @@
-"""`/livez` and `/readyz`, served on the health port and on the REST port."""
+"""`/livez` and `/readyz`, served on the health port and on the REST port. From SIGTERM on `/readyz` answers
+503 `"status": "draining"`; the health port keeps answering until the process exits."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def readiness_body(readiness: Readiness) -> dict[str, Any]:
     return {
-        "status": "ready" if readiness.ready else "not_ready",
+        "status": "draining" if readiness.draining else "ready" if readiness.ready else "not_ready",
         "providers": [{"name": p.name, "credentials": p.has_credentials} for p in readiness.providers],
         "store": {
             "state": "up" if readiness.store_up else "down",
