@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from llmgw.application.circuits import Circuits
 from llmgw.application.gateway import Gateway
 from llmgw.application.ports import GenerationStore, Provider
 from llmgw.application.recording import GenerationRecorder
@@ -54,11 +55,20 @@ async def build_gateway(
                 stack.push_async_callback(provider.close)
                 built[name] = provider
             providers = built
+        circuits = Circuits()
+        router = Router(
+            settings.models,
+            providers,
+            is_available=circuits.is_available,
+            opened_first=circuits.opened_first,
+            claim=circuits.claim,
+        )
         yield Gateway(
-            Router(settings.models, providers),
+            router,
             recorder,
             max_in_flight=settings.server.max_in_flight,
             provider_max_in_flight={name: p.max_in_flight for name, p in settings.providers.items()},
+            circuits=circuits,
         )
 
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from llmgw.application.admission import Admission
+from llmgw.application.circuits import Circuits, CircuitView
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.routing import Route, Router
 from llmgw.domain.catalog import Capability, ModelSpec
@@ -50,7 +51,8 @@ class ProviderState:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     """What `/readyz` reports: ready when the store answers and the gateway is not draining; providers
-    without keys are not an error."""
+    without keys are not an error, nor are open circuits (`circuits` lists the deployments whose circuit
+    is open or half-open; closed ones are not listed)."""
 
     ready: bool
     store_up: bool
@@ -58,6 +60,7 @@ class Readiness:
     dropped_records: int
     providers: Sequence[ProviderState]
     draining: bool = False
+    circuits: Sequence[CircuitView] = ()
 
 
 class _Running:
@@ -190,6 +193,9 @@ class Gateway:
     Chat (unary and streamed) and embeddings hold a slot of `max_in_flight` (the process's bound) and of
     their provider's bound in `provider_max_in_flight` (0 or absent: none) until they end; without a free
     slot they raise `Overloaded` at once. Model listing, generation lookups and readiness never count.
+
+    Each of them reports how it ended to `circuits` (when given) for the deployment it went to; a stream
+    once, at its end.
     """
 
     def __init__(
@@ -199,9 +205,11 @@ class Gateway:
         *,
         max_in_flight: int | None = None,
         provider_max_in_flight: Mapping[str, int] | None = None,
+        circuits: Circuits | None = None,
     ) -> None:
         self._router = router
         self._recorder = recorder
+        self._circuits = circuits
         self._admission = Admission(max_in_flight, provider_max_in_flight)
         self._draining = False
         self._streams: set[_Running] = set()
@@ -221,6 +229,7 @@ class Gateway:
             pending_records=self._recorder.pending,
             dropped_records=self._recorder.dropped,
             providers=[ProviderState(p.name, p.has_credentials) for p in self._router.providers.values()],
+            circuits=self._circuits.views() if self._circuits is not None else (),
         )
 
     @property
@@ -245,15 +254,23 @@ class Gateway:
             stream.end()
         return len(streams)
 
-    def _enter(self, provider: str) -> None:
-        if self._draining:
-            raise ShuttingDown("The gateway is shutting down; retry on another replica.")
-        self._admission.enter(provider)
+    def _enter(self, route: Route) -> None:
+        try:
+            if self._draining:
+                raise ShuttingDown("The gateway is shutting down; retry on another replica.")
+            self._admission.enter(route.deployment.provider)
+        except BaseException as exc:
+            self._report(route, exc)  # refused before reaching the upstream: frees a claimed probe slot
+            raise
+
+    def _report(self, route: Route, outcome: BaseException | None) -> None:
+        if self._circuits is not None:
+            self._circuits.record(route.deployment, outcome, probe=route.probe)
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
         route = self._route_chat(request)
         provider = route.deployment.provider
-        self._enter(provider)
+        self._enter(route)
         try:
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.CHAT):
@@ -281,7 +298,7 @@ class Gateway:
         # The slot is taken here, in the generator's body, so that its `finally` always gives it back:
         # a stream never started holds none.
         provider = route.deployment.provider
-        self._enter(provider)
+        self._enter(route)
         try:
             include_usage = request.include_usage
             gen_id, model_id = tracker.gen_id, route.model.id
@@ -320,7 +337,7 @@ class Gateway:
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
         provider = route.deployment.provider
-        self._enter(provider)
+        self._enter(route)
         try:
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
@@ -371,6 +388,7 @@ class Gateway:
         return route
 
     def _finish(self, tracker: _Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
+        self._report(tracker.route, outcome)
         record = tracker.record(kind, outcome)
         self._recorder.record(record)
         log.info(

@@ -13,15 +13,22 @@ from llmgw.domain.errors import InvalidRequest, NotFound
 # Models reached by `provider/model` without a catalog entry: the upstream decides what they can do.
 _UNCATALOGUED = frozenset({Capability.CHAT, Capability.EMBEDDINGS, Capability.VISION, Capability.TOOLS})
 
-#: Whether a deployment may take requests now. Every deployment may until circuit breakers exist;
-#: they will answer here, and routing then prefers the deployments that may.
+#: Whether a deployment may take requests now (its circuit breaker's answer); routing prefers those that may.
 Availability = Callable[[Deployment], bool]
+#: Among deployments none of which is available, the one to try anyway (the one whose circuit opened first).
+Fallback = Callable[[Sequence[Deployment]], Deployment]
+#: Told which deployment a request goes to; True when that request holds its circuit's one probe slot.
+Claim = Callable[[Deployment], bool]
 #: A number in [0, 1), as `random.random` draws: tests pass their own for repeatable choices.
 Draw = Callable[[], float]
 
 
 def always_available(deployment: Deployment) -> bool:
     return True
+
+
+def claims_nothing(deployment: Deployment) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,8 @@ class Route:
     model: ModelSpec
     deployment: Deployment
     provider: Provider
+    #: The request holds its deployment's circuit probe slot, to be given back when it ends.
+    probe: bool = False
 
     @property
     def target(self) -> ModelSpec:
@@ -45,8 +54,9 @@ class Router:
     """Catalog entry first; otherwise the id's prefix names the provider and the rest goes upstream.
 
     A catalog entry's deployments are chosen among the available ones of the lowest `priority`
-    number, at random in proportion to their `weight`. When none is available, all of them count
-    (failing without an attempt helps no one).
+    number, at random in proportion to their `weight`. When none is available, `opened_first` picks the
+    one to try (failing without an attempt helps no one); without it, all of them count. The chosen
+    deployment is `claim`ed at once, so a half-open circuit's one probe slot goes to this request.
     """
 
     def __init__(
@@ -56,10 +66,14 @@ class Router:
         *,
         is_available: Availability = always_available,
         draw: Draw = random.random,
+        opened_first: Fallback | None = None,
+        claim: Claim = claims_nothing,
     ) -> None:
         self._models = {model.id: model for model in models}
         self._providers = dict(providers)
         self._is_available = is_available
+        self._opened_first = opened_first
+        self._claim = claim
         self._draw = draw
 
     @property
@@ -85,13 +99,18 @@ class Router:
                 param="model",
             )
         deployment = self.choose(model.deployments)
-        return Route(model, deployment, self._providers[deployment.provider])
+        provider = self._providers[deployment.provider]
+        return Route(model, deployment, provider, probe=self._claim(deployment))
 
     def choose(self, deployments: Sequence[Deployment]) -> Deployment:
         """The preferred available deployments (lowest priority number), one of them by weight."""
         if len(deployments) == 1:
             return deployments[0]
-        candidates = [d for d in deployments if self._is_available(d)] or list(deployments)
+        candidates = [d for d in deployments if self._is_available(d)]
+        if not candidates:
+            if self._opened_first is not None:
+                return self._opened_first(deployments)
+            candidates = list(deployments)
         best = min(d.priority for d in candidates)
         preferred = [d for d in candidates if d.priority == best]
         if len(preferred) == 1:

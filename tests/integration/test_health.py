@@ -31,6 +31,7 @@ async def test_readyz_lists_each_provider_and_the_store(gw: Running, where: str)
         "local": True,
     }
     assert body["store"]["state"] == "up"
+    assert body["circuits"] == [], "no deployment has failed: no circuit is open"
 
 
 async def test_readyz_is_503_when_the_store_does_not_answer(gw: Running) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -230,7 +231,7 @@ class Draws:
         return next(self._points)
 
 
-def alias_router(draw: Callable[[], float], **options: Callable[[Deployment], bool]) -> Router:
+def alias_router(draw: Callable[[], float], **options: Any) -> Router:
     providers = {"openai-east": EAST, "openrouter": OPENROUTER, "local": LOCAL}
     return Router([ALIAS, GPT4O], providers, draw=draw, **options)
 
@@ -323,3 +324,28 @@ def test_an_alias_lacking_the_capability_is_refused_before_any_choice() -> None:
         alias_router(Draws(0)).route("gpt-4o", Capability.EMBEDDINGS)
 
     assert caught.value.code == "model_not_supported"
+
+
+def test_when_no_deployment_is_available_the_one_that_opened_first_is_tried() -> None:
+    local = ALIAS.deployments[1]
+    router = alias_router(Draws(3), is_available=lambda d: False, opened_first=lambda ds: ds[1])
+
+    chosen = {router.route("gpt-4o", Capability.CHAT).deployment for _ in range(3)}
+
+    assert chosen == {local}
+
+
+def test_the_chosen_deployment_is_claimed_and_the_route_says_whether_it_holds_the_probe() -> None:
+    claimed: list[Deployment] = []
+
+    def claim(deployment: Deployment) -> bool:
+        claimed.append(deployment)
+        return deployment.provider == "local"
+
+    router = alias_router(Draws(3), claim=claim)
+
+    routes = [router.route("gpt-4o", Capability.CHAT) for _ in range(3)]
+
+    assert claimed == [route.deployment for route in routes]
+    assert [route.probe for route in routes] == [r.deployment.provider == "local" for r in routes]
+    assert any(route.probe for route in routes)

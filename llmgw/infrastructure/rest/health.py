@@ -34,6 +34,16 @@ def readiness_body(readiness: Readiness) -> dict[str, Any]:
             "pending_records": readiness.pending_records,
             "dropped_records": readiness.dropped_records,
         },
+        # Open and half-open circuits only, earliest opened first; they do not make the gateway unready.
+        "circuits": [
+            {
+                "provider": c.provider,
+                "upstream_model": c.upstream_model,
+                "state": c.state.value,
+                "opened_at": c.opened_at,
+            }
+            for c in readiness.circuits
+        ],
     }
 
 
