@@ -254,7 +254,10 @@ class Gateway:
             stream.end()
         return len(streams)
 
-    def _enter(self, route: Route) -> None:
+    @contextmanager
+    def _admitted(self, route: Route) -> Iterator[None]:
+        """Hold the request's slots (process and provider) for the block, or refuse it at once
+        (`ShuttingDown`, `Overloaded`) before anything is minted or sent."""
         try:
             if self._draining:
                 raise ShuttingDown("The gateway is shutting down; retry on another replica.")
@@ -262,6 +265,10 @@ class Gateway:
         except BaseException as exc:
             self._report(route, exc)  # refused before reaching the upstream: frees a claimed probe slot
             raise
+        try:
+            yield
+        finally:
+            self._admission.leave(route.deployment.provider)
 
     def _report(self, route: Route, outcome: BaseException | None) -> None:
         if self._circuits is not None:
@@ -269,9 +276,7 @@ class Gateway:
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
         route = self._route_chat(request)
-        provider = route.deployment.provider
-        self._enter(route)
-        try:
+        with self._admitted(route):
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.CHAT):
                 result = await route.provider.complete(route.target, request)
@@ -282,8 +287,6 @@ class Gateway:
                 result.body["id"] = tracker.gen_id
                 result.body["model"] = route.model.id
                 return result
-        finally:
-            self._admission.leave(provider)
 
     def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
         """Start a stream; routing errors raise here, `Overloaded` and upstream errors from the first
@@ -295,11 +298,9 @@ class Gateway:
     async def _stream(
         self, route: Route, request: ChatRequest, tracker: _Tracker
     ) -> AsyncGenerator[list[JSONObject], None]:
-        # The slot is taken here, in the generator's body, so that its `finally` always gives it back:
-        # a stream never started holds none.
-        provider = route.deployment.provider
-        self._enter(route)
-        try:
+        # The slot is taken here, in the generator's body, so that its exit always gives it back: a stream
+        # never started holds none.
+        with self._admitted(route):
             include_usage = request.include_usage
             gen_id, model_id = tracker.gen_id, route.model.id
             upstream = route.provider.stream(route.target, request)
@@ -331,14 +332,10 @@ class Gateway:
                 finally:
                     self._streams.discard(running)
                     await _aclose(upstream)
-        finally:
-            self._admission.leave(provider)
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         route = self._router.route(request.model, Capability.EMBEDDINGS)
-        provider = route.deployment.provider
-        self._enter(route)
-        try:
+        with self._admitted(route):
             tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
                 result = await route.provider.embed(route.target, request)
@@ -347,8 +344,6 @@ class Gateway:
                 result.body["id"] = tracker.gen_id
                 result.body["model"] = route.model.id
                 return result
-        finally:
-            self._admission.leave(provider)
 
     @contextmanager
     def _recorded(self, tracker: _Tracker, kind: GenerationKind) -> Iterator[None]:

@@ -45,7 +45,7 @@ class Route:
     @property
     def target(self) -> ModelSpec:
         """The model as the chosen deployment serves it: its `upstream_model` is the deployment's."""
-        if self.model.deployments == (self.deployment,):
+        if len(self.model.deployments) == 1:  # the model's own and only deployment
             return self.model
         return self.model.served_by(self.deployment)
 

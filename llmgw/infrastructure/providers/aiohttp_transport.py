@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import io
 import ssl
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from llmgw.infrastructure.providers.transport import BodyDecoder, ReadsToTheEnd, TransportError
+from llmgw.infrastructure.providers.transport import (
+    BodyDecoder,
+    ReadsToTheEnd,
+    TransportError,
+    check_endpoint,
+)
 
 _USER_AGENT = "llmgw"
 # aiohttp warns that writing a larger `bytes` body in one go may block the loop; it sends a BytesIO in pieces.
@@ -74,12 +78,7 @@ class AiohttpTransport:
         keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an upstream base URL looks like https://host/v1, not {base_url!r}")
-        for name, value in headers.items():
-            if any(c in f"{name}{value}" for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} contains a line break")
+        check_endpoint(base_url, headers)
         self._base = base_url.rstrip("/")
         self._proxy = proxy or None
         self._max_response_bytes = max_response_bytes

@@ -15,11 +15,15 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from typing import cast
-from urllib.parse import urlsplit
 
 import httptools
 
-from llmgw.infrastructure.providers.transport import BodyDecoder, ReadsToTheEnd, TransportError
+from llmgw.infrastructure.providers.transport import (
+    BodyDecoder,
+    ReadsToTheEnd,
+    TransportError,
+    check_endpoint,
+)
 
 # Bytes buffered from one answer before the socket stops being read until the caller catches up.
 _HIGH_WATER = 1 << 18
@@ -318,9 +322,8 @@ class FastTransport:
         keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"an upstream base URL looks like https://host/v1, not {base_url!r}")
+        parts = check_endpoint(base_url, headers)
+        assert parts.hostname is not None  # check_endpoint refuses a URL without one
         self._host = parts.hostname
         self._tls = parts.scheme == "https"
         self._port = parts.port or (443 if self._tls else 80)
@@ -335,9 +338,6 @@ class FastTransport:
         if ":" in self._host:  # an IPv6 literal
             host_header = f"[{self._host}]" if default_port else f"[{self._host}]:{self._port}"
         fields = {"Host": host_header, "User-Agent": _USER_AGENT, "Accept": "*/*", **headers}
-        for name, value in fields.items():
-            if any(c in f"{name}{value}" for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} contains a line break")
         self._fields = "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode("latin-1")
         self._starts: dict[str, bytes] = {}
         self._slots = asyncio.Semaphore(limit)

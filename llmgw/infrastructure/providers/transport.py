@@ -12,6 +12,19 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from typing import Protocol
+from urllib.parse import SplitResult, urlsplit
+
+
+def check_endpoint(base_url: str, headers: Mapping[str, str]) -> SplitResult:
+    """The base URL's parts, once it is an http(s) URL with a host and no header can split the request
+    head; otherwise `ValueError`, when the transport is made rather than on its first request."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an upstream base URL looks like https://host/v1, not {base_url!r}")
+    for name, value in headers.items():
+        if any(c in f"{name}{value}" for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break")
+    return parts
 
 
 class TransportError(Exception):
