@@ -18,7 +18,15 @@ from grpclib.server import Server
 from llmgw.application.gateway import Gateway
 from llmgw.bootstrap import build_gateway
 from llmgw.infrastructure.config.settings import ListenAddress, Settings
+from llmgw.infrastructure.connections import (
+    ConnectionCount,
+    ConnectionPolicy,
+    GuardedListener,
+    Http1Guard,
+    ProtocolFactory,
+)
 from llmgw.infrastructure.grpc.server import create_server
+from llmgw.infrastructure.http2_guard import Http2Guard, Http2Limits
 from llmgw.infrastructure.logs import quiet_malformed_requests
 from llmgw.infrastructure.rest.app import create_app
 from llmgw.infrastructure.rest.health import create_health_app
@@ -59,7 +67,11 @@ def _bound(sock: socket.socket) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _site(app: web.Application, sock: socket.socket) -> AsyncIterator[web.BaseSite]:
+async def _site(
+    app: web.Application, sock: socket.socket, listener: GuardedListener
+) -> AsyncIterator[asyncio.Server]:
+    """Serve `app` on `sock`, each connection behind an `Http1Guard`; yields the listener (closing it stops
+    accepting, the connections go on until the runner's cleanup)."""
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its handler, and so the upstream call
@@ -69,19 +81,26 @@ async def _site(app: web.Application, sock: socket.socket) -> AsyncIterator[web.
         lingering_time=2.0,
         # By cleanup, `_drain` has already given requests shutdown_grace: this only bounds the last writes.
         shutdown_timeout=CLOSE_TIMEOUT,
+        # aiohttp closes a connection that has no request whose headers are whole this long after it
+        # opened or after its last response: `server.idle_timeout`.
+        keepalive_timeout=listener.policy.idle_timeout,
     )
     await runner.setup()
     try:
-        site = web.SockSite(runner, sock)
-        await site.start()
-        yield site
+        assert runner.server is not None
+        # The runner's own protocol factory behind the guard; a web.SockSite would accept unguarded.
+        server = await asyncio.get_running_loop().create_server(listener.wrap(runner.server), sock=sock)
+        try:
+            yield server
+        finally:
+            server.close()
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def _grpc(gateway: Gateway, sock: socket.socket) -> AsyncIterator[Server]:
-    server = create_server(gateway)
+async def _grpc(gateway: Gateway, sock: socket.socket, listener: GuardedListener) -> AsyncIterator[Server]:
+    server = create_server(gateway, guard=listener.wrap)
     await server.start(sock=sock)
     try:
         yield server
@@ -94,6 +113,19 @@ async def _grpc(gateway: Gateway, sock: socket.socket) -> AsyncIterator[Server]:
             log.warning("gRPC calls still running %.0fs after being cancelled; stopped", CLOSE_TIMEOUT)
 
 
+def _listeners(settings: Settings) -> tuple[GuardedListener, GuardedListener]:
+    """The HTTP/1 and the gRPC guards of this process's connections, sharing one connection count."""
+    server = settings.server
+    policy = ConnectionPolicy(server.header_timeout, server.idle_timeout, server.max_connections)
+    count = ConnectionCount(server.max_connections)
+    limits = Http2Limits(settings.grpc.max_message_bytes, settings.grpc.max_client_resets)
+
+    def http2(inner: ProtocolFactory, count: ConnectionCount, policy: ConnectionPolicy) -> Http2Guard:
+        return Http2Guard(inner, count, policy, limits)
+
+    return GuardedListener(Http1Guard, count, policy), GuardedListener(http2, count, policy)
+
+
 @dataclass(slots=True)
 class RunningFronts:
     """What `serve_fronts` started and where it listens; tests look inside, the process only waits."""
@@ -101,6 +133,7 @@ class RunningFronts:
     rest_app: web.Application | None = None
     grpc_server: Server | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    connections: ConnectionCount | None = None
 
 
 @contextlib.asynccontextmanager
@@ -122,25 +155,27 @@ async def serve_fronts(
             if wanted
         }
         running.ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
+        http1, http2 = _listeners(settings)
+        running.connections = http1.count
         # Entered first, so closed last: the health port answers /readyz (503, draining) until the end.
         if "http" in listeners or "health" in listeners:
             stack.enter_context(quiet_malformed_requests())
         if "health" in listeners:
-            await stack.enter_async_context(_site(create_health_app(gateway), listeners["health"]))
+            await stack.enter_async_context(_site(create_health_app(gateway), listeners["health"], http1))
         if "grpc" in listeners:
-            running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"]))
-        rest_site = None
+            running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"], http2))
+        rest_listener = None
         if "http" in listeners:
             running.rest_app = create_app(gateway, max_body_bytes=settings.http.max_body_bytes)
-            rest_site = await stack.enter_async_context(_site(running.rest_app, listeners["http"]))
+            rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
         log.info("llmgw %s ready: %s", command, described)
         yield running
         log.info("stopping: draining in-flight requests")
-        await _drain(gateway, rest_site, settings.server.shutdown_grace)
+        await _drain(gateway, rest_listener, settings.server.shutdown_grace)
 
 
-async def _drain(gateway: Gateway, rest_site: web.BaseSite | None, grace: float) -> None:
+async def _drain(gateway: Gateway, rest_listener: asyncio.Server | None, grace: float) -> None:
     """A stop, before the fronts close: readiness fails and new work is refused at once, the REST listener
     closes, requests in flight get `grace` to finish, and the streams still running then are ended with
     an error event (gRPC: UNAVAILABLE) and recorded `cancelled`.
@@ -148,8 +183,8 @@ async def _drain(gateway: Gateway, rest_site: web.BaseSite | None, grace: float)
     grpclib has no way to stop listening without cancelling the calls in flight, so the gRPC port closes
     after the grace; until then the gateway refuses new gRPC calls with UNAVAILABLE `shutting_down`."""
     gateway.drain()
-    if rest_site is not None:
-        await rest_site.stop()  # stops listening; connections and their requests go on
+    if rest_listener is not None:
+        rest_listener.close()  # stops listening; connections and their requests go on
     loop = asyncio.get_running_loop()
     await _until_idle(gateway, loop.time() + grace)
     ended = gateway.end_streams()

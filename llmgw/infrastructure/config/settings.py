@@ -115,6 +115,10 @@ class HttpSettings:
 @dataclass(frozen=True, slots=True)
 class GrpcSettings:
     listen: ListenAddress = ListenAddress("", 50051)
+    # A request message larger than this ends its call with RESOURCE_EXHAUSTED (gRPC's own default).
+    max_message_bytes: int = 4_194_304
+    # RST_STREAMs one client connection may send within 10 s; beyond: GOAWAY and close (rapid reset).
+    max_client_resets: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,12 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     # Chat and embeddings requests one process serves at once; beyond it, 429 `overloaded` at once.
     max_in_flight: int = 2000
+    # Seconds a new connection's first request headers (gRPC: any header block) may take to arrive whole.
+    header_timeout: float = 10.0
+    # Seconds a connection with no request in flight stays open.
+    idle_timeout: float = 120.0
+    # Connections open at once on all of one process's ports; beyond it, new ones are closed at once.
+    max_connections: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,11 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             "listen": format_listen(settings.http.listen),
             "max_body_bytes": settings.http.max_body_bytes,
         },
-        "grpc": {"listen": format_listen(settings.grpc.listen)},
+        "grpc": {
+            "listen": format_listen(settings.grpc.listen),
+            "max_message_bytes": settings.grpc.max_message_bytes,
+            "max_client_resets": settings.grpc.max_client_resets,
+        },
         "health": {"listen": format_listen(settings.health.listen)},
         "storage": {
             "url": mask_url_password(settings.storage.url),
@@ -35,6 +39,9 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             "workers": settings.server.workers,
             "shutdown_grace": settings.server.shutdown_grace,
             "max_in_flight": settings.server.max_in_flight,
+            "header_timeout": settings.server.header_timeout,
+            "idle_timeout": settings.server.idle_timeout,
+            "max_connections": settings.server.max_connections,
         },
         "sources": list(settings.sources),
     }

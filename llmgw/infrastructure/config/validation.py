@@ -216,13 +216,23 @@ def capabilities(value: Any) -> frozenset[Capability]:
 _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
     "log": (LogSettings, {"level": one_of("debug", "info", "warning", "error"), "format": member(LogFormat)}),
     "http": (HttpSettings, {"listen": parse_listen, "max_body_bytes": at_least(1)}),
-    "grpc": (GrpcSettings, {"listen": parse_listen}),
+    "grpc": (
+        GrpcSettings,
+        {"listen": parse_listen, "max_message_bytes": at_least(1), "max_client_resets": at_least(1)},
+    ),
     "health": (HealthSettings, {"listen": parse_listen}),
     "storage": (StorageSettings, {"url": storage_url, "retention_days": at_least(0), "timeout": duration()}),
     # A grace of zero stops at once without waiting for in-flight requests.
     "server": (
         ServerSettings,
-        {"workers": at_least(1), "shutdown_grace": duration(allow_zero=True), "max_in_flight": at_least(1)},
+        {
+            "workers": at_least(1),
+            "shutdown_grace": duration(allow_zero=True),
+            "max_in_flight": at_least(1),
+            "header_timeout": duration(),
+            "idle_timeout": duration(),
+            "max_connections": at_least(1),
+        },
     ),
 }
 _PROVIDER_FIELDS: dict[str, Parse] = {

@@ -1,22 +1,30 @@
 """The grpclib server: our service (whose handlers carry the request ids, see `handlers`), standard health
-and reflection."""
+and reflection; optionally each accepted connection behind a guard (see `http2_guard`)."""
 
 from __future__ import annotations
 
+import asyncio
+import warnings
+from collections.abc import Callable
+from typing import Any, cast
+
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from grpclib.const import Handler
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.health.v1 import health_pb2
 from grpclib.reflection.service import ServerReflection
 from grpclib.reflection.v1 import reflection_pb2
-from grpclib.server import Server
+from grpclib.server import Server, Stream
 
 from llmgw._proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from llmgw.application.gateway import Gateway
+from llmgw.infrastructure.connections import ProtocolFactory
 from llmgw.infrastructure.grpc.messages import v1 as _v1  # noqa: F401  (registers our descriptors)
 from llmgw.infrastructure.grpc.service import GatewayService
 from llmgw.infrastructure.grpc.upb_codec import EncodedAwareCodec
+from llmgw.infrastructure.http2_guard import current_connection
 
 _GATEWAY_PROTO = "llmgateway/v1/gateway.proto"
 
@@ -40,13 +48,76 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-def create_server(gateway: Gateway) -> Server:
-    """Must be called inside the running event loop."""
+class _CountedService:
+    """A service whose calls are counted on the connection that carries them, so that an idle connection
+    (no call in flight) can be told from a busy one; grpclib asks servables only for `__mapping__`."""
+
+    def __init__(self, servable: Any) -> None:
+        self.servable = servable
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            name: Handler(_Counted(h.func), h.cardinality, h.request_type, h.reply_type)
+            for name, h in self.servable.__mapping__().items()
+        }
+
+
+class _Counted:
+    """One method's handler, counted; anything else asked of it is the wrapped handler's."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[Stream[Any, Any]], Any]) -> None:
+        self.func = func
+
+    async def __call__(self, stream: Stream[Any, Any]) -> None:
+        connection = current_connection.get()
+        if connection is None:  # not behind a guard (grpclib.testing.ChannelFor)
+            await self.func(stream)
+            return
+        connection.call_started()
+        try:
+            await self.func(stream)
+        finally:
+            connection.call_ended()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.func, name)
+
+
+class _GuardingLoop:
+    """The event loop as the grpclib `Server` sees it: grpclib has no public hook for the protocol of an
+    accepted connection, but hands its protocol factory to `loop.create_server`, so this loop puts `guard`
+    around it. Everything else is the running loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, guard: Callable[[ProtocolFactory], ProtocolFactory]):
+        self.loop = loop
+        self.guard = guard
+
+    async def create_server(self, factory: ProtocolFactory, *args: Any, **kwargs: Any) -> asyncio.Server:
+        return await self.loop.create_server(self.guard(factory), *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+
+def create_server(
+    gateway: Gateway, *, guard: Callable[[ProtocolFactory], ProtocolFactory] | None = None
+) -> Server:
+    """Must be called inside the running event loop. `guard` wraps the protocol factory of the server's
+    listener, so every accepted connection is guarded."""
     service = GatewayService(gateway)
     serving = ServiceStatus()
     serving.set(True)  # the service is healthy for as long as this server runs
     health = Health({service: [serving]})
-    server = Server(
-        ServerReflection.extend([service, health], pool=reflection_pool()), codec=EncodedAwareCodec()
-    )
-    return server
+    servables = [
+        _CountedService(s) for s in ServerReflection.extend([service, health], pool=reflection_pool())
+    ]
+    if guard is None:
+        return Server(servables, codec=EncodedAwareCodec())
+    loop = cast(asyncio.AbstractEventLoop, _GuardingLoop(asyncio.get_running_loop(), guard))
+    with warnings.catch_warnings():
+        # `loop` is deprecated in grpclib 0.4 (it only ever served to pick the loop); it is the one public
+        # way to see the connections it accepts.
+        warnings.filterwarnings("ignore", "The loop argument is deprecated", DeprecationWarning)
+        return Server(servables, codec=EncodedAwareCodec(), loop=loop)

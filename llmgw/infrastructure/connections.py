@@ -1,0 +1,144 @@
+"""Per-connection guards for the listening ports: a cap on open connections per process, a deadline for a
+request's headers, and (gRPC) the close of idle connections. Each guard is the asyncio protocol of one
+accepted connection and forwards every callback to the front's own protocol (aiohttp's, grpclib's)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+log = logging.getLogger("llmgw.connections")
+
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPolicy:
+    """`server.header_timeout`, `server.idle_timeout` and `server.max_connections`, in seconds and counts."""
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 10_000
+
+
+class ConnectionCount:
+    """The connections open on every port of this process; one is shared by all of them."""
+
+    __slots__ = ("limit", "open", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+
+
+class Guard(asyncio.Protocol):
+    """Counts its connection against the process's cap (over it: closed at once, the front never sees it)
+    and closes it when the first request's headers miss `header_timeout`; everything else is forwarded."""
+
+    def __init__(self, inner: ProtocolFactory, count: ConnectionCount, policy: ConnectionPolicy) -> None:
+        self.factory = inner
+        self.count = count
+        self.policy = policy
+        self.inner: asyncio.Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's subclasses
+        if self.count.open >= self.count.limit:
+            self.count.refused += 1
+            if self.count.refused == 1 or self.count.refused % 1000 == 0:
+                log.warning("server.max_connections (%d) reached: refused a connection", self.count.limit)
+            transport.abort()
+            return
+        self.count.open += 1
+        self.transport = transport
+        self.inner = inner = cast(asyncio.Protocol, self.factory())
+        self.arm_header_timer()
+        inner.connection_made(transport)
+
+    def arm_header_timer(self) -> None:
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.policy.header_timeout, self.on_header_timeout)
+
+    def disarm_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def on_header_timeout(self) -> None:
+        self.header_timer = None
+        log.info("closed a connection whose request headers took over %gs", self.policy.header_timeout)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is None:
+            return
+        self.count.open -= 1
+        self.disarm_header_timer()
+        self.inner.connection_lost(exc)
+
+
+_HEAD_END = b"\r\n\r\n"
+
+
+class Http1Guard(Guard):
+    """An HTTP/1.1 connection: its first request's headers must be whole within `header_timeout`. Later
+    requests on a kept-alive connection are aiohttp's: it closes a connection whose next request's headers
+    are not whole within its `keepalive_timeout` (our `idle_timeout`) of the previous response."""
+
+    def __init__(self, inner: ProtocolFactory, count: ConnectionCount, policy: ConnectionPolicy) -> None:
+        super().__init__(inner, count, policy)
+        # The end of the last chunk, in case the blank line ending the headers is split across two.
+        self.tail: bytes | None = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.tail is not None:
+            if _HEAD_END in self.tail + data[:3] or _HEAD_END in data:
+                self.tail = None
+                self.disarm_header_timer()
+            else:
+                self.tail = (self.tail + data)[-3:]
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+
+class GuardedListener:
+    """Builds the guard of each accepted connection around a front's own protocol factory."""
+
+    def __init__(
+        self,
+        guard: Callable[[ProtocolFactory, ConnectionCount, ConnectionPolicy], Guard],
+        count: ConnectionCount,
+        policy: ConnectionPolicy,
+    ) -> None:
+        self.guard = guard
+        self.count = count
+        self.policy = policy
+
+    def wrap(self, factory: ProtocolFactory) -> Callable[[], Guard]:
+        return lambda: self.guard(factory, self.count, self.policy)
