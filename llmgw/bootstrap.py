@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 from llmgw.application.circuits import Circuits
 from llmgw.application.gateway import Gateway
 from llmgw.application.ports import GenerationStore, Provider
 from llmgw.application.recording import GenerationRecorder
+from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
 from llmgw.infrastructure.config.settings import Settings, StorageSettings
 from llmgw.infrastructure.config.show import mask_url_password
@@ -69,7 +71,16 @@ async def build_gateway(
             max_in_flight=settings.server.max_in_flight,
             provider_max_in_flight={name: p.max_in_flight for name, p in settings.providers.items()},
             circuits=circuits,
+            retry_policies={name: _retry_policy(settings, name) for name in providers},
         )
+
+
+def _retry_policy(settings: Settings, provider: str) -> RetryPolicy:
+    """A provider's policy, with its own `timeout` as the deadline of the requests it is asked first."""
+    configured = settings.providers.get(provider)
+    if configured is None:  # a provider given to `build_gateway`, not built from settings
+        return settings.retry
+    return replace(configured.retry or settings.retry, timeout=configured.timeout)
 
 
 async def _open(store: GenerationStore, storage: StorageSettings) -> None:

@@ -12,6 +12,7 @@ from grpclib.client import Channel
 
 from llmgw.application.gateway import Gateway
 from llmgw.application.ports import GenerationStore
+from llmgw.application.retries import RetryPolicy
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
@@ -36,6 +37,9 @@ SECRETS = {
 }
 CHAT = frozenset({Capability.CHAT})
 CHAT_PLUS = frozenset({Capability.CHAT, Capability.VISION, Capability.TOOLS})
+
+
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 def free_port() -> int:
@@ -99,8 +103,12 @@ def settings_for(
     storage_url: str = "memory://",
     timeouts: Mapping[str, Mapping[str, float]] | None = None,
     max_body_bytes: int = 1_000_000,
+    retry: RetryPolicy = ONE_ATTEMPT,
 ) -> Settings:
-    """Three providers, one of each kind, pointed at their fakes; every listener on a port of its own."""
+    """Three providers, one of each kind, pointed at their fakes; every listener on a port of its own.
+
+    One attempt per request unless `retry` says otherwise: most tests script one upstream answer per
+    request and look at what the client gets from it (the chaos suite tests retries)."""
     kinds = {
         "dashscope": ProviderKind.DASHSCOPE,
         "openrouter": ProviderKind.OPENROUTER,
@@ -118,6 +126,7 @@ def settings_for(
         health=HealthSettings(listen=ListenAddress("127.0.0.1", 0)),
         storage=StorageSettings(url=storage_url, retention_days=30),
         server=ServerSettings(workers=1, shutdown_grace=2.0),
+        retry=retry,
     )
 
 

@@ -43,23 +43,27 @@ class Admission:
         self.process = Gate(max_in_flight)
         self._providers = {name: Gate(limit) for name, limit in (per_provider or {}).items() if limit}
 
-    def enter(self, provider: str) -> None:
-        """Take a slot for a request to `provider`, or raise `Overloaded` and take none."""
+    def enter(self) -> None:
+        """Take a slot of the process's bound, or raise `Overloaded` and take none."""
         if not self.process.try_enter():
             raise Overloaded(
                 "The gateway has too many requests in flight; retry shortly.", retry_after=RETRY_AFTER_SECONDS
             )
+
+    def leave(self) -> None:
+        self.process.leave()
+
+    def enter_provider(self, provider: str) -> None:
+        """Take a slot of `provider`'s bound for one attempt, or raise `Overloaded` and take none."""
         gate = self._providers.get(provider)
         if gate is not None and not gate.try_enter():
-            self.process.leave()
             raise Overloaded(
                 f"Too many requests to provider '{provider}' are in flight; retry shortly.",
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
-    def leave(self, provider: str) -> None:
-        """Give back the slot `enter(provider)` took."""
-        self.process.leave()
+    def leave_provider(self, provider: str) -> None:
+        """Give back the slot `enter_provider(provider)` took."""
         gate = self._providers.get(provider)
         if gate is not None:
             gate.leave()

@@ -44,6 +44,11 @@ class _Circuit:
         self.probe_since: float | None = None
 
 
+def opens_at_once(outcome: BaseException | None) -> bool:
+    """The upstream refused the gateway's key (401, 402, 403): every request would fail the same way."""
+    return isinstance(outcome, UpstreamUnavailable) and outcome.status in (401, 402, 403)
+
+
 def counts_as_failure(outcome: BaseException | None) -> bool:
     """An upstream that could not answer (connection errors, 5xx, 401/403) or did not in time. Client
     errors, 429s, routing errors and cancellations say nothing about the deployment's health."""
@@ -51,7 +56,7 @@ def counts_as_failure(outcome: BaseException | None) -> bool:
 
 
 class Circuits:
-    """closed → open after `failures` consecutive failures → after `cooldown` seconds one probe request
+    """closed → open after `failures` consecutive failures (at once on a refused key: 401/402/403) → after `cooldown` seconds one probe request
     may go (half-open) → its success closes the circuit, its failure opens it for another cooldown.
 
     The Router asks `is_available` and, once it has chosen, `claim`s the deployment: that turns a due
@@ -122,9 +127,10 @@ class Circuits:
             circuit = self._circuits[key] = _Circuit()
         circuit.failures += 1
         if circuit.state is CircuitState.HALF_OPEN or (
-            circuit.state is CircuitState.CLOSED and circuit.failures >= self._threshold
+            circuit.state is CircuitState.CLOSED
+            and (circuit.failures >= self._threshold or opens_at_once(outcome))
         ):
-            self._open(deployment, circuit)
+            self._open(deployment, circuit, outcome)
 
     def opened_first(self, deployments: Sequence[Deployment]) -> Deployment:
         """The deployment whose circuit opened earliest (closed ones count as never opened: first)."""
@@ -143,7 +149,7 @@ class Circuits:
         not_closed.sort(key=lambda item: item[1].opened_at)
         return [CircuitView(k[0], k[1], c.state, c.opened_wall) for k, c in not_closed]
 
-    def _open(self, deployment: Deployment, circuit: _Circuit) -> None:
+    def _open(self, deployment: Deployment, circuit: _Circuit, outcome: BaseException) -> None:
         reopened = circuit.state is CircuitState.HALF_OPEN
         circuit.state = CircuitState.OPEN
         circuit.opened_at = self._clock()
@@ -152,12 +158,20 @@ class Circuits:
         log.warning(
             "circuit open: %s after %s; no requests for %g s",
             _name(deployment),
-            "a failed probe" if reopened else f"{circuit.failures} consecutive failures",
+            "a failed probe"
+            if reopened
+            else f"{circuit.failures} consecutive failure(s), the last: {_code(outcome)}",
             self._cooldown,
         )
 
     def _probing(self, circuit: _Circuit, now: float) -> bool:
         return circuit.probe_since is not None and now - circuit.probe_since < max(self._cooldown, 1.0)
+
+
+def _code(outcome: BaseException) -> str:
+    status = getattr(outcome, "status", None)
+    code = getattr(outcome, "code", None) or type(outcome).__name__
+    return f"{code} (HTTP {status})" if status else str(code)
 
 
 def _key(deployment: Deployment) -> _Key:

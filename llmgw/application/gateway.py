@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeVar
 
 from llmgw.application.admission import Admission
 from llmgw.application.circuits import Circuits, CircuitView
+from llmgw.application.failover import Failover
 from llmgw.application.recording import GenerationRecorder
+from llmgw.application.retries import RetryBudgets, RetryPolicy
 from llmgw.application.routing import Route, Router
+from llmgw.application.tracking import RequestContext, Tracker, forward
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
@@ -22,24 +26,13 @@ from llmgw.domain.chat import (
     JSONObject,
 )
 from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound, ShuttingDown
-from llmgw.domain.generation import (
-    GenerationKind,
-    GenerationRecord,
-    GenerationStatus,
-    new_generation_id,
-)
-from llmgw.domain.usage import Usage, price
+from llmgw.domain.generation import GenerationKind, GenerationRecord, new_generation_id
+
+__all__ = ["ChatStream", "Gateway", "ProviderState", "Readiness", "RequestContext"]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _STREAM_ENDED = "The gateway shut down before the stream ended; retry on another replica."
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """Per-request facts the fronts know: the request id, when the request arrived."""
-
-    request_id: str
-    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,89 +92,13 @@ class ChatStream:
         await self._chunks.aclose()
 
 
-class _Tracker:
-    """Collects what a generation record needs while a request runs."""
-
-    __slots__ = (
-        "ctx",
-        "deltas",
-        "finish_reason",
-        "first_token",
-        "gen_id",
-        "route",
-        "streamed",
-        "upstream_id",
-        "usage",
-        "user",
-    )
-
-    def __init__(self, gen_id: str, route: Route, ctx: RequestContext, *, streamed: bool, user: str) -> None:
-        self.gen_id = gen_id
-        self.route = route
-        self.ctx = ctx
-        self.streamed = streamed
-        self.user = user
-        self.first_token: float | None = None
-        self.usage: Usage | None = None
-        self.finish_reason = ""
-        self.upstream_id = ""
-        # Stream deltas that carried generated text: the tokens seen so far when no usage arrives.
-        self.deltas = 0
-
-    def seen_usage(self) -> Usage:
-        """No usage arrived (the stream was cut short): count each text-carrying delta as one token,
-        which is how OpenAI-compatible servers stream; prompt tokens stay unknown (0)."""
-        return Usage(completion_tokens=self.deltas, total_tokens=self.deltas)
-
-    def record(self, kind: GenerationKind, outcome: BaseException | None) -> GenerationRecord:
-        now = time.perf_counter()
-        usage = self.usage or self.seen_usage()
-        status, code, message = _outcome(outcome)
-        model, deployment = self.route.model, self.route.deployment
-        return GenerationRecord(
-            id=self.gen_id,
-            request_id=self.ctx.request_id,
-            kind=kind,
-            model=model.id,
-            provider=deployment.provider,
-            upstream_model=deployment.upstream_model,
-            created_at=time.time() - (now - self.ctx.started),
-            streamed=self.streamed,
-            status=status,
-            upstream_id=self.upstream_id,
-            finish_reason=self.finish_reason,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=price(usage, model.pricing) if self.usage is not None or self.deltas else None,
-            latency_ms=(now - self.ctx.started) * 1000.0,
-            time_to_first_token_ms=(
-                (self.first_token - self.ctx.started) * 1000.0 if self.first_token is not None else None
-            ),
-            error_code=code,
-            error_message=message,
-            user=self.user,
-        )
-
-
-def _tag(exc: BaseException, generation_id: str) -> BaseException:
+def _tag(exc: BaseException, tracker: Tracker) -> BaseException:
+    """Tell the error which generation it ended and what was attempted, for the fronts to return."""
     if isinstance(exc, GatewayError):
-        exc.generation_id = generation_id
+        exc.generation_id = tracker.gen_id
+        exc.attempts = tracker.ctx.attempts
+        exc.provider = tracker.ctx.provider
     return exc
-
-
-def _outcome(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:
-    if exc is None:
-        return GenerationStatus.COMPLETED, "", ""
-    if isinstance(exc, ShuttingDown):
-        return GenerationStatus.CANCELLED, exc.code or "", exc.message
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return GenerationStatus.CANCELLED, "cancelled", "The client went away."
-    if isinstance(exc, GatewayError):
-        return GenerationStatus.ERROR, exc.code or "", exc.message
-    return GenerationStatus.ERROR, "internal_error", "internal error"
 
 
 class Gateway:
@@ -190,12 +107,13 @@ class Gateway:
     After `drain()` readiness fails and new chat and embeddings requests are refused (`ShuttingDown`);
     requests in flight go on, and `end_streams()` ends the streams still running.
 
-    Chat (unary and streamed) and embeddings hold a slot of `max_in_flight` (the process's bound) and of
-    their provider's bound in `provider_max_in_flight` (0 or absent: none) until they end; without a free
-    slot they raise `Overloaded` at once. Model listing, generation lookups and readiness never count.
+    Chat (unary and streamed) and embeddings hold a slot of `max_in_flight` (the process's bound) until
+    they end, and each attempt one of its provider's bound in `provider_max_in_flight` (0 or absent: none);
+    without a free process slot they raise `Overloaded` at once (a full provider is a failed attempt).
+    Model listing, generation lookups and readiness never count.
 
-    Each of them reports how it ended to `circuits` (when given) for the deployment it went to; a stream
-    once, at its end.
+    A request's attempts follow `failover` under its provider's `retry_policies`; each attempt reports
+    how it ended to `circuits` (when given) for its deployment; a stream's last attempt once, at its end.
     """
 
     def __init__(
@@ -206,11 +124,13 @@ class Gateway:
         max_in_flight: int | None = None,
         provider_max_in_flight: Mapping[str, int] | None = None,
         circuits: Circuits | None = None,
+        retry_policies: Mapping[str, RetryPolicy] | None = None,
     ) -> None:
         self._router = router
         self._recorder = recorder
         self._circuits = circuits
         self._admission = Admission(max_in_flight, provider_max_in_flight)
+        self._budgets = RetryBudgets(retry_policies or {})
         self._draining = False
         self._streams: set[_Running] = set()
 
@@ -255,66 +175,130 @@ class Gateway:
         return len(streams)
 
     @contextmanager
-    def _admitted(self, route: Route) -> Iterator[None]:
-        """Hold the request's slots (process and provider) for the block, or refuse it at once
-        (`ShuttingDown`, `Overloaded`) before anything is minted or sent."""
-        try:
-            if self._draining:
-                raise ShuttingDown("The gateway is shutting down; retry on another replica.")
-            self._admission.enter(route.deployment.provider)
-        except BaseException as exc:
-            self._report(route, exc)  # refused before reaching the upstream: frees a claimed probe slot
-            raise
+    def _admitted(self) -> Iterator[None]:
+        """Hold the request's process slot for the block, or refuse it at once (`ShuttingDown`,
+        `Overloaded`) before anything is minted or sent."""
+        if self._draining:
+            raise ShuttingDown("The gateway is shutting down; retry on another replica.")
+        self._admission.enter()
         try:
             yield
         finally:
-            self._admission.leave(route.deployment.provider)
+            self._admission.leave()
 
-    def _report(self, route: Route, outcome: BaseException | None) -> None:
+    def _failover(self, model: ModelSpec, capability: Capability, ctx: RequestContext) -> Failover:
+        """The request's attempts, under one deadline: the requested model's provider's `timeout` from
+        now, or the client's own deadline when that is sooner."""
+        loop = asyncio.get_running_loop()
+        policy = self._budgets.policy(model.deployments[0].provider)
+        deadline = loop.time() + policy.timeout
+        if ctx.deadline is not None and ctx.deadline < deadline:
+            deadline = ctx.deadline
+        return Failover(
+            self._router, self._budgets, model, capability, policy=policy, deadline=deadline, clock=loop.time
+        )
+
+    async def _attempts(
+        self,
+        failover: Failover,
+        tracker: Tracker,
+        call: Callable[[Route, float], Awaitable[T]],
+        *,
+        holds: bool = False,
+    ) -> T:
+        """`call` the routes `failover` gives until one answers; the last failure if none does. With
+        `holds`, the answering attempt keeps its provider slot and is reported by the caller (`_ended`)."""
+        route = failover.first()
+        while True:
+            tracker.begin(route)
+            provider = route.deployment.provider
+            try:
+                self._admission.enter_provider(provider)
+                try:
+                    result = await call(route, failover.deadline)
+                except BaseException:
+                    self._admission.leave_provider(provider)
+                    raise
+            except BaseException as exc:
+                self._ended(tracker, exc, leave=False)
+                step = failover.next(route, exc) if isinstance(exc, Exception) else None
+                if step is None:
+                    raise
+                route, delay = step
+                if delay > 0:
+                    log.debug("attempt %d failed (%s); next in %.3f s", failover.attempts, exc, delay)
+                    await asyncio.sleep(delay)
+                continue
+            if not holds:
+                self._ended(tracker, None)
+            return result
+
+    def _ended(self, tracker: Tracker, outcome: BaseException | None, *, leave: bool = True) -> None:
+        """The current attempt ended: its provider slot back (with `leave`), its circuit told, its
+        record entry written."""
+        route = tracker.route
+        assert route is not None, "an attempt has a route"
+        if leave:
+            self._admission.leave_provider(route.deployment.provider)
         if self._circuits is not None:
             self._circuits.record(route.deployment, outcome, probe=route.probe)
+        tracker.end(outcome)
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
-        route = self._route_chat(request)
-        with self._admitted(route):
-            tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+        model = self._chat_model(request)
+        with self._admitted():
+            tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.CHAT):
-                result = await route.provider.complete(route.target, request)
+                result = await self._attempts(
+                    self._failover(model, Capability.CHAT, ctx),
+                    tracker,
+                    lambda route, deadline: route.provider.complete(route.target, request, deadline=deadline),
+                )
                 tracker.first_token = time.perf_counter()
                 tracker.usage = result.usage
                 tracker.finish_reason = result.finish_reason
                 tracker.upstream_id = result.upstream_id
                 result.body["id"] = tracker.gen_id
-                result.body["model"] = route.model.id
+                result.body["model"] = _answering(tracker).id
                 return result
 
     def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
         """Start a stream; routing errors raise here, `Overloaded` and upstream errors from the first
-        `__anext__`. The stream holds its slots from then until it ends, is closed or is cancelled."""
-        route = self._route_chat(request)
-        tracker = _Tracker(new_generation_id(), route, ctx, streamed=True, user=request.user)
-        return ChatStream(tracker.gen_id, self._stream(route, request, tracker))
+        `__anext__`. The stream holds its slots from then until it ends, is closed or is cancelled.
+        Until its first chunk arrives, a failed attempt is followed by the next one as for unary calls."""
+        model = self._chat_model(request)
+        tracker = Tracker(new_generation_id(), model.id, ctx, streamed=True, user=request.user)
+        return ChatStream(tracker.gen_id, self._stream(model, request, tracker))
 
     async def _stream(
-        self, route: Route, request: ChatRequest, tracker: _Tracker
+        self, model: ModelSpec, request: ChatRequest, tracker: Tracker
     ) -> AsyncGenerator[list[JSONObject], None]:
         # The slot is taken here, in the generator's body, so that its exit always gives it back: a stream
         # never started holds none.
-        with self._admitted(route):
+        with self._admitted():
             include_usage = request.include_usage
-            gen_id, model_id = tracker.gen_id, route.model.id
-            upstream = route.provider.stream(route.target, request)
+            gen_id = tracker.gen_id
             task = asyncio.current_task()
             assert task is not None, "a stream is iterated inside a task"
             running = _Running(task)
             self._streams.add(running)
             with self._recorded(tracker, GenerationKind.CHAT):
+                upstream: AsyncIterator[list[JSONObject]] | None = None
+                outcome: BaseException | None = None
                 try:
-                    async for chunks in upstream:
-                        if tracker.first_token is None and chunks:
+                    opened, chunks = await self._attempts(
+                        self._failover(model, Capability.CHAT, tracker.ctx),
+                        tracker,
+                        lambda route, deadline: _opened(route, request, deadline),
+                        holds=True,
+                    )
+                    upstream = opened
+                    model_id = _answering(tracker).id
+                    while chunks:
+                        if tracker.first_token is None:
                             tracker.first_token = time.perf_counter()
                             tracker.upstream_id = str(chunks[0].get("id") or "")
-                        forwarded = [chunk for chunk in chunks if _forward(chunk, tracker, include_usage)]
+                        forwarded = [chunk for chunk in chunks if forward(chunk, tracker, include_usage)]
                         for chunk in forwarded:
                             chunk["id"] = gen_id
                             chunk["model"] = model_id
@@ -324,35 +308,50 @@ class Gateway:
                             running.at_client = False
                             if running.ended:
                                 raise ShuttingDown(_STREAM_ENDED)
-                except asyncio.CancelledError:
+                        try:
+                            chunks = await opened.__anext__()
+                        except StopAsyncIteration:
+                            break
+                except asyncio.CancelledError as exc:
                     if not running.ended:
+                        outcome = exc
                         raise
                     running.task.uncancel()  # our cancellation, spent: the task goes on to end the stream
-                    raise ShuttingDown(_STREAM_ENDED) from None
+                    outcome = ShuttingDown(_STREAM_ENDED)
+                    raise outcome from None
+                except BaseException as exc:
+                    outcome = exc
+                    raise
                 finally:
                     self._streams.discard(running)
-                    await _aclose(upstream)
+                    if upstream is not None:  # the answering attempt, which `_attempts` left to us
+                        self._ended(tracker, outcome)
+                        await _aclose(upstream)
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
-        route = self._router.route(request.model, Capability.EMBEDDINGS)
-        with self._admitted(route):
-            tracker = _Tracker(new_generation_id(), route, ctx, streamed=False, user=request.user)
+        model = self._router.resolve(request.model, Capability.EMBEDDINGS)
+        with self._admitted():
+            tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
-                result = await route.provider.embed(route.target, request)
+                result = await self._attempts(
+                    self._failover(model, Capability.EMBEDDINGS, ctx),
+                    tracker,
+                    lambda route, deadline: route.provider.embed(route.target, request, deadline=deadline),
+                )
                 tracker.first_token = time.perf_counter()
                 tracker.usage = result.usage
                 result.body["id"] = tracker.gen_id
-                result.body["model"] = route.model.id
+                result.body["model"] = _answering(tracker).id
                 return result
 
     @contextmanager
-    def _recorded(self, tracker: _Tracker, kind: GenerationKind) -> Iterator[None]:
+    def _recorded(self, tracker: Tracker, kind: GenerationKind) -> Iterator[None]:
         """Record how the block ended, whatever ends it: success, error, or a client that left."""
         outcome: BaseException | None = None
         try:
             yield
         except BaseException as exc:
-            outcome = _tag(exc, tracker.gen_id)
+            outcome = _tag(exc, tracker)
             raise
         finally:
             self._finish(tracker, kind, outcome)
@@ -365,29 +364,28 @@ class Gateway:
             )
         return record
 
-    def _route_chat(self, request: ChatRequest) -> Route:
-        route = self._router.route(request.model, Capability.CHAT)
+    def _chat_model(self, request: ChatRequest) -> ModelSpec:
+        model = self._router.resolve(request.model, Capability.CHAT)
         body: Mapping[str, object] = request.body
-        if body.get("tools") and not route.model.can(Capability.TOOLS):
+        if body.get("tools") and not model.can(Capability.TOOLS):
             raise InvalidRequest(
-                f"The model '{route.model.id}' does not support tools.",
+                f"The model '{model.id}' does not support tools.",
                 code="model_not_supported",
                 param="tools",
             )
-        if not route.model.can(Capability.VISION) and _has_images(request):
+        if not model.can(Capability.VISION) and _has_images(request):
             raise InvalidRequest(
-                f"The model '{route.model.id}' does not support image input.",
+                f"The model '{model.id}' does not support image input.",
                 code="model_not_supported",
                 param="messages",
             )
-        return route
+        return model
 
-    def _finish(self, tracker: _Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
-        self._report(tracker.route, outcome)
+    def _finish(self, tracker: Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
         record = tracker.record(kind, outcome)
         self._recorder.record(record)
         log.info(
-            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s",
+            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s",
             kind.value,
             record.id,
             record.model,
@@ -395,34 +393,31 @@ class Gateway:
             record.prompt_tokens,
             record.completion_tokens,
             record.latency_ms or 0.0,
+            f" attempts={len(record.attempts)}" if len(record.attempts) > 1 else "",
             f" error={record.error_code}" if record.error_code else "",
         )
 
 
-def _forward(chunk: JSONObject, tracker: _Tracker, include_usage: bool) -> bool:
-    """Note the chunk's usage and finish reason, and count the deltas that carry generated tokens
-    (`reasoning_content`: DashScope, DeepSeek; `reasoning`: OpenRouter, vLLM, Ollama; `refusal`: OpenAI);
-    False for the usage chunk the client did not ask for. Runs for every chunk of every stream."""
-    usage = chunk.get("usage") if include_usage else chunk.pop("usage", None)
-    if usage:
-        tracker.usage = Usage.from_openai(usage)
-    choices = chunk.get("choices")
-    if choices:
-        for choice in choices:
-            reason = choice.get("finish_reason")
-            if reason:
-                tracker.finish_reason = reason
-            delta = choice.get("delta")
-            if delta and (
-                delta.get("content")
-                or delta.get("reasoning_content")
-                or delta.get("reasoning")
-                or delta.get("tool_calls")
-                or delta.get("refusal")
-            ):
-                tracker.deltas += 1
-        return True
-    return include_usage or not usage
+def _answering(tracker: Tracker) -> ModelSpec:
+    """The model whose deployment answered (the requested one, or a fallback)."""
+    assert tracker.route is not None, "an answer came from an attempt"
+    return tracker.route.model
+
+
+async def _opened(
+    route: Route, request: ChatRequest, deadline: float
+) -> tuple[AsyncIterator[list[JSONObject]], list[JSONObject]]:
+    """A stream attempt, up to its first chunks (none: the upstream's stream ended at once): a failure
+    until then may still be followed by another attempt."""
+    upstream = route.provider.stream(route.target, request, deadline=deadline)
+    try:
+        first = await upstream.__anext__()
+    except StopAsyncIteration:
+        return upstream, []
+    except BaseException:
+        await _aclose(upstream)
+        raise
+    return upstream, first
 
 
 def _has_images(request: ChatRequest) -> bool:

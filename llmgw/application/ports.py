@@ -17,7 +17,11 @@ from llmgw.domain.generation import GenerationRecord
 
 
 class Provider(Protocol):
-    """One configured upstream. Adapters raise only `GatewayError`s."""
+    """One configured upstream. Adapters raise only `GatewayError`s.
+
+    Each call is bounded by the provider's own `timeout` and by `deadline` (the request's, across all its
+    attempts, on the event loop's clock), whichever comes first; running out of time is `UpstreamTimeout`.
+    """
 
     @property
     def name(self) -> str: ...
@@ -25,18 +29,24 @@ class Provider(Protocol):
     @property
     def has_credentials(self) -> bool: ...
 
-    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+    async def complete(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> ChatCompletion:
         """Answer a chat request in one piece; `model.upstream_model` is what the upstream is asked for."""
         ...
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    def stream(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> AsyncIterator[list[JSONObject]]:
         """Stream chat chunks (OpenAI JSON objects, the usage chunk included) until the upstream's stream
         ends, in the groups they arrived in: one chunk per item from an upstream that writes each
         alone, several where its writes arrived together (as they do under load), which a front can
         then send in one write. Closes the upstream on exit."""
         ...
 
-    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings: ...
+    async def embed(
+        self, model: ModelSpec, request: EmbeddingsRequest, *, deadline: float | None = None
+    ) -> Embeddings: ...
 
 
 class GenerationStore(Protocol):

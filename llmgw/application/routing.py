@@ -91,6 +91,12 @@ class Router:
         return model
 
     def route(self, model_id: str, capability: Capability) -> Route:
+        """The first deployment for a request to `model_id` (its fallbacks aside: see `failover`)."""
+        model = self.resolve(model_id, capability)
+        return self.route_to(model, self.choose(model.deployments))
+
+    def resolve(self, model_id: str, capability: Capability) -> ModelSpec:
+        """The catalog entry, or a `provider/model` id's uncatalogued model, that can do `capability`."""
         model = self._models.get(model_id) or self._uncatalogued(model_id)
         if not model.can(capability):
             raise InvalidRequest(
@@ -98,9 +104,18 @@ class Router:
                 code="model_not_supported",
                 param="model",
             )
-        deployment = self.choose(model.deployments)
-        provider = self._providers[deployment.provider]
-        return Route(model, deployment, provider, probe=self._claim(deployment))
+        return model
+
+    def route_to(self, model: ModelSpec, deployment: Deployment) -> Route:
+        """A request to `model` goes to `deployment`, which is `claim`ed (it may hold its probe slot)."""
+        return Route(model, deployment, self._providers[deployment.provider], probe=self._claim(deployment))
+
+    def is_available(self, deployment: Deployment) -> bool:
+        return self._is_available(deployment)
+
+    def opened_first(self, deployments: Sequence[Deployment]) -> Deployment:
+        """Among deployments none of which is available, the one to try anyway."""
+        return self._opened_first(deployments) if self._opened_first is not None else deployments[0]
 
     def choose(self, deployments: Sequence[Deployment]) -> Deployment:
         """The preferred available deployments (lowest priority number), one of them by weight."""
@@ -111,6 +126,12 @@ class Router:
             if self._opened_first is not None:
                 return self._opened_first(deployments)
             candidates = list(deployments)
+        return self.pick(candidates)
+
+    def pick(self, candidates: Sequence[Deployment]) -> Deployment:
+        """Among `candidates` (not empty), those of the lowest priority number, one of them by weight."""
+        if len(candidates) == 1:
+            return candidates[0]
         best = min(d.priority for d in candidates)
         preferred = [d for d in candidates if d.priority == best]
         if len(preferred) == 1:
@@ -121,6 +142,10 @@ class Router:
             if point < 0:
                 return deployment
         return preferred[-1]  # a draw of (almost) 1.0 with float rounding
+
+    @property
+    def draw(self) -> Draw:
+        return self._draw
 
     def _uncatalogued(self, model_id: str) -> ModelSpec:
         provider, sep, upstream = model_id.partition("/")

@@ -45,6 +45,7 @@ class ModelSpec:
     `deployments` is where requests for the model go. A model served in one place may be written
     with `provider` and `upstream_model` alone: that is its one deployment. Otherwise `provider` and
     `upstream_model` are the first deployment's, for display; routing reads `deployments` only.
+    `fallbacks` and `fallbacks_on_context` name other models (catalog ids or `provider/model`).
     """
 
     id: str
@@ -56,6 +57,10 @@ class ModelSpec:
     pricing: Pricing | None = None
     created: int = 0
     owned_by: str = ""
+    #: Model ids tried in order once this model's own deployments are spent or open.
+    fallbacks: tuple[str, ...] = ()
+    #: Model ids (larger contexts) tried in order when an upstream refuses a request as too long.
+    fallbacks_on_context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.deployments:

@@ -10,6 +10,7 @@ GatewayError
 │   └── Overloaded             too many requests in flight (the process's or a provider's bound)
 ├── UpstreamError              something went wrong on the provider's side
 │   ├── UpstreamRejected       its 400/404/413/422: the request was wrong for it
+│   │   └── ContextTooLong     the request is longer than the model's context
 │   ├── UpstreamRateLimited    its 429
 │   ├── UpstreamUnavailable    its 5xx, 401/403 on our key, refused connection, bad body
 │   └── UpstreamTimeout        it said nothing in time
@@ -42,6 +43,9 @@ class GatewayError(Exception):
         self.param = param
         # The generation this error ended, once one was minted; the fronts return it to the client.
         self.generation_id: str | None = None
+        # The attempts made upstream before it, and the provider of the last (x-llmgw-attempts/-provider).
+        self.attempts = 0
+        self.provider = ""
 
 
 class InvalidRequest(GatewayError):
@@ -108,6 +112,13 @@ class UpstreamRejected(UpstreamError):
     """The upstream answered 400, 404, 413 or 422: the request was wrong for it."""
 
     default_code = "upstream_rejected"
+
+
+class ContextTooLong(UpstreamRejected):
+    """The upstream refused the request as longer than its model's context window: never retried on the
+    same model, but a model's `fallbacks_on_context` (larger contexts) may take it."""
+
+    default_code = "context_length_exceeded"
 
 
 class UpstreamRateLimited(UpstreamError):

@@ -59,6 +59,19 @@ def minted_at(generation_id: str) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of a request at one deployment: `outcome` is how it ended (a `GenerationStatus` value),
+    `error_code` why it failed, `duration_ms` from sending it to its answer or failure."""
+
+    provider: str
+    upstream_model: str
+    model: str
+    outcome: str
+    error_code: str = ""
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRecord:
     """One request's record; times are Unix seconds, durations milliseconds, cost USD."""
 
@@ -84,3 +97,6 @@ class GenerationRecord:
     error_code: str = ""
     error_message: str = ""
     user: str = ""
+    #: Every attempt, in order; the last is the one that answered (or failed last). `provider` and
+    #: `upstream_model` above are the last attempt's. Empty when the request never reached an upstream.
+    attempts: tuple[Attempt, ...] = ()

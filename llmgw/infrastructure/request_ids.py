@@ -8,11 +8,28 @@ import re
 
 REQUEST_ID_HEADER = "x-request-id"
 GENERATION_ID_HEADER = "x-generation-id"
+#: How many upstream attempts a request made, and the provider of the last (the one that answered).
+ATTEMPTS_HEADER = "x-llmgw-attempts"
+PROVIDER_HEADER = "x-llmgw-provider"
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Set once a request's generation id is minted, for fronts that send it after the handler (gRPC metadata).
 current_generation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "generation_id", default=None
 )
+# Set once a request's upstream attempts are over: their number and the last one's provider.
+current_attempts: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
+    "attempts", default=None
+)
+# A gRPC call's deadline, on the event loop's clock, when the client set one.
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+def attempt_headers(attempts: int, provider: str) -> dict[str, str]:
+    """`x-llmgw-attempts` and `x-llmgw-provider`; none when no attempt was made."""
+    if not attempts:
+        return {}
+    return {ATTEMPTS_HEADER: str(attempts), PROVIDER_HEADER: provider}
+
 
 # A client's id is echoed in headers and logs: keep it short and free of control characters.
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")

@@ -162,6 +162,7 @@ class Call:
     kind: str
     model: ModelSpec
     request: ChatRequest | EmbeddingsRequest
+    deadline: float | None = None
     sent: int = 0
     ended: str = ""
     hanging: asyncio.Event = field(default_factory=asyncio.Event)
@@ -203,8 +204,10 @@ class FakeProvider:
             await self._hung.wait()
         return next(call for call in reversed(self.calls) if call.hanging.is_set())
 
-    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
-        call = self._call("complete", model, request)
+    async def complete(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> ChatCompletion:
+        call = self._call("complete", model, request, deadline)
         answer = self._answers.popleft() if self._answers else _Answer(chat_answer())
         with _Ending(call):
             result = await self._after_delay(answer, call)
@@ -217,8 +220,10 @@ class FakeProvider:
                 upstream_id=result.upstream_id,
             )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
-        call = self._call("stream", model, request)
+    async def stream(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> AsyncIterator[list[JSONObject]]:
+        call = self._call("stream", model, request, deadline)
         script = self._streams.popleft() if self._streams else StreamScript(text_stream("Hello", "!"))
         with _Ending(call):
             for index, scripted in enumerate(script.chunks):
@@ -235,16 +240,24 @@ class FakeProvider:
             if script.hang_after == len(script.chunks):
                 await self._hang(call)
 
-    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
-        call = self._call("embed", model, request)
+    async def embed(
+        self, model: ModelSpec, request: EmbeddingsRequest, *, deadline: float | None = None
+    ) -> Embeddings:
+        call = self._call("embed", model, request, deadline)
         answer = self._embeddings.popleft() if self._embeddings else _Answer(embeddings_answer())
         with _Ending(call):
             result = await self._after_delay(answer, call)
             assert isinstance(result, Embeddings), "scripted a chat answer for embeddings"
             return Embeddings(body=copy.deepcopy(result.body), usage=result.usage, text=result.text)
 
-    def _call(self, kind: str, model: ModelSpec, request: ChatRequest | EmbeddingsRequest) -> Call:
-        call = Call(kind, model, request)
+    def _call(
+        self,
+        kind: str,
+        model: ModelSpec,
+        request: ChatRequest | EmbeddingsRequest,
+        deadline: float | None,
+    ) -> Call:
+        call = Call(kind, model, request, deadline)
         self.calls.append(call)
         return call
 

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from llmgw.application.ports import GenerationStore
-from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
-from llmgw.infrastructure.storage import postgres, sqlite
+from llmgw.domain.generation import Attempt, GenerationKind, GenerationRecord, GenerationStatus
+from llmgw.infrastructure.storage import postgres, rows, sqlite
 from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
@@ -52,6 +52,10 @@ FULL = GenerationRecord(
     error_code="upstream_timeout",
     error_message="naïve “quotes” and 漢字 and an emoji 🚀, plus 'single' quotes",
     user="alice@example.com",
+    attempts=(
+        Attempt("openai", "gpt-4o-mini-2024-07-18", "gpt-fast", "error", "upstream_unavailable", 12.5),
+        Attempt("openai", "gpt-4o-mini-2024-07-18", "gpt-fast", "completed", "", 1200.25),
+    ),
 )
 BARE = GenerationRecord(
     id="gen-bare",
@@ -232,6 +236,31 @@ async def test_sqlite_records_the_schema_version_and_does_not_migrate_again_on_r
 
     assert [version for version, _ in migrated] == list(range(1, len(sqlite.MIGRATIONS) + 1))
     assert await applied_migrations(path) == migrated
+
+
+async def test_a_sqlite_file_of_the_first_schema_is_migrated_and_its_rows_read_with_no_attempts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "llmgw.db"
+    old = dataclasses.replace(FULL, attempts=())
+    async with aiosqlite.connect(path) as db:
+        await db.execute(
+            "CREATE TABLE llmgw_schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for statement in sqlite.MIGRATIONS[0]:
+            await db.execute(statement)
+        await db.execute("INSERT INTO llmgw_schema_version VALUES (1, 0)")
+        columns = ", ".join(f'"{name}"' for name in rows.COLUMNS[:-1])
+        await db.execute(
+            f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * (len(rows.COLUMNS) - 1))})",  # noqa: S608
+            rows.to_row(old)[:-1],
+        )
+        await db.commit()
+
+    async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+        assert await store.get(old.id) == old
+        await store.put_many([FULL])
+        assert await store.get(FULL.id) == FULL
 
 
 async def test_sqlite_puts_the_file_in_wal_mode(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from llmgw.application.gateway import ChatStream, Gateway, RequestContext
 from llmgw.application.recording import GenerationRecorder
+from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import ChatRequest, EmbeddingsRequest, parse_chat_request, parse_embeddings_request
@@ -105,6 +106,7 @@ async def bounded(
         recorder,
         max_in_flight=max_in_flight,
         provider_max_in_flight=per_provider,
+        retry_policies={p.name: RetryPolicy(max_attempts=1) for p in providers},
     )
     bench = Bench(gateway)
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from llmgw.application.circuits import Circuits, CircuitState
 from llmgw.application.gateway import Gateway, RequestContext
+from llmgw.application.retries import RetryPolicy
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec
 from llmgw.domain.chat import ChatRequest, parse_chat_request
@@ -213,7 +214,8 @@ def well() -> FakeProvider:
 
 @pytest.fixture
 async def gateway(sick: FakeProvider, well: FakeProvider) -> AsyncIterator[Gateway]:
-    settings = Settings(providers={}, models=(DUO, SOLO))
+    # One attempt per request: these tests watch the circuits alone (test_failover: with retries).
+    settings = Settings(providers={}, models=(DUO, SOLO), retry=RetryPolicy(max_attempts=1))
     async with build_gateway(settings, store=FakeStore(), providers={"sick": sick, "well": well}) as gateway:
         yield gateway
 
@@ -241,7 +243,7 @@ async def test_a_failing_deployment_is_left_out_once_its_circuit_opens(
             await gateway.create_chat_completion(chat(), ctx())
         except UpstreamUnavailable:
             errors += 1
-    assert errors == 5, "no retries yet: each failure before the circuit opens reaches the client"
+    assert errors == 5, "without retries each failure before the circuit opens reaches the client"
 
     for _ in range(20):
         await gateway.create_chat_completion(chat(), ctx())

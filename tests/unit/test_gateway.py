@@ -12,6 +12,7 @@ import pytest
 
 from llmgw.application.gateway import ChatStream, Gateway, RequestContext
 from llmgw.application.recording import GenerationRecorder
+from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, ModelSpec, Pricing
@@ -66,7 +67,8 @@ CATALOG = (
     spec(EMBED, "fake", "embed-v1", Capability.EMBEDDINGS, pricing=Pricing(prompt=0.1, completion=0.0)),
     spec(ALIAS, "other", "big-model-2", Capability.CHAT),
 )
-SETTINGS = Settings(providers={}, models=CATALOG)
+# One attempt per request: each test scripts one answer (test_failover: retries and fallbacks).
+SETTINGS = Settings(providers={}, models=CATALOG, retry=RetryPolicy(max_attempts=1))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import llmgw._proto.google.api  # noqa: F401
 from llmgw._proto.llmgateway import v1
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.errors import InvalidRequest
-from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
+from llmgw.domain.generation import Attempt, GenerationKind, GenerationRecord, GenerationStatus
 from llmgw.infrastructure.grpc.convert import (
     chat_chunk_from_proto,
     chat_chunk_to_proto,
@@ -1179,6 +1179,10 @@ RECORD = GenerationRecord(
     error_code="client_closed",
     error_message="The client went away.",
     user="user-7",
+    attempts=(
+        Attempt("openrouter", "qwen/qwen3-max", "qwen3-max", "error", "upstream_unavailable", 3.25),
+        Attempt("dashscope", "qwen3-max", "dashscope/qwen3-max", "cancelled", "cancelled", 9.0),
+    ),
 )
 
 
@@ -1192,8 +1196,17 @@ def test_every_record_field_reads_the_same_on_both_fronts_by_its_own_name() -> N
     assert msg.created_at == datetime.fromtimestamp(1737000000.25, UTC)
     assert (rest["kind"], rest["status"]) == ("chat", "cancelled")
     assert msg.status == v1.GenerationStatus.CANCELLED
-    same = set(rest) - {"created_at", "status"}
+    same = set(rest) - {"created_at", "status", "attempts"}
     assert {name: getattr(msg, name) for name in same} == {name: rest[name] for name in same}
+    assert [dataclasses.asdict(a) for a in msg.attempts] == rest["attempts"]
+    assert rest["attempts"][0] == {
+        "provider": "openrouter",
+        "upstream_model": "qwen/qwen3-max",
+        "model": "qwen3-max",
+        "outcome": "error",
+        "error_code": "upstream_unavailable",
+        "duration_ms": 3.25,
+    }
 
 
 def test_missing_text_reads_null_on_rest_and_empty_on_grpc_but_the_upstream_id_reads_empty_on_both() -> None:

@@ -36,13 +36,19 @@ class FakeProvider:
     def has_credentials(self) -> bool:
         return True
 
-    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+    async def complete(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> ChatCompletion:
         raise AssertionError("routing must not call the provider")
 
-    def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    def stream(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> AsyncIterator[list[JSONObject]]:
         raise AssertionError("routing must not call the provider")
 
-    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
+    async def embed(
+        self, model: ModelSpec, request: EmbeddingsRequest, *, deadline: float | None = None
+    ) -> Embeddings:
         raise AssertionError("routing must not call the provider")
 
 

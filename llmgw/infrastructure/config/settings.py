@@ -6,6 +6,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import ModelSpec
 
 
@@ -89,6 +90,8 @@ class ProviderSettings:
     max_response_bytes: int = 67_108_864
     # Requests to this provider in flight at once (per process); 0: only server.max_in_flight bounds them.
     max_in_flight: int = 0
+    # `llm.retry` with this provider's `retry` keys over it; None: `llm.retry` as it is.
+    retry: RetryPolicy | None = None
 
     @property
     def has_credentials(self) -> bool:
@@ -161,6 +164,8 @@ class Settings:
     health: HealthSettings = HealthSettings()
     storage: StorageSettings = StorageSettings()
     server: ServerSettings = ServerSettings()
+    # `llm.retry`: every provider's retry policy, unless its own `retry` table overrides keys of it.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
     # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.infrastructure.config.settings import ListenAddress, ProviderSettings, Settings
 
@@ -18,6 +20,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         "llm": {
             "providers": {name: _provider(provider) for name, provider in settings.providers.items()},
             "models": [_model(model) for model in settings.models],
+            "retry": _retry(settings.retry),
         },
         "log": {"level": settings.log.level, "format": settings.log.format.value},
         "http": {
@@ -90,7 +93,13 @@ def _provider(provider: ProviderSettings) -> dict[str, Any]:
         "proxy": None if provider.proxy is None else mask_url_password(provider.proxy),
         "max_response_bytes": provider.max_response_bytes,
         "max_in_flight": provider.max_in_flight,
+        "retry": None if provider.retry is None else _retry(provider.retry),
     }
+
+
+def _retry(policy: RetryPolicy) -> dict[str, Any]:
+    """The policy's keys as configured (its `timeout` is the provider's, shown there)."""
+    return {name: value for name, value in asdict(policy).items() if name != "timeout"}
 
 
 def _model(model: ModelSpec) -> dict[str, Any]:
@@ -120,4 +129,6 @@ def _model(model: ModelSpec) -> dict[str, Any]:
         },
         "created": model.created,
         "owned_by": model.owned_by,
+        "fallbacks": list(model.fallbacks),
+        "fallbacks_on_context": list(model.fallbacks_on_context),
     }

@@ -9,10 +9,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
     ConfigError,
@@ -202,6 +203,12 @@ def storage_url(value: Any) -> str:
     raise ValueError(f"must be memory://, sqlite:///path or postgresql://...{shown}")
 
 
+def model_ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValueError("must be a list of model ids")
+    return tuple(value)
+
+
 def capabilities(value: Any) -> frozenset[Capability]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"must be a non-empty list of: {', '.join(_CAPABILITIES)}")
@@ -247,7 +254,7 @@ _PROVIDER_FIELDS: dict[str, Parse] = {
     "max_response_bytes": at_least(1),
     "max_in_flight": at_least(0),
 }
-_PROVIDER_KEYS = {*_PROVIDER_FIELDS, "api_key", "headers", *_OPENROUTER_HEADERS}
+_PROVIDER_KEYS = {*_PROVIDER_FIELDS, "api_key", "headers", "retry", *_OPENROUTER_HEADERS}
 _MODEL_FIELDS: dict[str, Parse] = {
     **dict.fromkeys(("name", "provider", "owned_by"), as_text),
     "upstream_model": non_empty,
@@ -260,6 +267,14 @@ _DEPLOYMENT_FIELDS: dict[str, Parse] = {
     "weight": at_least(1),
     "priority": at_least(0),
 }
+_RETRY_FIELDS: dict[str, Parse] = {
+    "max_attempts": at_least(1),
+    **dict.fromkeys(("backoff", "backoff_max", "retry_after_max"), duration(allow_zero=True)),
+    "budget": non_negative_number,
+    "budget_window": duration(),
+    "budget_floor": at_least(0),
+}
+_FALLBACK_KEYS = ("fallbacks", "fallbacks_on_context")
 _PRICES = dict.fromkeys(("prompt", "completion", "cached_prompt"), non_negative_number)
 
 
@@ -274,15 +289,18 @@ def build_settings(
     check = Checker(origins)
     check.warn_unknown(data, (), TOP_LEVEL)
     llm = check.table(data, ("llm",))
-    check.warn_unknown(llm, ("llm",), {"providers", "models"})
-    providers = _providers(llm, check, environ)
+    check.warn_unknown(llm, ("llm",), {"providers", "models", "retry"})
+    retry = RetryPolicy(**check.section(llm, ("llm", "retry"), _RETRY_FIELDS))
+    providers = _providers(llm, check, environ, retry)
     models = _models(llm, check)
     sections = {
         name: make(**check.section(data, (name,), parsers)) for name, (make, parsers) in _SECTIONS.items()
     }
     if check.problems:
         raise ConfigError(check.problems, check.warnings)
-    return Settings(providers, models, **sections, sources=sources, warnings=tuple(check.warnings))
+    return Settings(
+        providers, models, **sections, retry=retry, sources=sources, warnings=tuple(check.warnings)
+    )
 
 
 class Checker:
@@ -354,20 +372,26 @@ def api_key_env_var(provider: str) -> str:
 
 
 def _providers(
-    llm: Mapping[str, Any], check: Checker, environ: Mapping[str, str]
+    llm: Mapping[str, Any], check: Checker, environ: Mapping[str, str], retry: RetryPolicy
 ) -> dict[str, ProviderSettings]:
     providers: dict[str, ProviderSettings] = {}
     for name, table in check.table(llm, ("llm", "providers")).items():
         path = ("llm", "providers", name)
         if isinstance(table, Mapping):
-            providers[name] = _provider(name, table, path, check, environ)
+            providers[name] = _provider(name, table, path, check, environ=environ, retry=retry)
         else:
             check.fail(path, f"must be a table, got {table!r}")
     return providers
 
 
 def _provider(
-    name: str, table: Mapping[str, Any], path: KeyPath, check: Checker, environ: Mapping[str, str]
+    name: str,
+    table: Mapping[str, Any],
+    path: KeyPath,
+    check: Checker,
+    *,
+    environ: Mapping[str, str],
+    retry: RetryPolicy,
 ) -> ProviderSettings:
     check.warn_unknown(table, path, _PROVIDER_KEYS)
     fields = check.parse(table, path, _PROVIDER_FIELDS)
@@ -389,11 +413,13 @@ def _provider(
         check.fail((*path, "transport"), f"the fast transport does not speak to proxies; {hint}")
     api_key, api_key_source = _api_key(name, table, path, check, environ)
     headers = _headers(kind, table, path, check)
+    own_retry = check.section(table, (*path, "retry"), _RETRY_FIELDS) if "retry" in table else {}
     return ProviderSettings(
         name=name,
         api_key=api_key,
         api_key_source=api_key_source,
         headers=headers,
+        retry=replace(retry, **own_retry) if own_retry else None,
         **{"base_url": "", **fields},
     )
 
@@ -449,7 +475,25 @@ def _models(llm: Mapping[str, Any], check: Checker) -> tuple[ModelSpec, ...]:
         model_id = entry.get("id") if isinstance(entry, Mapping) else None
         by_id[model_id if isinstance(model_id, str) else index] = entry
     models = (_model(entry, index, check, providers) for index, entry in enumerate(by_id.values()))
-    return tuple(model for model in models if model is not None)
+    catalog = tuple(model for model in models if model is not None)
+    _check_fallbacks(catalog, check, providers)
+    return catalog
+
+
+def _check_fallbacks(catalog: tuple[ModelSpec, ...], check: Checker, providers: frozenset[str]) -> None:
+    """Each fallback names another model: a catalog id, or `provider/model` of a declared provider."""
+    ids = {model.id for model in catalog}
+    for model in catalog:
+        for key in _FALLBACK_KEYS:
+            for fallback in getattr(model, key):
+                prefix, sep, rest = fallback.partition("/")
+                if fallback == model.id:
+                    problem = "a model cannot be its own fallback"
+                elif fallback in ids or (sep and rest and prefix in providers):
+                    continue
+                else:
+                    problem = "is neither a catalog model id nor provider/model of a declared provider"
+                check.fail((*MODELS_PATH, f"[{model.id}]", key), f"{fallback!r} {problem}")
 
 
 def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) -> ModelSpec | None:
@@ -463,7 +507,7 @@ def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) ->
             check.fail((*anonymous, "id"), "is required")
         return None
     path = (*MODELS_PATH, f"[{model_id}]")
-    check.warn_unknown(entry, path, {"id", "pricing", "deployments", *_MODEL_FIELDS})
+    check.warn_unknown(entry, path, {"id", "pricing", "deployments", *_FALLBACK_KEYS, *_MODEL_FIELDS})
     fields = check.parse(entry, path, _MODEL_FIELDS)
     if entry.get("deployments") is not None:
         for key in ("provider", "upstream_model"):
@@ -473,7 +517,10 @@ def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) ->
     else:
         deployments = _single_deployment(entry, fields, model_id, path, check=check, providers=providers)
     first = deployments[0] if deployments else Deployment("", "")
+    fallbacks = check.parse(entry, path, dict.fromkeys(_FALLBACK_KEYS, model_ids))
     return ModelSpec(
+        fallbacks=fallbacks.get("fallbacks", ()),
+        fallbacks_on_context=fallbacks.get("fallbacks_on_context", ()),
         id=model_id,
         name=fields.get("name", model_id),
         deployments=deployments or (first,),

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from grpclib import GRPCError, Status
 
 from llmgw.domain import errors
-from llmgw.infrastructure.request_ids import current_generation_id
+from llmgw.infrastructure.request_ids import current_attempts, current_generation_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def mapped_errors() -> Iterator[None]:
     except errors.GatewayError as exc:
         if exc.generation_id is not None:
             current_generation_id.set(exc.generation_id)
+        if exc.attempts:
+            current_attempts.set((exc.attempts, exc.provider))
         raise GRPCError(grpc_status(exc), exc.message) from exc
     except GRPCError:
         raise

@@ -27,6 +27,7 @@ _CONVERSIONS: dict[str, Callable[[Any], Any]] = {
     "kind": operator.attrgetter("value"),
     "status": _STATUS.__getitem__,
     "created_at": lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.UTC),
+    "attempts": lambda attempts: [v1.GenerationAttempt(**dataclasses.asdict(a)) for a in attempts],
 }
 
 

@@ -7,6 +7,7 @@ grpclib's public `Stream` API, so every message still goes through its normal se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,9 @@ from llmgw.infrastructure.request_ids import (
     GENERATION_ID_HEADER,
     REQUEST_ID_HEADER,
     accept_or_mint,
+    attempt_headers,
+    current_attempts,
+    current_deadline,
     current_generation_id,
     current_request_id,
 )
@@ -89,10 +93,16 @@ class _ServerStream:
 
 
 def _begin(stream: Stream[Any, Any]) -> None:
-    """A call's start: the request id taken from the metadata or minted, no generation id yet."""
+    """A call's start: the request id taken from the metadata or minted, the client's deadline if it set
+    one, no generation id nor attempts yet."""
     value = stream.metadata.get(REQUEST_ID_HEADER) if stream.metadata is not None else None
     current_request_id.set(accept_or_mint(value if isinstance(value, str) else None))
     current_generation_id.set(None)
+    current_attempts.set(None)
+    deadline = stream.deadline
+    current_deadline.set(
+        None if deadline is None else asyncio.get_running_loop().time() + deadline.time_remaining()
+    )
 
 
 def _ids() -> dict[str, str]:
@@ -100,6 +110,9 @@ def _ids() -> dict[str, str]:
     generation_id = current_generation_id.get()
     if generation_id is not None:
         ids[GENERATION_ID_HEADER] = generation_id
+    attempts = current_attempts.get()
+    if attempts is not None:
+        ids.update(attempt_headers(*attempts))
     return ids
 
 

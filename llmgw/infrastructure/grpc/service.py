@@ -24,7 +24,12 @@ from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import with_ids
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.upb_codec import Encoded
-from llmgw.infrastructure.request_ids import current_generation_id, current_request_id
+from llmgw.infrastructure.request_ids import (
+    current_attempts,
+    current_deadline,
+    current_generation_id,
+    current_request_id,
+)
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
@@ -50,25 +55,31 @@ class GatewayService(v1.LlmGatewayServiceBase):
     async def create_chat_completion(self, message: Any) -> v1.ChatCompletion:
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=False)
-            result = await self._gateway.create_chat_completion(request, _context())
+            ctx = _context()
+            result = await self._gateway.create_chat_completion(request, ctx)
             current_generation_id.set(result.body["id"])
+            current_attempts.set((ctx.attempts, ctx.provider))
             return cast(v1.ChatCompletion, encode_chat_completion(result.body))
 
     async def create_chat_completion_stream(self, message: Any) -> AsyncIterator[v1.ChatCompletionChunk]:
         with mapped_errors():
             request = parse_chat_request(chat_request_to_json(message), stream=True)
-            stream = self._gateway.stream_chat_completion(request, _context())
+            ctx = _context()
+            stream = self._gateway.stream_chat_completion(request, ctx)
             current_generation_id.set(stream.generation_id)
             async with contextlib.aclosing(stream):
                 async for chunks in stream:
+                    current_attempts.set((ctx.attempts, ctx.provider))
                     for chunk in chunks:
                         yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
 
     async def create_embeddings(self, message: Any) -> v1.CreateEmbeddingsResponse:
         with mapped_errors():
             request = parse_embeddings_request(embeddings_request_to_json(message))
-            result = await self._gateway.create_embeddings(request, _context())
+            ctx = _context()
+            result = await self._gateway.create_embeddings(request, ctx)
             current_generation_id.set(result.body["id"])
+            current_attempts.set((ctx.attempts, ctx.provider))
             body = result.body if result.text is None else orjson.loads(result.text) | result.body
             return cast(v1.CreateEmbeddingsResponse, encode_embeddings_response(body))
 
@@ -79,4 +90,4 @@ class GatewayService(v1.LlmGatewayServiceBase):
 
 
 def _context() -> RequestContext:
-    return RequestContext(request_id=current_request_id.get())
+    return RequestContext(request_id=current_request_id.get(), deadline=current_deadline.get())

@@ -117,9 +117,13 @@ class OpenAICompatibleProvider:
     async def close(self) -> None:
         await self._transport.close()
 
-    async def complete(self, model: ModelSpec, request: ChatRequest) -> ChatCompletion:
+    async def complete(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> ChatCompletion:
         self._require_key()
-        body = await self._post_json(_CHAT_PATH, self._quirks.chat_body(model, request, stream=False))
+        body = self._json_object(
+            await self._post(_CHAT_PATH, self._quirks.chat_body(model, request, stream=False), deadline)
+        )
         choices = body.get("choices")
         first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         usage = body.get("usage")
@@ -130,11 +134,13 @@ class OpenAICompatibleProvider:
             upstream_id=str(body.get("id") or ""),
         )
 
-    async def stream(self, model: ModelSpec, request: ChatRequest) -> AsyncIterator[list[JSONObject]]:
+    async def stream(
+        self, model: ModelSpec, request: ChatRequest, *, deadline: float | None = None
+    ) -> AsyncIterator[list[JSONObject]]:
         self._require_key()
         settings = self._settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.timeout
+        deadline = self._deadline(deadline)
         body = _json_body(self._quirks.chat_body(model, request, stream=True))
         first_byte = min(loop.time() + settings.first_token_timeout, deadline)
         response = await self._within(self._transport.post(_CHAT_PATH, body), first_byte, _NO_ANSWER)
@@ -184,8 +190,11 @@ class OpenAICompatibleProvider:
             raise error_from_event(answer["error"], provider=self.name, secret=self._settings.api_key)
         return completion_as_chunks(answer)
 
-    async def embed(self, model: ModelSpec, request: EmbeddingsRequest) -> Embeddings:
+    async def embed(
+        self, model: ModelSpec, request: EmbeddingsRequest, *, deadline: float | None = None
+    ) -> Embeddings:
         self._require_key()
+        deadline = self._deadline(deadline)
         quirks = self._quirks
         body = quirks.embeddings_body(model, request)
         inputs = body.get("input")
@@ -196,9 +205,9 @@ class OpenAICompatibleProvider:
         limit = quirks.max_embedding_inputs
         encode_base64 = request.encoding_format == "base64" and not quirks.supports_base64_embeddings
         if limit is not None and isinstance(inputs, list) and len(inputs) > limit:
-            result = await self._embed_split(body, inputs, limit)
+            result = await self._embed_split(body, inputs, limit, deadline)
         else:
-            raw = await self._post(_EMBEDDINGS_PATH, body)
+            raw = await self._post(_EMBEDDINGS_PATH, body, deadline)
             passed = None if encode_base64 else _passed_embeddings(raw)
             if passed is not None:
                 return passed
@@ -208,15 +217,16 @@ class OpenAICompatibleProvider:
         usage = result.get("usage")
         return Embeddings(body=result, usage=Usage.from_openai(usage) if isinstance(usage, dict) else None)
 
-    async def _embed_split(self, body: JSONObject, inputs: list[Any], limit: int) -> JSONObject:
+    async def _embed_split(
+        self, body: JSONObject, inputs: list[Any], limit: int, deadline: float
+    ) -> JSONObject:
         """Split a batch the upstream would refuse, send the parts concurrently, merge in input order."""
         gate = asyncio.Semaphore(_EMBEDDING_PARALLELISM)
 
         async def part(start: int) -> JSONObject:
             async with gate:
-                return await self._post_json(
-                    _EMBEDDINGS_PATH, {**body, "input": inputs[start : start + limit]}
-                )
+                payload = {**body, "input": inputs[start : start + limit]}
+                return self._json_object(await self._post(_EMBEDDINGS_PATH, payload, deadline))
 
         starts = range(0, len(inputs), limit)
         try:
@@ -264,12 +274,14 @@ class OpenAICompatibleProvider:
                 raise error
         return chunk
 
-    async def _post_json(self, path: str, payload: JSONObject) -> JSONObject:
-        return self._json_object(await self._post(path, payload))
+    def _deadline(self, deadline: float | None) -> float:
+        """This call's deadline: the provider's `timeout` from now, or the request's if that is sooner."""
+        own = asyncio.get_running_loop().time() + self._settings.timeout
+        return own if deadline is None or own < deadline else deadline
 
-    async def _post(self, path: str, payload: JSONObject) -> bytes:
+    async def _post(self, path: str, payload: JSONObject, deadline: float | None) -> bytes:
         """The answer's body, once its status says it is not an error; one deadline for the exchange."""
-        deadline = asyncio.get_running_loop().time() + self._settings.timeout
+        deadline = self._deadline(deadline)
         status, headers, raw = await self._within(
             self._exchange(path, _json_body(payload)), deadline, _NO_ANSWER
         )

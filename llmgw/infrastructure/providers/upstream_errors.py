@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from llmgw.domain.errors import (
+    ContextTooLong,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -18,6 +20,14 @@ from llmgw.domain.errors import (
 
 _REJECTED = frozenset({400, 404, 413, 422})
 _MAX_MESSAGE = 2000
+# How upstreams say a request is longer than the model's context: OpenAI's and vLLM's code, OpenAI's and
+# OpenRouter's "maximum context length is N tokens", vLLM's "... exceeds the model's context window",
+# DashScope's "Range of input length should be [1, N]", Anthropic-style "prompt is too long".
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_CONTEXT_MESSAGE = re.compile(
+    r"context[ _](length|window)|maximum context|range of input length|prompt is too long|too many tokens",
+    re.IGNORECASE,
+)
 
 
 def error_from_status(
@@ -29,6 +39,8 @@ def error_from_status(
     message = message or f"HTTP {status}"
     text = f"{provider}: {message}"
     if status in _REJECTED:
+        if code in _CONTEXT_CODES or _CONTEXT_MESSAGE.search(message):
+            return ContextTooLong(text, status=status, code=code, param=param)
         return UpstreamRejected(text, status=status, code=code, param=param)
     if status == 429:
         return UpstreamRateLimited(text, retry_after=retry_after(headers), code=code)

@@ -12,7 +12,7 @@ from aiohttp_sse import EventSourceResponse
 from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
-from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER, attempt_headers
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import GATEWAY
@@ -34,19 +34,24 @@ async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse
     ctx = RequestContext(request_id=request_id(request))
     if not chat.stream:
         result = await gateway.create_chat_completion(chat, ctx)
-        return json_response(result.body, headers={GENERATION_ID_HEADER: result.body["id"]})
+        headers = {GENERATION_ID_HEADER: result.body["id"], **attempt_headers(ctx.attempts, ctx.provider)}
+        return json_response(result.body, headers=headers)
     stream = gateway.stream_chat_completion(chat, ctx)
     async with contextlib.aclosing(stream):
-        return await _stream(request, stream)
+        return await _stream(request, stream, ctx)
 
 
-async def _stream(request: web.Request, stream: ChatStream) -> web.StreamResponse:
+async def _stream(request: web.Request, stream: ChatStream, ctx: RequestContext) -> web.StreamResponse:
     """Nothing is sent before the first upstream chunk: until then an error is an ordinary JSON answer."""
     first = await anext(stream, None)
     # An SSE answer to a POST is OpenAI's protocol, hence allow_all_methods. No send_timeout: it wraps the
     # socket in a new object and costs three socket option calls per stream (about 4% of a paced stream's
     # CPU in the benchmark's profile), and a client that stops reading is noticed by the kernel anyway.
-    headers = {GENERATION_ID_HEADER: stream.generation_id, REQUEST_ID_HEADER: request_id(request)}
+    headers = {
+        GENERATION_ID_HEADER: stream.generation_id,
+        REQUEST_ID_HEADER: request_id(request),
+        **attempt_headers(ctx.attempts, ctx.provider),
+    }
     response = EventSourceResponse(headers=headers, sep="\n", allow_all_methods=True, send_timeout=None)
     await response.prepare(request)
     try:

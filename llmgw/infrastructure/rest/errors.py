@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from llmgw.domain import errors
-from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, attempt_headers
 
 # Most specific first: the first matching class wins.
 _TABLE: tuple[tuple[type[errors.GatewayError], int, str], ...] = (
@@ -43,7 +43,7 @@ def error_body(exc: errors.GatewayError) -> dict[str, Any]:
 
 def error_response(exc: errors.GatewayError) -> web.Response:
     status, _ = status_and_type(exc)
-    headers: dict[str, str] = {}
+    headers = attempt_headers(exc.attempts, exc.provider)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(0, round(retry_after)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ def record_json(record: GenerationRecord) -> dict[str, Any]:
         else:
             out[name] = value
     out["created_at"] = _iso(record.created_at)
+    out["attempts"] = [asdict(attempt) for attempt in record.attempts]
     return out
 
 

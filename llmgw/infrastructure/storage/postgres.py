@@ -52,6 +52,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         f"CREATE INDEX {TABLE}_created_at ON {TABLE} (created_at)",
     ),
+    # 2: every upstream attempt of the request, a JSON array (issue 12).
+    (f"""ALTER TABLE {TABLE} ADD COLUMN "attempts" TEXT NOT NULL DEFAULT '[]'""",),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import astuple, fields
 from typing import Any
 
-from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
+import orjson
+
+from llmgw.domain.generation import Attempt, GenerationKind, GenerationRecord, GenerationStatus
 
 TABLE = "generations"
 VERSION_TABLE = "llmgw_schema_version"
@@ -18,25 +20,33 @@ COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(GenerationRecord
 # Quoted because `user` is a reserved word in Postgres.
 COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
 
-# What the drivers hand back is not always the field's type: enums are stored as their values and
-# SQLite has no boolean.
+
+def _attempts_from_json(text: str) -> tuple[Attempt, ...]:
+    return tuple(Attempt(*item) for item in orjson.loads(text))
+
+
+# What the drivers hand back is not always the field's type: enums are stored as their values, SQLite has
+# no boolean, and attempts are a JSON array of arrays (each an `Attempt`'s fields in order).
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "kind": GenerationKind,
     "status": GenerationStatus,
     "streamed": bool,
+    "attempts": _attempts_from_json,
 }
 
 
 _VALUES = operator.attrgetter(*COLUMNS)
 # The enum fields, stored as their values.
 _ENUM_POSITIONS = (COLUMNS.index("kind"), COLUMNS.index("status"))
+_ATTEMPTS = COLUMNS.index("attempts")
 
 
 def to_row(record: GenerationRecord) -> tuple[Any, ...]:
-    """The record's values in `COLUMNS` order, enums as their string values."""
+    """The record's values in `COLUMNS` order, enums as their string values, attempts as JSON text."""
     row = list(_VALUES(record))
     for position in _ENUM_POSITIONS:
         row[position] = row[position].value
+    row[_ATTEMPTS] = orjson.dumps([astuple(attempt) for attempt in record.attempts]).decode()
     return tuple(row)
 
 

@@ -20,6 +20,7 @@ __all__ = (
     "FunctionCall",
     "FunctionDefinition",
     "Generation",
+    "GenerationAttempt",
     "GenerationStatus",
     "GetGenerationRequest",
     "GetGenerationResponse",
@@ -722,8 +723,46 @@ class Generation(betterproto2.Message):
     The caller's `user` field.
     """
 
+    attempts: "list[GenerationAttempt]" = betterproto2.field(23, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Every upstream attempt, in order; the last is the one that answered (or failed last).
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "Generation", Generation)
+
+
+@dataclass(eq=False, repr=False)
+class GenerationAttempt(betterproto2.Message):
+    """
+    GenerationAttempt is one try of a request at one deployment.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR.message_types_by_name["GenerationAttempt"]
+
+    provider: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    upstream_model: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The gateway model it was made for: the requested one or a fallback.
+    """
+
+    outcome: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    completed | error | cancelled
+    """
+
+    error_code: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    duration_ms: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+
+
+default_message_pool.register_message("llmgateway.v1", "GenerationAttempt", GenerationAttempt)
 
 
 @dataclass(eq=False, repr=False)
@@ -1266,7 +1305,7 @@ LLMGATEWAY_V1_EMBEDDINGS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool
     b'\n\x1ellmgateway/v1/embeddings.proto\x12\rllmgateway.v1\x1a\x1cgoogle/protobuf/struct.proto"\xc6\x02\n\x17CreateEmbeddingsRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n\x05input\x18\x02 \x03(\tR\x05input\x128\n\x0btoken_input\x18\x03 \x03(\x0b2\x17.llmgateway.v1.TokenIdsR\ntokenInput\x12#\n\ndimensions\x18\x04 \x01(\x05H\x00R\ndimensions\x88\x01\x01\x12,\n\x0fencoding_format\x18\x05 \x01(\tH\x01R\x0eencodingFormat\x88\x01\x01\x12\x17\n\x04user\x18\x06 \x01(\tH\x02R\x04user\x88\x01\x01\x12-\n\x05extra\x18d \x01(\x0b2\x17.google.protobuf.StructR\x05extraB\r\n\x0b_dimensionsB\x12\n\x10_encoding_formatB\x07\n\x05_user"\x1c\n\x08TokenIds\x12\x10\n\x03ids\x18\x01 \x03(\x03R\x03ids"\xbc\x01\n\x18CreateEmbeddingsResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06object\x18\x02 \x01(\tR\x06object\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12,\n\x04data\x18\x04 \x03(\x0b2\x18.llmgateway.v1.EmbeddingR\x04data\x124\n\x05usage\x18\x05 \x01(\x0b2\x1e.llmgateway.v1.EmbeddingsUsageR\x05usage"\x82\x01\n\tEmbedding\x12\x16\n\x06object\x18\x01 \x01(\tR\x06object\x12\x14\n\x05index\x18\x02 \x01(\x05R\x05index\x12\x1c\n\tembedding\x18\x03 \x03(\x01R\tembedding\x12)\n\x10embedding_base64\x18\x04 \x01(\tR\x0fembeddingBase64"{\n\x0fEmbeddingsUsage\x12#\n\rprompt_tokens\x18\x01 \x01(\x03R\x0cpromptTokens\x12!\n\x0ctotal_tokens\x18\x02 \x01(\x03R\x0btotalTokens\x12\x17\n\x04cost\x18\x03 \x01(\x01H\x00R\x04cost\x88\x01\x01B\x07\n\x05_costb\x06proto3'
 )
 LLMGATEWAY_V1_GENERATION_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1ellmgateway/v1/generation.proto\x12\rllmgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto"&\n\x14GetGenerationRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"R\n\x15GetGenerationResponse\x129\n\ngeneration\x18\x01 \x01(\x0b2\x19.llmgateway.v1.GenerationR\ngeneration"\xcf\x06\n\nGeneration\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12\x12\n\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x06 \x01(\tR\rupstreamModel\x12\x1f\n\x0bupstream_id\x18\x07 \x01(\tR\nupstreamId\x129\n\ncreated_at\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n\x08streamed\x18\t \x01(\x08R\x08streamed\x127\n\x06status\x18\n \x01(\x0e2\x1f.llmgateway.v1.GenerationStatusR\x06status\x12#\n\rfinish_reason\x18\x0b \x01(\tR\x0cfinishReason\x12#\n\rprompt_tokens\x18\x0c \x01(\x03R\x0cpromptTokens\x12+\n\x11completion_tokens\x18\r \x01(\x03R\x10completionTokens\x12!\n\x0ctotal_tokens\x18\x0e \x01(\x03R\x0btotalTokens\x12#\n\rcached_tokens\x18\x0f \x01(\x03R\x0ccachedTokens\x12)\n\x10reasoning_tokens\x18\x10 \x01(\x03R\x0freasoningTokens\x12\x1e\n\x08cost_usd\x18\x11 \x01(\x01H\x00R\x07costUsd\x88\x01\x01\x12"\n\nlatency_ms\x18\x12 \x01(\x01H\x01R\tlatencyMs\x88\x01\x01\x127\n\x16time_to_first_token_ms\x18\x13 \x01(\x01H\x02R\x12timeToFirstTokenMs\x88\x01\x01\x12\x1d\n\nerror_code\x18\x14 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x15 \x01(\tR\x0cerrorMessage\x12\x12\n\x04user\x18\x16 \x01(\tR\x04userB\x0b\n\t_cost_usdB\r\n\x0b_latency_msB\x19\n\x17_time_to_first_token_ms*\x92\x01\n\x10GenerationStatus\x12\x1f\n\x1dGENERATION_STATUS_UNSPECIFIED\x12\x1f\n\x1bGENERATION_STATUS_COMPLETED\x10\x01\x12\x1b\n\x17GENERATION_STATUS_ERROR\x10\x02\x12\x1f\n\x1bGENERATION_STATUS_CANCELLED\x10\x03b\x06proto3'
+    b'\n\x1ellmgateway/v1/generation.proto\x12\rllmgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto"&\n\x14GetGenerationRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"R\n\x15GetGenerationResponse\x129\n\ngeneration\x18\x01 \x01(\x0b2\x19.llmgateway.v1.GenerationR\ngeneration"\x8d\x07\n\nGeneration\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12\x12\n\x04kind\x18\x03 \x01(\tR\x04kind\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x06 \x01(\tR\rupstreamModel\x12\x1f\n\x0bupstream_id\x18\x07 \x01(\tR\nupstreamId\x129\n\ncreated_at\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n\x08streamed\x18\t \x01(\x08R\x08streamed\x127\n\x06status\x18\n \x01(\x0e2\x1f.llmgateway.v1.GenerationStatusR\x06status\x12#\n\rfinish_reason\x18\x0b \x01(\tR\x0cfinishReason\x12#\n\rprompt_tokens\x18\x0c \x01(\x03R\x0cpromptTokens\x12+\n\x11completion_tokens\x18\r \x01(\x03R\x10completionTokens\x12!\n\x0ctotal_tokens\x18\x0e \x01(\x03R\x0btotalTokens\x12#\n\rcached_tokens\x18\x0f \x01(\x03R\x0ccachedTokens\x12)\n\x10reasoning_tokens\x18\x10 \x01(\x03R\x0freasoningTokens\x12\x1e\n\x08cost_usd\x18\x11 \x01(\x01H\x00R\x07costUsd\x88\x01\x01\x12"\n\nlatency_ms\x18\x12 \x01(\x01H\x01R\tlatencyMs\x88\x01\x01\x127\n\x16time_to_first_token_ms\x18\x13 \x01(\x01H\x02R\x12timeToFirstTokenMs\x88\x01\x01\x12\x1d\n\nerror_code\x18\x14 \x01(\tR\terrorCode\x12#\n\rerror_message\x18\x15 \x01(\tR\x0cerrorMessage\x12\x12\n\x04user\x18\x16 \x01(\tR\x04user\x12<\n\x08attempts\x18\x17 \x03(\x0b2 .llmgateway.v1.GenerationAttemptR\x08attemptsB\x0b\n\t_cost_usdB\r\n\x0b_latency_msB\x19\n\x17_time_to_first_token_ms"\xc6\x01\n\x11GenerationAttempt\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x02 \x01(\tR\rupstreamModel\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x18\n\x07outcome\x18\x04 \x01(\tR\x07outcome\x12\x1d\n\nerror_code\x18\x05 \x01(\tR\terrorCode\x12\x1f\n\x0bduration_ms\x18\x06 \x01(\x01R\ndurationMs*\x92\x01\n\x10GenerationStatus\x12\x1f\n\x1dGENERATION_STATUS_UNSPECIFIED\x12\x1f\n\x1bGENERATION_STATUS_COMPLETED\x10\x01\x12\x1b\n\x17GENERATION_STATUS_ERROR\x10\x02\x12\x1f\n\x1bGENERATION_STATUS_CANCELLED\x10\x03b\x06proto3'
 )
 LLMGATEWAY_V1_MODELS_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
     b'\n\x1allmgateway/v1/models.proto\x12\rllmgateway.v1"\x13\n\x11ListModelsRequest"V\n\x12ListModelsResponse\x12\x16\n\x06object\x18\x01 \x01(\tR\x06object\x12(\n\x04data\x18\x02 \x03(\x0b2\x14.llmgateway.v1.ModelR\x04data"!\n\x0fGetModelRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb8\x01\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06object\x18\x02 \x01(\tR\x06object\x12\x18\n\x07created\x18\x03 \x01(\x03R\x07created\x12\x19\n\x08owned_by\x18\x04 \x01(\tR\x07ownedBy\x12\x12\n\x04name\x18\x05 \x01(\tR\x04name\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\x12"\n\x0ccapabilities\x18\x07 \x03(\tR\x0ccapabilitiesb\x06proto3'
