@@ -57,7 +57,7 @@ async def build_gateway(
                 stack.push_async_callback(provider.close)
                 built[name] = provider
             providers = built
-        circuits = Circuits()
+        circuits = Circuits(failures=settings.circuit.failures, cooldown=settings.circuit.cooldown)
         router = Router(
             settings.models,
             providers,

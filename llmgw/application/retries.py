@@ -29,7 +29,7 @@ class RetryPolicy:
     timeout: float = 600.0
     backoff: float = 0.25
     backoff_max: float = 4.0
-    retry_after_max: float = 10.0
+    retry_after_max: float = 5.0
     budget: float = 0.2
     budget_window: float = 10.0
     budget_floor: int = 10

@@ -4,8 +4,9 @@ deployment each attempt goes to, when, how many there are, and what the record a
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -55,6 +56,7 @@ class Setup:
         policy: RetryPolicy = FAST,
         models: Sequence[ModelSpec] = (GPT4O, MINI, LONG, SOLO),
         max_in_flight: dict[str, int] | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.providers = {name: FakeProvider(name) for name in ("east", "west", "spare")}
         self.circuits = Circuits()
@@ -64,6 +66,7 @@ class Setup:
             is_available=self.circuits.is_available,
             opened_first=self.circuits.opened_first,
             claim=self.circuits.claim,
+            draw=draw,
         )
         self.recorder = GenerationRecorder(FakeStore())
         self.gateway = Gateway(
@@ -224,7 +227,8 @@ async def test_a_request_too_long_without_a_larger_fallback_is_not_retried() -> 
 
 
 async def test_one_deadline_bounds_every_attempt_and_no_backoff_runs_past_it() -> None:
-    setup = Setup(policy=RetryPolicy(backoff=10.0, backoff_max=10.0, timeout=0.5))
+    # The backoff's jitter draws 0.5: a 5 s wait, past the 0.5 s deadline.
+    setup = Setup(policy=RetryPolicy(backoff=10.0, backoff_max=10.0, timeout=0.5), draw=lambda: 0.5)
     setup.providers["east"].will_answer(DOWN)
     started = time.perf_counter()
     with pytest.raises(UpstreamUnavailable):
@@ -297,7 +301,7 @@ async def test_with_every_deployment_and_fallback_open_the_one_opened_first_is_t
 
 
 async def test_a_client_that_leaves_during_a_backoff_stops_every_further_attempt() -> None:
-    setup = Setup(models=(SOLO,), policy=RetryPolicy(backoff=5.0, backoff_max=5.0))
+    setup = Setup(models=(SOLO,), policy=RetryPolicy(backoff=5.0, backoff_max=5.0), draw=lambda: 0.5)
     setup.providers["east"].will_answer(DOWN)
     ctx = RequestContext("r")
     task = asyncio.create_task(setup.gateway.create_chat_completion(chat("solo"), ctx))

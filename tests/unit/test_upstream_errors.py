@@ -9,6 +9,7 @@ import pytest
 from multidict import CIMultiDict
 
 from llmgw.domain.errors import (
+    ContextTooLong,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -287,3 +288,53 @@ def test_an_in_stream_error_never_carries_the_key() -> None:
     error = error_from_event({"code": 401, "message": f"bad key {KEY}"}, provider="up", secret=KEY)
 
     assert KEY not in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        # OpenAI
+        (
+            400,
+            openai_body("This model's maximum context length is 128000 tokens.", "context_length_exceeded"),
+        ),
+        # OpenRouter
+        (
+            400,
+            orjson.dumps(
+                {
+                    "error": {
+                        "message": "This endpoint's maximum context length is 131072 tokens. However, you "
+                        "requested about 200000 tokens.",
+                        "code": 400,
+                    }
+                }
+            ),
+        ),
+        # vLLM
+        (400, openai_body("The prompt (5000 tokens) exceeds the model's context window of 4096.", None)),
+        # DashScope (OpenAI-compatible mode)
+        (400, openai_body("Range of input length should be [1, 30720]", "invalid_parameter_error")),
+        (413, openai_body("prompt is too long: 210000 tokens > 200000 maximum", None)),
+    ],
+)
+def test_a_request_longer_than_the_models_context_is_told_apart_from_other_refusals(
+    status: int, body: bytes
+) -> None:
+    error = error_from_status(status, body, {}, provider="up")
+    assert isinstance(error, ContextTooLong)
+    assert error.status == status
+    assert error.code in {"context_length_exceeded", "invalid_parameter_error", "400"}
+
+
+@pytest.mark.parametrize(
+    "message", ["Invalid value for 'temperature'", "Unknown parameter: 'foo'", "model not found"]
+)
+def test_other_refusals_are_not_context_errors(message: str) -> None:
+    error = error_from_status(400, openai_body(message, "invalid_request"), {}, provider="up")
+    assert type(error) is UpstreamRejected
+
+
+def test_a_context_error_answered_with_a_5xx_is_not_a_refusal_of_the_request() -> None:
+    body = openai_body("maximum context length exceeded", "context_length_exceeded")
+    assert type(error_from_status(500, body, {}, provider="up")) is UpstreamUnavailable

@@ -153,6 +153,15 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    """`llm.circuit`: a deployment's circuit opens after `failures` consecutive failures, for `cooldown`
+    seconds, then one probe request decides."""
+
+    failures: int = 5
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs, validated."""
 
@@ -166,6 +175,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     # `llm.retry`: every provider's retry policy, unless its own `retry` table overrides keys of it.
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    circuit: CircuitSettings = CircuitSettings()
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
     # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.

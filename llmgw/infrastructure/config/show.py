@@ -21,6 +21,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             "providers": {name: _provider(provider) for name, provider in settings.providers.items()},
             "models": [_model(model) for model in settings.models],
             "retry": _retry(settings.retry),
+            "circuit": {"failures": settings.circuit.failures, "cooldown": settings.circuit.cooldown},
         },
         "log": {"level": settings.log.level, "format": settings.log.format.value},
         "http": {

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
+    CircuitSettings,
     ConfigError,
     ConfigProblem,
     GrpcSettings,
@@ -274,6 +275,7 @@ _RETRY_FIELDS: dict[str, Parse] = {
     "budget_window": duration(),
     "budget_floor": at_least(0),
 }
+_CIRCUIT_FIELDS: dict[str, Parse] = {"failures": at_least(1), "cooldown": duration(allow_zero=True)}
 _FALLBACK_KEYS = ("fallbacks", "fallbacks_on_context")
 _PRICES = dict.fromkeys(("prompt", "completion", "cached_prompt"), non_negative_number)
 
@@ -289,8 +291,9 @@ def build_settings(
     check = Checker(origins)
     check.warn_unknown(data, (), TOP_LEVEL)
     llm = check.table(data, ("llm",))
-    check.warn_unknown(llm, ("llm",), {"providers", "models", "retry"})
+    check.warn_unknown(llm, ("llm",), {"providers", "models", "retry", "circuit"})
     retry = RetryPolicy(**check.section(llm, ("llm", "retry"), _RETRY_FIELDS))
+    circuit = CircuitSettings(**check.section(llm, ("llm", "circuit"), _CIRCUIT_FIELDS))
     providers = _providers(llm, check, environ, retry)
     models = _models(llm, check)
     sections = {
@@ -299,7 +302,13 @@ def build_settings(
     if check.problems:
         raise ConfigError(check.problems, check.warnings)
     return Settings(
-        providers, models, **sections, retry=retry, sources=sources, warnings=tuple(check.warnings)
+        providers,
+        models,
+        **sections,
+        retry=retry,
+        circuit=circuit,
+        sources=sources,
+        warnings=tuple(check.warnings),
     )
 
 
@@ -492,8 +501,8 @@ def _check_fallbacks(catalog: tuple[ModelSpec, ...], check: Checker, providers: 
                 elif fallback in ids or (sep and rest and prefix in providers):
                     continue
                 else:
-                    problem = "is neither a catalog model id nor provider/model of a declared provider"
-                check.fail((*MODELS_PATH, f"[{model.id}]", key), f"{fallback!r} {problem}")
+                    problem = "not a catalog model id, nor provider/model of a declared provider"
+                check.fail((*MODELS_PATH, f"[{model.id}]", key), f"{fallback!r}: {problem}")
 
 
 def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) -> ModelSpec | None:
