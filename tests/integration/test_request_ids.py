@@ -92,13 +92,20 @@ async def test_rest_errors_and_streams_carry_the_request_id_too(gw: Running) -> 
             f"{gw.rest_url}/v1/models/nope/x", headers={"x-request-id": "r-404"}
         ) as missing:
             assert (missing.status, missing.headers["x-request-id"]) == (404, "r-404")
+            assert "x-llmgw-attempts" not in missing.headers, "no upstream was tried"
         stream = {**CHAT, "stream": True}
         headers = {"x-request-id": "r-sse"}
         async with session.post(
             f"{gw.rest_url}/v1/chat/completions", json=stream, headers=headers
         ) as streamed:
             assert streamed.headers["x-request-id"] == "r-sse"
+            assert (streamed.headers["x-llmgw-attempts"], streamed.headers["x-llmgw-provider"]) == (
+                "1",
+                "local",
+            )
             await streamed.read()
+        async with session.post(f"{gw.rest_url}/v1/chat/completions", json=CHAT) as unary:
+            assert (unary.headers["x-llmgw-attempts"], unary.headers["x-llmgw-provider"]) == ("1", "local")
 
 
 async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
@@ -121,6 +128,8 @@ async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
         await stream.recv_initial_metadata()
         assert stream.initial_metadata is not None
         assert stream.initial_metadata["x-request-id"] == "grpc-req-7"
+        assert stream.initial_metadata["x-llmgw-attempts"] == "1"
+        assert stream.initial_metadata["x-llmgw-provider"] == "local"
         generation_id = stream.initial_metadata["x-generation-id"]
         reply = await stream.recv_message()
         await stream.recv_trailing_metadata()
@@ -190,5 +199,10 @@ async def test_a_grpc_error_carries_the_generation_id_in_its_trailers(
     assert caught.value.status is Status.UNAVAILABLE
     assert stream.trailing_metadata is not None
     generation_id = stream.trailing_metadata["x-generation-id"]
+    assert stream.trailing_metadata["x-llmgw-attempts"] == "1"
+    assert stream.trailing_metadata["x-llmgw-provider"] == "local"
     record = await gw.gateway.get_generation(str(generation_id))
     assert record.status.value == "error"
+    assert [(a.provider, a.outcome, a.error_code) for a in record.attempts] == [
+        ("local", "error", "upstream_unavailable")
+    ]
