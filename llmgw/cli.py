@@ -141,16 +141,28 @@ def _positive(value: str) -> int:
 
 
 def _print_models(settings: Settings) -> None:
-    rows = [
-        (m.id, m.provider, m.upstream_model, ",".join(sorted(c.value for c in m.capabilities)))
-        for m in settings.models
-    ]
-    header = ("ID", "PROVIDER", "UPSTREAM MODEL", "CAPABILITIES")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    """One row per deployment: an alias's first row names it, its other deployments follow."""
+    rows: list[tuple[str, ...]] = []
+    for model in settings.models:
+        several = len(model.deployments) > 1
+        for index, deployment in enumerate(model.deployments):
+            upstream = deployment.upstream_model
+            if several:
+                upstream += f" (weight {deployment.weight}, priority {deployment.priority})"
+            first = index == 0
+            rows.append(
+                (
+                    model.id if first else "",
+                    deployment.provider,
+                    upstream,
+                    ",".join(sorted(c.value for c in model.capabilities)) if first else "",
+                    ",".join(model.fallbacks) if first else "",
+                )
+            )
+    header = ("ID", "PROVIDER", "UPSTREAM MODEL", "CAPABILITIES", "FALLBACKS")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        )
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def run_loop(settings: Settings, command: str) -> None:

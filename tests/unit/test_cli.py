@@ -35,10 +35,51 @@ def test_config_show_prints_the_merged_settings_with_secrets_masked(
 def test_models_prints_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--config-path", REPO_CONFIGS]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "PROVIDER", "UPSTREAM", "MODEL", "CAPABILITIES"]
+    assert lines[0].split() == ["ID", "PROVIDER", "UPSTREAM", "MODEL", "CAPABILITIES", "FALLBACKS"]
     ids = [line.split()[0] for line in lines[1:]]
     assert "openrouter/anthropic/claude-3.5-sonnet" in ids
     assert len(ids) == 6
+
+
+def test_models_prints_every_deployment_of_an_alias_and_its_fallbacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "default.toml").write_text(
+        """
+[llm.providers.east]
+kind = "openai"
+base_url = "https://east.example/v1"
+[llm.providers.openrouter]
+base_url = "https://openrouter.example/api/v1"
+[[llm.models]]
+id = "gpt-4o"
+fallbacks = ["openrouter/openai/gpt-4o-mini"]
+[[llm.models.deployments]]
+provider = "east"
+upstream_model = "gpt-4o"
+weight = 2
+[[llm.models.deployments]]
+provider = "openrouter"
+upstream_model = "openai/gpt-4o"
+priority = 1
+"""
+    )
+    assert main(["models", "--config-path", str(tmp_path)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert lines == [
+        [
+            "gpt-4o",
+            "east",
+            "gpt-4o",
+            "(weight",
+            "2,",
+            "priority",
+            "0)",
+            "chat",
+            "openrouter/openai/gpt-4o-mini",
+        ],
+        ["openrouter", "openai/gpt-4o", "(weight", "1,", "priority", "1)"],
+    ]
 
 
 def test_an_invalid_config_exits_2_listing_every_problem(
