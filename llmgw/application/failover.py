@@ -80,7 +80,8 @@ def judge(error: BaseException) -> Verdict:
 
 
 class Failover:
-    """The attempts of one request. Costs nothing beyond `first()` until an attempt fails."""
+    """The attempts of one request. A request whose first attempt answers pays for this object and
+    `first()`: with one available deployment, one availability check and no random draw."""
 
     __slots__ = (
         "_budgets",

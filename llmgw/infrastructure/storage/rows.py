@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -39,6 +39,7 @@ _VALUES = operator.attrgetter(*COLUMNS)
 # The enum fields, stored as their values.
 _ENUM_POSITIONS = (COLUMNS.index("kind"), COLUMNS.index("status"))
 _ATTEMPTS = COLUMNS.index("attempts")
+_ATTEMPT_VALUES = operator.attrgetter(*(field.name for field in fields(Attempt)))
 
 
 def to_row(record: GenerationRecord) -> tuple[Any, ...]:
@@ -46,7 +47,7 @@ def to_row(record: GenerationRecord) -> tuple[Any, ...]:
     row = list(_VALUES(record))
     for position in _ENUM_POSITIONS:
         row[position] = row[position].value
-    row[_ATTEMPTS] = orjson.dumps([astuple(attempt) for attempt in record.attempts]).decode()
+    row[_ATTEMPTS] = orjson.dumps([_ATTEMPT_VALUES(attempt) for attempt in record.attempts]).decode()
     return tuple(row)
 
 
