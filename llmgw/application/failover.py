@@ -143,6 +143,14 @@ class Failover:
         self._budgets[found[1].provider].note_request()
         return router.route_to(*found)
 
+    def attempt_deadline(self) -> float:
+        """When a unary attempt starting now must have answered: `attempt_timeout` from now, within the
+        request's deadline."""
+        limit = self._policy.attempt_timeout
+        if not limit:
+            return self.deadline
+        return min(self.deadline, self._clock() + limit)
+
     def next(self, route: Route, error: BaseException) -> tuple[Route, float] | None:
         """After `route`'s attempt failed with `error`: the next route and how long to wait before it,
         or None when the request should end with `error`."""

@@ -207,7 +207,8 @@ class Gateway:
         holds: bool = False,
     ) -> T:
         """`call` the routes `failover` gives until one answers; the last failure if none does. With
-        `holds`, the answering attempt keeps its provider slot and is reported by the caller (`_ended`)."""
+        `holds` (a stream), the answering attempt keeps its provider slot and is reported by the caller
+        (`_ended`), and each attempt is given the request's deadline rather than an attempt's."""
         route = failover.first()
         while True:
             tracker.begin(route)
@@ -215,7 +216,7 @@ class Gateway:
             try:
                 self._admission.enter_provider(provider)
                 try:
-                    result = await call(route, failover.deadline)
+                    result = await call(route, failover.deadline if holds else failover.attempt_deadline())
                 except BaseException:
                     self._admission.leave_provider(provider)
                     raise

@@ -14,6 +14,9 @@ class RetryPolicy:
     """One provider's policy (`llm.retry`, overridden per provider by `llm.providers.<name>.retry`).
 
     - `max_attempts`: attempts per request in all, fallbacks included (the requested model's policy);
+    - `attempt_timeout`: when set (not 0), each unary attempt (chat without streaming, embeddings) has at
+      most this long before the next one is tried, within the deadline, so that an upstream that accepts
+      and hangs costs one such wait, not the whole deadline (streams have `first_token_timeout`);
     - `timeout`: seconds from a request's arrival to its deadline, across all its attempts (the
       requested model's provider's `timeout`); a client's own deadline (gRPC) may be shorter;
     - `backoff`, `backoff_max`: a repeat attempt at a deployment already tried waits a random time in
@@ -27,6 +30,7 @@ class RetryPolicy:
 
     max_attempts: int = 3
     timeout: float = 600.0
+    attempt_timeout: float = 0.0
     backoff: float = 0.25
     backoff_max: float = 4.0
     retry_after_max: float = 5.0

@@ -23,6 +23,7 @@ from tests.e2e.chaos_setup import (
     ALL_FRONTS,
     EAST,
     FALLBACK,
+    FAST_RETRY,
     KEYS,
     SLACK,
     SOLO,
@@ -157,6 +158,24 @@ async def test_a_refused_key_opens_the_deployments_circuit_at_once(fakes: dict[s
         assert gw.seen() == {EAST: 1, WEST: 2, SPARE: 0}
         second_record = await record_of(gw.running, second.generation_id, grpc=True)
         assert second_record.tried == [(WEST, "completed", "")]
+
+
+@pytest.mark.parametrize("front", UNARY_FRONTS, ids=lambda front: front.value)
+async def test_with_an_attempt_timeout_a_unary_hang_fails_over_before_the_deadline(
+    fakes: dict[str, FakeUpstream], front: Front
+) -> None:
+    fakes[EAST].script(Script(hang=True))
+    settings = chaos_settings(fakes, retry=replace(FAST_RETRY, attempt_timeout=0.2))
+
+    async with chaos_gateway(fakes, settings) as gw:
+        outcome = await call(gw.running, front)
+
+        assert (outcome.error, outcome.content) == (None, ANSWER), outcome
+        assert outcome.attempts_header == ("2", WEST)
+        assert outcome.elapsed < TIMEOUTS["timeout"], "one attempt's wait, not the whole deadline"
+        record = await record_of(gw.running, outcome.generation_id, grpc=front.grpc)
+        assert record.tried == [(EAST, "error", "upstream_timeout"), (WEST, "completed", "")]
+        await assert_still_serving(gw, front)
 
 
 # The same failures where no other deployment is left: the mapped error, at once or at the deadline.

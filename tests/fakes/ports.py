@@ -14,6 +14,7 @@ from typing import Any
 
 from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
+from llmgw.domain.errors import UpstreamTimeout
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.usage import Usage
 
@@ -271,9 +272,16 @@ class FakeProvider:
         return answer.result
 
     async def _hang(self, call: Call) -> None:
+        """Never answer; past the call's deadline, if it has one, time out as a real provider does."""
         call.hanging.set()
         self._hung.set()
-        await asyncio.Event().wait()
+        if call.deadline is None:
+            await asyncio.Event().wait()
+        try:
+            async with asyncio.timeout_at(call.deadline):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.name}: no answer within the time allowed.") from None
 
 
 class _Ending:

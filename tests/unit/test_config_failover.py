@@ -76,6 +76,7 @@ def test_llm_retry_sets_every_providers_policy_and_a_providers_own_table_overrid
         """
 [llm.retry]
 max_attempts = 4
+attempt_timeout = "15s"
 backoff = "100ms"
 backoff_max = "2s"
 retry_after_max = "5s"
@@ -88,6 +89,7 @@ max_attempts = 1
     )
     assert settings.retry == RetryPolicy(
         max_attempts=4,
+        attempt_timeout=15.0,
         backoff=0.1,
         backoff_max=2.0,
         retry_after_max=5.0,

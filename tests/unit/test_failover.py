@@ -237,6 +237,40 @@ async def test_one_deadline_bounds_every_attempt_and_no_backoff_runs_past_it() -
     assert setup.calls("east") == 1
 
 
+async def test_with_an_attempt_timeout_a_hanging_deployment_costs_that_wait_not_the_deadline() -> None:
+    setup = Setup(policy=RetryPolicy(attempt_timeout=0.1, timeout=30.0))
+    setup.providers["east"].will_answer(chat_answer("never"), hang=True)
+    ctx = RequestContext("r")
+    started = time.perf_counter()
+    result = await setup.gateway.create_chat_completion(chat(), ctx)
+    assert 0.1 <= time.perf_counter() - started < 1.0
+    assert (ctx.attempts, ctx.provider) == (2, "west")
+    record = await setup.record(result.body["id"])
+    assert attempts(record) == [("east", "error", "upstream_timeout"), ("west", "completed", "")]
+
+
+async def test_without_an_attempt_timeout_a_unary_attempt_has_the_whole_deadline() -> None:
+    setup = Setup(policy=RetryPolicy(timeout=30.0))
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    await setup.gateway.create_chat_completion(chat(), RequestContext("r"))
+    deadline = setup.providers["east"].calls[0].deadline
+    assert deadline is not None
+    assert deadline - before >= 29.0
+
+
+async def test_a_stream_attempt_gets_the_requests_deadline_even_with_an_attempt_timeout() -> None:
+    setup = Setup(policy=RetryPolicy(attempt_timeout=0.1, timeout=30.0))
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    stream = setup.gateway.stream_chat_completion(chat(stream=True), RequestContext("r"))
+    async for _ in stream:
+        pass
+    deadline = setup.providers["east"].calls[0].deadline
+    assert deadline is not None
+    assert deadline - before >= 29.0, "a stream is bounded by first_token_timeout, not cut mid-way"
+
+
 async def test_every_attempt_gets_the_same_deadline_the_clients_own_when_sooner() -> None:
     setup = Setup()
     setup.providers["east"].will_answer(DOWN)

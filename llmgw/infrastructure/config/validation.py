@@ -270,7 +270,9 @@ _DEPLOYMENT_FIELDS: dict[str, Parse] = {
 }
 _RETRY_FIELDS: dict[str, Parse] = {
     "max_attempts": at_least(1),
-    **dict.fromkeys(("backoff", "backoff_max", "retry_after_max"), duration(allow_zero=True)),
+    **dict.fromkeys(
+        ("attempt_timeout", "backoff", "backoff_max", "retry_after_max"), duration(allow_zero=True)
+    ),
     "budget": non_negative_number,
     "budget_window": duration(),
     "budget_floor": at_least(0),
