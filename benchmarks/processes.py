@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,9 +178,17 @@ async def start_llmgw(
 
 async def _wait_ready(server: Server, port: int, path: str | None) -> None:
     """Until `path` answers 2xx (or, with no path, the port accepts); fail early if the process died."""
+    await wait_ready(server.name, port, path, alive=lambda: check_alive(server), tail=lambda: _tail(server))
+
+
+async def wait_ready(
+    name: str, port: int, path: str | None, *, alive: Callable[[], None], tail: Callable[[], str]
+) -> None:
+    """Until `path` on `port` answers 2xx (or, with no path, the port accepts); `alive` raises if the
+    process died, `tail` is the end of its log for the error."""
     deadline = time.monotonic() + _READY_TIMEOUT
     while True:
-        check_alive(server)
+        alive()
         try:
             if path is None:
                 _, writer = await asyncio.open_connection(HOST, port)
@@ -188,7 +197,7 @@ async def _wait_ready(server: Server, port: int, path: str | None) -> None:
                 await call_json(HOST, port, path)
         except (OSError, RuntimeError, TimeoutError):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{server.name} not ready on port {port}:\n{_tail(server)}") from None
+                raise RuntimeError(f"{name} not ready on port {port}:\n{tail()}") from None
             await asyncio.sleep(0.1)
         else:
             return

@@ -30,7 +30,7 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import soak_probe, soak_report, soak_traffic
+from benchmarks import processes, soak_probe, soak_report, soak_traffic
 from benchmarks.processes import HOST, REPO_ROOT, free_port
 from benchmarks.rawhttp import call_json
 from benchmarks.soak_probe import Holding
@@ -192,22 +192,11 @@ def start_llmgw(workdir: Path, ports: Ports, grace: float) -> Process:
 
 
 async def wait_ready(process: Process, port: int, path: str | None) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT
-    while True:
+    def alive() -> None:
         if process.popen.poll() is not None:
             raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
-        try:
-            if path is None:
-                _, writer = await asyncio.open_connection(HOST, port)
-                writer.close()
-            else:
-                await call_json(HOST, port, path)
-        except (OSError, RuntimeError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{process.name} not ready on port {port}:\n{process.tail()}") from None
-            await asyncio.sleep(0.1)
-        else:
-            return
+
+    await processes.wait_ready(process.name, port, path, alive=alive, tail=process.tail)
 
 
 class Sampler:
