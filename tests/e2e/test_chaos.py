@@ -348,12 +348,19 @@ class Midstream:
     script: Script
     error: str
     code: str
+    east: Json = field(default_factory=dict)
 
 
 MIDSTREAMS = {
     "stall": Midstream(Script(hang_after_chunks=1), "timeout_error", "upstream_timeout"),
     "reset": Midstream(Script(reset_after_chunks=1), "upstream_error", "upstream_unavailable"),
     "error event": Midstream(Script(fail_after_chunks=1), "upstream_error", "upstream_unavailable"),
+    "malformed SSE line": Midstream(
+        Script(malformed_after_chunks=1), "upstream_error", "upstream_unavailable"
+    ),
+    "10 MB event": Midstream(
+        Script(oversized_event=(1, 10_000_000)), "upstream_error", "upstream_unavailable", east=SMALL_ANSWERS
+    ),
 }
 MIDSTREAM_CASES = [
     pytest.param(case, front, id=f"{name}-{front.value}")
@@ -367,7 +374,7 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_and
     fakes: dict[str, FakeUpstream], case: Midstream, front: Front
 ) -> None:
     fakes[EAST].script(replace(case.script))
-    async with chaos_gateway(fakes, chaos_settings(fakes)) as gw:
+    async with chaos_gateway(fakes, chaos_settings(fakes, overrides={EAST: case.east})) as gw:
         outcome = await call(gw.running, front)
 
         assert outcome.error is None, outcome

@@ -243,6 +243,11 @@ class FakeUpstream:
                 await response.write(wire.sse_event(wire.midstream_error(env, script)))
                 return response
             await self._interrupt(ex, sent)
+            if sent == script.malformed_after_chunks:
+                await response.write(wire.MALFORMED_EVENT + wire.DONE)
+                return response
+            if script.oversized_event is not None and sent == script.oversized_event[0]:
+                await response.write(wire.sse_event({"pad": "x" * script.oversized_event[1]}))
             if sent == len(chunks):
                 break
             if sent and script.chunk_delay:

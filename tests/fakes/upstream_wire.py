@@ -46,6 +46,10 @@ class Script:
     hang: bool = False
     hang_after_chunks: int | None = None
     malformed: bool = False
+    #: a stream: after this many chunks, an event that is not JSON (then [DONE])
+    malformed_after_chunks: int | None = None
+    #: a stream: after this many chunks, one event of this many bytes (then the rest as scripted)
+    oversized_event: tuple[int, int] | None = None
     tool_calls: int = 0
     reasoning: bool = False
     reasoning_field: str = "reasoning_content"
