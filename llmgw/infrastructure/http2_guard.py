@@ -19,7 +19,13 @@ import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from llmgw.infrastructure.connections import ConnectionCount, ConnectionPolicy, Guard, ProtocolFactory
+from llmgw.infrastructure.connections import (
+    ConnectionCount,
+    ConnectionPolicy,
+    Guard,
+    ProtocolFactory,
+    WriteBatch,
+)
 
 log = logging.getLogger("llmgw.connections")
 
@@ -88,19 +94,27 @@ class _Messages:
         at = start
         while at < end:
             if self.body_left:
-                step = min(self.body_left, end - at)
-                self.body_left -= step
-                at += step
-                continue
-            step = min(5 - len(self.prefix), end - at)
-            self.prefix += data[at : at + step]
-            at += step
-            if len(self.prefix) == 5:
-                length = int.from_bytes(self.prefix[1:], "big")
-                self.prefix = b""
+                if self.body_left >= end - at:
+                    self.body_left -= end - at
+                    return -1
+                at += self.body_left
+                self.body_left = 0
+            elif not self.prefix and end - at >= 5:  # a whole prefix: no copy of it
+                length = int.from_bytes(data[at + 1 : at + 5], "big")
+                at += 5
                 if length > limit:
                     return length
                 self.body_left = length
+            else:
+                step = min(5 - len(self.prefix), end - at)
+                self.prefix += data[at : at + step]
+                at += step
+                if len(self.prefix) == 5:
+                    length = int.from_bytes(self.prefix[1:], "big")
+                    self.prefix = b""
+                    if length > limit:
+                        return length
+                    self.body_left = length
         return -1
 
 
@@ -123,6 +137,9 @@ class Http2Guard(Guard):
         self.flags = 0
         self.stream = 0
         self.head = b""
+        # Between the first and the last frame of a header block (the preface and first HEADERS: the
+        # header timer armed at the connection's start).
+        self.in_header_block = False
         # In a DATA frame of a stream whose messages are followed: its content bytes not yet read.
         self.reading: _Messages | None = None
         self.pad_pending = False
@@ -141,6 +158,10 @@ class Http2Guard(Guard):
         if self.inner is not None:
             self.idle_since = self.loop.time()
             self.idle_timer = self.loop.call_later(self.policy.idle_timeout, self.on_idle_timer)
+
+    def wrap(self, transport: asyncio.Transport) -> asyncio.Transport:
+        """grpclib's writes (and ours) batched per turn of the loop; see `WriteBatch`."""
+        return WriteBatch(transport, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle_timer is not None:
@@ -180,11 +201,58 @@ class Http2Guard(Guard):
         finally:
             current_connection.reset(token)
 
-    def scan(self, data: bytes) -> None:  # noqa: PLR0912  (one pass over the frames; split, it costs calls)
+    def scan(self, data: bytes) -> None:  # noqa: PLR0912, PLR0915  (one pass over the frames; split, it costs calls)
         assert self.inner is not None
         size = len(data)
         at = sent = 0
         while at < size:
+            if not self.left and not self.head and size - at >= 9:
+                # The common case, a whole frame in this chunk: read from `data` in place, no state kept.
+                end = at + 9 + int.from_bytes(data[at : at + 3], "big")
+                if end <= size:
+                    kind = data[at + 3]
+                    if kind == _DATA:
+                        flags = data[at + 4]
+                        stream = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
+                        reading = self.messages.get(stream)
+                        if reading is not None:
+                            start, stop = at + 9, end
+                            if flags & _PADDED and stop > start:
+                                stop -= data[start]
+                                start += 1
+                            if stop > start:
+                                length = reading.over(data, start, stop, self.limits.max_message_bytes)
+                                if length >= 0:
+                                    self.rejected.append((stream, length))
+                                    flags |= _END_STREAM  # its messages are no longer followed
+                        if flags & _END_STREAM:
+                            self.messages.pop(stream, None)
+                    elif kind == _HEADERS:
+                        flags = data[at + 4]
+                        stream = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
+                        if stream > self.last_stream:
+                            self.last_stream = stream
+                            self.idle_since = self.loop.time()
+                            if not flags & _END_STREAM:
+                                self.messages[stream] = _Messages()
+                        elif flags & _END_STREAM:
+                            self.messages.pop(stream, None)
+                        self.header_block(flags)
+                    elif kind == _CONTINUATION:
+                        self.header_block(data[at + 4])
+                    elif kind == _RST_STREAM:
+                        self.messages.pop(int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF, None)
+                        if self.too_many_resets():
+                            self.inner.data_received(data[sent : at + 9])
+                            self.end(_ENHANCE_YOUR_CALM)
+                            return
+                    at = end
+                    if self.rejected:
+                        self.inner.data_received(data[sent:at] if sent or at < size else data)
+                        sent = at
+                        self.reject()
+                    continue
+            # A frame (or the preface) split across chunks: its state is kept between them.
             if self.left:
                 step = min(self.left, size - at)
                 if self.reading is not None:
@@ -218,10 +286,19 @@ class Http2Guard(Guard):
                 self.inner.data_received(data[sent:at] if sent or at < size else data)
                 sent = at
                 self.reject()
-        if self.kind in (_HEADERS, _CONTINUATION) and not self.flags & _END_HEADERS:
+        if self.in_header_block:
             self.arm_header_timer()  # a header block is still arriving
         if sent < size:
             self.inner.data_received(data[sent:] if sent else data)
+
+    def header_block(self, flags: int) -> None:
+        """A whole HEADERS or CONTINUATION frame: whether its header block goes on in a later frame."""
+        if flags & _END_HEADERS:
+            self.in_header_block = False
+            if self.header_timer is not None:
+                self.disarm_header_timer()
+        else:
+            self.in_header_block = True
 
     def frame_started(self) -> bool:
         """Note a frame whose header was just read; True when the connection must end at once."""
@@ -232,7 +309,7 @@ class Http2Guard(Guard):
                 self.pad_pending = bool(self.flags & _PADDED)
                 self.content_left = self.left
         elif kind == _HEADERS:
-            self.arm_header_timer()
+            self.in_header_block = True
             if stream > self.last_stream:
                 self.last_stream = stream
                 self.idle_since = self.loop.time()
@@ -240,6 +317,8 @@ class Http2Guard(Guard):
                     self.messages[stream] = _Messages()
             elif self.flags & _END_STREAM:
                 self.messages.pop(stream, None)
+        elif kind == _CONTINUATION:
+            self.in_header_block = True
         elif kind == _RST_STREAM:
             self.messages.pop(stream, None)
             return self.too_many_resets()
@@ -261,8 +340,8 @@ class Http2Guard(Guard):
         return True
 
     def frame_ended(self) -> None:
-        if self.kind in (_HEADERS, _CONTINUATION) and self.flags & _END_HEADERS:
-            self.disarm_header_timer()
+        if self.kind in (_HEADERS, _CONTINUATION):
+            self.header_block(self.flags)
         elif self.kind == _DATA:
             self.reading = None
             if self.flags & _END_STREAM:

@@ -3,6 +3,9 @@
 The generated handlers answer without metadata. These take the request id from the request's metadata
 (or mint one) and send both ids with the initial metadata, or with the trailers of an error, through
 grpclib's public `Stream` API, so every message still goes through its normal send path (and events).
+
+They also count their call on the guarded connection that carries it (see `http2_guard`), so that an
+idle connection can be told from a busy one without a second wrapper (and coroutine) around each call.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from grpclib import GRPCError
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
+from llmgw.infrastructure.http2_guard import current_connection
 from llmgw.infrastructure.request_ids import (
     GENERATION_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -56,14 +60,21 @@ class _Unary:
         self.method = method
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
-        _begin(stream)
+        connection = current_connection.get()
+        if connection is not None:  # None: not behind a guard (grpclib.testing.ChannelFor)
+            connection.call_started()
         try:
-            reply = await self.method(await stream.recv_message())
-        except GRPCError as exc:
-            await _fail(stream, exc)
-            return
-        await stream.send_initial_metadata(metadata=_ids())
-        await stream.send_message(reply)
+            _begin(stream)
+            try:
+                reply = await self.method(await stream.recv_message())
+            except GRPCError as exc:
+                await _fail(stream, exc)
+                return
+            await stream.send_initial_metadata(metadata=_ids())
+            await stream.send_message(reply)
+        finally:
+            if connection is not None:
+                connection.call_ended()
 
 
 class _ServerStream:
@@ -75,6 +86,16 @@ class _ServerStream:
         self.method = method
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
+        connection = current_connection.get()
+        if connection is not None:
+            connection.call_started()
+        try:
+            await self.answer(stream)
+        finally:
+            if connection is not None:
+                connection.call_ended()
+
+    async def answer(self, stream: Stream[Any, Any]) -> None:
         _begin(stream)
         started = False
         try:

@@ -50,7 +50,8 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 
 class _CountedService:
     """A service whose calls are counted on the connection that carries them, so that an idle connection
-    (no call in flight) can be told from a busy one; grpclib asks servables only for `__mapping__`."""
+    (no call in flight) can be told from a busy one; grpclib asks servables only for `__mapping__`. For
+    health and reflection: our own service's handlers count their calls without this extra layer."""
 
     def __init__(self, servable: Any) -> None:
         self.servable = servable
@@ -110,8 +111,10 @@ def create_server(
     serving = ServiceStatus()
     serving.set(True)  # the service is healthy for as long as this server runs
     health = Health({service: [serving]})
+    # Our service's handlers count their calls themselves (see `handlers`); health and reflection are wrapped.
     servables = [
-        _CountedService(s) for s in ServerReflection.extend([service, health], pool=reflection_pool())
+        s if s is service else _CountedService(s)
+        for s in ServerReflection.extend([service, health], pool=reflection_pool())
     ]
     if guard is None:
         return Server(servables, codec=EncodedAwareCodec())
