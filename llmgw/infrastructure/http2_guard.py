@@ -3,8 +3,11 @@ frame the client sends and the 5-byte prefix of each gRPC message, and nothing e
 
 - A message announced over `grpc.max_message_bytes` ends its call with RESOURCE_EXHAUSTED before grpclib
   has buffered more than one frame of it (grpclib has no size limit and would read it whole).
-- More than `grpc.max_client_resets` RST_STREAMs from a client within `RESET_WINDOW` (HTTP/2 rapid reset):
-  GOAWAY ENHANCE_YOUR_CALM and the connection is closed; the rest of what it sent is never parsed.
+- More than `grpc.max_client_resets` RST_STREAMs from a client within `RESET_WINDOW`, or `PREMATURE_RESETS`
+  of them resetting more than half of the streams it opened in that window (HTTP/2 rapid reset, as Envoy
+  judges it): GOAWAY ENHANCE_YOUR_CALM and the connection is closed; the rest of what it sent is never
+  parsed. An attack is so cut after ~100 streams, each of which grpclib keeps (~9 KB) until it collects
+  the closed connection's handler; a client cancelling some of its calls is never cut.
 - The preface and first HEADERS, or any later header block, must be whole within `server.header_timeout`.
 - With no call in flight for `server.idle_timeout` (as grpc-go's MaxConnectionIdle), GOAWAY and close.
 
@@ -36,6 +39,8 @@ _NO_ERROR, _CANCEL, _ENHANCE_YOUR_CALM = 0x0, 0x8, 0xB
 _RESOURCE_EXHAUSTED = b"8"
 #: Client resets are counted over windows of this many seconds.
 RESET_WINDOW = 10.0
+#: Resets in a window from which a client resetting most of the streams it opens is cut off.
+PREMATURE_RESETS = 100
 
 #: The connection whose bytes grpclib is handling: the tasks grpclib starts for its calls inherit it.
 current_connection: ContextVar[Http2Guard | None] = ContextVar("llmgw_http2_connection", default=None)
@@ -149,6 +154,7 @@ class Http2Guard(Guard):
         self.rejected: list[tuple[int, int]] = []
         self.resets = 0
         self.resets_until = 0.0
+        self.opened = 0  # streams the client opened since the reset window began
         self.calls = 0
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -232,7 +238,7 @@ class Http2Guard(Guard):
                         stream = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
                         if stream > self.last_stream:
                             self.last_stream = stream
-                            self.idle_since = self.loop.time()
+                            self.stream_opened()
                             if not flags & _END_STREAM:
                                 self.messages[stream] = _Messages()
                         elif flags & _END_STREAM:
@@ -312,7 +318,7 @@ class Http2Guard(Guard):
             self.in_header_block = True
             if stream > self.last_stream:
                 self.last_stream = stream
-                self.idle_since = self.loop.time()
+                self.stream_opened()
                 if not self.flags & _END_STREAM:
                     self.messages[stream] = _Messages()
             elif self.flags & _END_STREAM:
@@ -324,20 +330,38 @@ class Http2Guard(Guard):
             return self.too_many_resets()
         return False
 
+    def stream_opened(self) -> None:
+        self.idle_since = now = self.loop.time()
+        if now >= self.resets_until:
+            self.new_window(now)
+        self.opened += 1
+
+    def new_window(self, now: float) -> None:
+        self.resets_until = now + RESET_WINDOW
+        self.resets = self.opened = 0
+
     def too_many_resets(self) -> bool:
         now = self.loop.time()
         if now >= self.resets_until:
-            self.resets_until = now + RESET_WINDOW
-            self.resets = 0
+            self.new_window(now)
         self.resets += 1
-        if self.resets <= self.limits.max_client_resets:
-            return False
-        log.warning(
-            "a client reset over grpc.max_client_resets (%d) streams in %gs: GOAWAY and closed",
-            self.limits.max_client_resets,
-            RESET_WINDOW,
-        )
-        return True
+        resets = self.resets
+        if resets > self.limits.max_client_resets:
+            log.warning(
+                "a client reset over grpc.max_client_resets (%d) streams in %gs: GOAWAY and closed",
+                self.limits.max_client_resets,
+                RESET_WINDOW,
+            )
+            return True
+        if resets >= PREMATURE_RESETS and resets * 2 > self.opened:
+            log.warning(
+                "a client reset %d of the %d streams it opened in %gs (rapid reset): GOAWAY and closed",
+                resets,
+                self.opened,
+                RESET_WINDOW,
+            )
+            return True
+        return False
 
     def frame_ended(self) -> None:
         if self.kind in (_HEADERS, _CONTINUATION):

@@ -15,6 +15,7 @@ import h2.events
 import pytest
 
 from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.http2_guard import PREMATURE_RESETS
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Running, running_gateway, settings_for
 
@@ -50,6 +51,16 @@ class RawClient:
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.conn.initiate_connection()
         self.events: list[h2.events.Event] = []
+
+    def call(self, count: int) -> int:
+        """Start `count` whole ListModels calls; the last one's stream id."""
+        stream = 0
+        for _ in range(count):
+            stream = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(stream, request_headers(self.port))
+            self.conn.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)  # an empty request
+        self.writer.write(self.conn.data_to_send())
+        return stream
 
     def open_and_reset(self, count: int) -> None:
         for _ in range(count):
@@ -127,20 +138,44 @@ async def test_the_gateway_serves_normal_calls_during_and_after_an_attack(
     assert (await gw.grpc.list_models(v1.ListModelsRequest())).data
 
 
-async def test_a_client_that_cancels_now_and_then_keeps_its_connection(
+async def test_a_client_that_cancels_a_third_of_its_calls_keeps_its_connection(
     gw: Running, client: RawClient
 ) -> None:
-    for _ in range(MAX_RESETS // 10):
-        client.open_and_reset(5)  # half the allowance in all
+    for _ in range(PREMATURE_RESETS + 20):  # past the premature-reset minimum, under max_client_resets
+        client.open_and_reset(1)
+        client.call(2)
         await client.writer.drain()
+        await client.receive(within=0.001)
     assert await client.receive(within=0.5)
     assert client.goaway() is None
 
-    stream = client.conn.get_next_available_stream_id()
-    client.conn.send_headers(stream, request_headers(client.port))
-    client.conn.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)  # an empty ListModelsRequest
-    client.writer.write(client.conn.data_to_send())
+    stream = client.call(1)
     await client.receive(within=1.0)
-
     ended = [e for e in client.events if isinstance(e, h2.events.StreamEnded) and e.stream_id == stream]
     assert ended, client.events
+
+
+async def test_with_the_default_cap_a_client_resetting_every_stream_is_cut_off_after_a_hundred(
+    fakes: dict[str, FakeUpstream],
+) -> None:
+    settings = settings_for(fakes)
+    assert settings.grpc.max_client_resets == 1000
+    async with running_gateway(settings) as gw:
+        port = gw.fronts.ports["grpc"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = RawClient(reader, writer, port)
+        writer.write(client.conn.data_to_send())
+        try:
+            sent = 0
+            while sent < 1000 and not client.goaway():
+                client.open_and_reset(10)
+                sent += 10
+                await writer.drain()
+                await client.receive(within=0.01)
+            await client.receive(within=1.0)
+        finally:
+            writer.close()
+    goaway = client.goaway()
+    assert goaway is not None
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert PREMATURE_RESETS <= sent < PREMATURE_RESETS * 3, sent
