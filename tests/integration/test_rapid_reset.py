@@ -155,7 +155,7 @@ async def test_a_client_that_cancels_a_third_of_its_calls_keeps_its_connection(
     assert ended, client.events
 
 
-async def test_with_the_default_cap_a_client_resetting_every_stream_is_cut_off_after_a_hundred(
+async def test_with_the_default_cap_a_client_resetting_every_stream_is_cut_off_after_fifty(
     fakes: dict[str, FakeUpstream],
 ) -> None:
     settings = settings_for(fakes)
