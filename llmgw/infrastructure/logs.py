@@ -123,10 +123,20 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
 
 class TextFormatter(logging.Formatter):
-    """The text format, with the date and time formatted once per second instead of once per line."""
+    """The text format, with the date and time formatted once per second instead of once per line.
+
+    A message is one line whatever it quotes: control and other unprintable characters in it (a `%0A` in
+    a model id or path, an ANSI escape) are written escaped (`\\n`, `\\x1b`), so a client cannot plant a
+    forged line in the log. Tracebacks, appended after the message, keep their lines."""
 
     _second = -1
     _formatted = ""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        if not message.isprintable():  # one C-level scan; escaping is for the rare message that needs it
+            record.message = escape_unprintable(message)
+        return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
@@ -134,6 +144,11 @@ class TextFormatter(logging.Formatter):
             self._formatted = time.strftime(self.default_time_format, self.converter(record.created))
             self._second = second
         return f"{self._formatted},{int(record.msecs):03d}"
+
+
+def escape_unprintable(text: str) -> str:
+    """`text` with each unprintable character written as its Python escape (`\\n`, `\\r`, `\\x1b`)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class JsonFormatter(logging.Formatter):
