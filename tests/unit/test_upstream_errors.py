@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -338,3 +339,49 @@ def test_other_refusals_are_not_context_errors(message: str) -> None:
 def test_a_context_error_answered_with_a_5xx_is_not_a_refusal_of_the_request() -> None:
     body = openai_body("maximum context length exceeded", "context_length_exceeded")
     assert type(error_from_status(500, body, {}, provider="up")) is UpstreamUnavailable
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        # OpenAI: prefix, stars, last four
+        "Incorrect API key provided: sk-or-v1-5f2b****************************8d7e. You can find your key",
+        "Incorrect API key provided: sk-or-v1****8d7e.",
+        "invalid key sk-or-v1-5f2b9c0d...",
+        "key …9c0d8e7a6b5c4d3e2f1a0b9c8d7e is not valid",
+        "key ending in ****c8d7e was revoked",
+        "the key 0d8e7a6b5c4d3e2f is not allowed here",
+    ],
+)
+def test_no_recognisable_piece_of_the_key_survives_in_an_upstreams_echo(echo: str) -> None:
+    error = error_from_status(401, openai_body(echo, "invalid_api_key"), {}, provider="up", secret=KEY)
+    message = error.message
+    assert "***" in message
+    for size in range(4, len(KEY) + 1):
+        for start in range(len(KEY) - size + 1):
+            piece = KEY[start : start + size]
+            if piece.startswith("sk-or-v1") or not piece.isalnum():
+                continue  # the key kind's fixed prefix says nothing about the key
+            assert piece not in message, (piece, message)
+
+
+def test_text_that_is_not_the_key_is_left_alone() -> None:
+    text = "Rate limit reached for gpt-4o-mini in organization org-abc123 on tokens per min ****."
+    error = error_from_status(429, openai_body(text, "rate_limit_exceeded"), {}, provider="up", secret=KEY)
+    assert error.message == f"up: {text}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"x" * 1_000_000,
+        b"a" * 500_000 + b"***" + b"b" * 500_000,
+        b"ab***" * 200_000,
+        b"-" * 1_000_000 + b"...",
+    ],
+    ids=["one run", "one mask", "many masks", "run then mask"],
+)
+def test_scrubbing_a_megabyte_body_takes_linear_time(body: bytes) -> None:
+    started = time.perf_counter()
+    error_from_status(500, body, {}, provider="up", secret=KEY)
+    assert time.perf_counter() - started < 1.0  # a backtracking pattern took minutes here

@@ -35,7 +35,7 @@ def error_from_status(
 ) -> UpstreamError:
     """Map an upstream error answer; the message is the upstream's own, with our key scrubbed."""
     # Scrub the key before anything is cut to length, or a cut through the key would keep part of it.
-    message, code, param = _read_error(body.replace(secret.encode(), b"***") if secret else body)
+    message, code, param = _read_error(scrub_key(body, secret) if secret else body)
     message = message or f"HTTP {status}"
     text = f"{provider}: {message}"
     if status in _REJECTED:
@@ -73,6 +73,39 @@ def error_from_event(error: Any, *, provider: str, secret: str = "") -> Upstream
         status = _STATUS_BY_CODE.get(str(raw_code), 502)
     body = orjson.dumps({"error": error})
     return error_from_status(status, body, {}, provider=provider, secret=secret)
+
+
+# How upstreams mask a key they echo: OpenAI's `sk-proj-****...wxyz`, `sk-secret****XYZ`, `sk-ab…yz`.
+_MASK = re.compile(rb"(\*{3,}|\.{3,}|\xe2\x80\xa6)")
+_KEY_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+# A run of key characters long enough that, found inside the key, it is a piece of it.
+_KEY_PIECE = re.compile(rb"[A-Za-z0-9_\-]{8,}")
+
+
+def scrub_key(body: bytes, secret: str) -> bytes:
+    """`body` without the key or any recognisable piece of it: the key itself, a masked echo of it whose
+    visible start or end is the key's, and any run of 8 or more of its characters. Linear in the body's
+    length (no pattern here backtracks), since an upstream's error body can be anything."""
+    key = secret.encode()
+    parts = _MASK.split(body.replace(key, b"***"))
+    # parts alternate: text, mask, text, ...; a mask's neighbours end and start with what it hides.
+    for index in range(1, len(parts), 2):
+        before, after = parts[index - 1], parts[index + 1]
+        head = before[len(before.rstrip(_KEY_CHARS)) :]
+        tail = after[: len(after) - len(after.lstrip(_KEY_CHARS))]
+        if _is_key_end(head, key, start=True) or _is_key_end(tail, key, start=False):
+            parts[index - 1] = before[: len(before) - len(head)]
+            parts[index] = b"***"
+            parts[index + 1] = after[len(tail) :]
+    body = b"".join(parts)
+    return _KEY_PIECE.sub(lambda match: b"***" if match.group(0) in key else match.group(0), body)
+
+
+def _is_key_end(visible: bytes, key: bytes, *, start: bool) -> bool:
+    """Whether the characters shown beside a mask are the key's own start (or end), or a piece of it."""
+    if len(visible) >= 3 and (key.startswith(visible) if start else key.endswith(visible)):
+        return True
+    return len(visible) >= 6 and visible in key
 
 
 def _read_error(body: bytes) -> tuple[str, str | None, str | None]:
