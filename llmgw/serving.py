@@ -166,7 +166,9 @@ async def serve_fronts(
             running.grpc_server = await stack.enter_async_context(_grpc(gateway, listeners["grpc"], http2))
         rest_listener = None
         if "http" in listeners:
-            running.rest_app = create_app(gateway, max_body_bytes=settings.http.max_body_bytes)
+            running.rest_app = create_app(
+                gateway, max_body_bytes=settings.http.max_body_bytes, cors_origins=settings.http.cors
+            )
             rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
         log.info("llmgw %s ready: %s", command, described)

@@ -175,7 +175,9 @@ def test_serving_starts_despite_an_unknown_key_and_logs_a_warning_naming_it(
     assert [command for _, command in served] == ["http"]
     (line,) = stderr.getvalue().splitlines()
     assert " WARNING llmgw.config " in line
-    assert line.endswith(f"http.listn: unknown key; expected one of: listen, max_body_bytes (from {path})")
+    assert line.endswith(
+        f"http.listn: unknown key; expected one of: cors, listen, max_body_bytes (from {path})"
+    )
 
 
 def test_config_show_still_prints_json_and_warns_on_stderr(

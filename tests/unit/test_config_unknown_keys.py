@@ -53,7 +53,7 @@ def test_the_warning_lists_the_keys_that_would_have_been_right(tmp_path: Path) -
 
     (warning,) = warnings_of(tmp_path)
 
-    assert warning.message == "unknown key; expected one of: listen, max_body_bytes"
+    assert warning.message == "unknown key; expected one of: cors, listen, max_body_bytes"
 
 
 def test_an_unknown_env_var_loads_with_a_warning_naming_the_variable(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ class LogSettings:
 class HttpSettings:
     listen: ListenAddress = ListenAddress("", 8080)
     max_body_bytes: int = 10_485_760
+    # `http.cors.allow_origins`: browser origins allowed to call the REST API (`*` for any); none by default.
+    cors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

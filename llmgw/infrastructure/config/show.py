@@ -27,6 +27,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         "http": {
             "listen": format_listen(settings.http.listen),
             "max_body_bytes": settings.http.max_body_bytes,
+            "cors": {"allow_origins": list(settings.http.cors)},
         },
         "grpc": {
             "listen": format_listen(settings.grpc.listen),

@@ -204,6 +204,22 @@ def storage_url(value: Any) -> str:
     raise ValueError(f"must be memory://, sqlite:///path or postgresql://...{shown}")
 
 
+_ORIGIN = re.compile(r"\*|https?://[^/\s]+/?")
+
+
+def cors_origins(value: Any) -> tuple[str, ...]:
+    """`[http.cors]`: `allow_origins`, a list of `scheme://host[:port]` origins or `"*"`."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a table with allow_origins")
+    unknown = sorted(set(value) - {"allow_origins"})
+    if unknown:
+        raise ValueError(f"unknown key {', '.join(unknown)}; expected allow_origins")
+    origins = value.get("allow_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) and _ORIGIN.fullmatch(o) for o in origins):
+        raise ValueError('allow_origins must be a list of origins like "https://app.example.com", or ["*"]')
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
 def model_ids(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
         raise ValueError("must be a list of model ids")
@@ -223,7 +239,7 @@ def capabilities(value: Any) -> frozenset[Capability]:
 # Each section's keys and how to read them; a key left out gets the settings class's default.
 _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
     "log": (LogSettings, {"level": one_of("debug", "info", "warning", "error"), "format": member(LogFormat)}),
-    "http": (HttpSettings, {"listen": parse_listen, "max_body_bytes": at_least(1)}),
+    "http": (HttpSettings, {"listen": parse_listen, "max_body_bytes": at_least(1), "cors": cors_origins}),
     "grpc": (
         GrpcSettings,
         {"listen": parse_listen, "max_message_bytes": at_least(1), "max_client_resets": at_least(1)},

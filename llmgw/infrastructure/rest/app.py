@@ -7,11 +7,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp_cors
 from aiohttp import web
 
 from llmgw.application.gateway import Gateway
 from llmgw.domain.errors import GatewayError, InternalError
-from llmgw.infrastructure.request_ids import REQUEST_ID_HEADER, accept_or_mint, current_request_id
+from llmgw.infrastructure.request_ids import (
+    ATTEMPTS_HEADER,
+    GENERATION_ID_HEADER,
+    PROVIDER_HEADER,
+    REQUEST_ID_HEADER,
+    accept_or_mint,
+    current_request_id,
+)
 from llmgw.infrastructure.rest import chat, embeddings, generations, health, models
 from llmgw.infrastructure.rest.errors import error_response, http_error_response
 from llmgw.infrastructure.rest.keys import GATEWAY, REQUEST_ID
@@ -63,7 +71,11 @@ def _internal() -> GatewayError:
     return InternalError("internal error", code="internal_error")
 
 
-def create_app(gateway: Gateway, *, max_body_bytes: int) -> web.Application:
+def create_app(
+    gateway: Gateway, *, max_body_bytes: int, cors_origins: tuple[str, ...] = ()
+) -> web.Application:
+    """The REST app; with `cors_origins`, browsers on those origins (`*`: any) may call every route: preflight
+    requests are answered, and `Authorization`, `x-api-key` and `x-request-id` may be sent."""
     app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
     app[GATEWAY] = gateway
     app.add_routes(
@@ -78,4 +90,18 @@ def create_app(gateway: Gateway, *, max_body_bytes: int) -> web.Application:
             *health.routes(),
         ]
     )
+    if cors_origins:
+        _allow_cors(app, cors_origins)
     return app
+
+
+def _allow_cors(app: web.Application, origins: tuple[str, ...]) -> None:
+    # aiohttp-cors leaves ResourceOptions unannotated.
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_headers=("Authorization", "Content-Type", "x-api-key", REQUEST_ID_HEADER),
+        expose_headers=(REQUEST_ID_HEADER, GENERATION_ID_HEADER, ATTEMPTS_HEADER, PROVIDER_HEADER),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
+    for route in list(app.router.routes()):
+        cors.add(route)
