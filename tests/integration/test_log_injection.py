@@ -73,3 +73,18 @@ async def test_the_json_format_keeps_the_model_id_inside_one_message(
     await send(gw)
     entries = [json.loads(line) for line in logged(log_buffer)]
     assert any(MODEL in entry["message"] for entry in entries)
+
+
+async def test_a_path_with_an_encoded_newline_cannot_forge_an_access_log_line(
+    gw: Running, log_buffer: io.StringIO
+) -> None:
+    capture(log_buffer, LogFormat.TEXT)
+    forged = FORGED.replace(" ", "%20")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gw.rest_url}/nowhere%0A{forged}") as response,
+    ):
+        assert response.status == 404
+    lines = logged(log_buffer)
+    assert any("/nowhere\\n2026-12-02" in line and " 404 " in line for line in lines), lines
+    assert all(not line.startswith("2026-12-02 00:00:00,000") for line in lines), lines
