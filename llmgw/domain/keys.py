@@ -1,0 +1,111 @@
+"""API keys of the gateway: their format, how their secret is kept (a keyed hash, never the secret), and
+what a key allows.
+
+A key reads `sk-llmgw-<public id>-<secret>`: the public id (12 lower-case letters and digits) names the key
+in logs, records and listings and is what the store is searched by; the secret (43 URL-safe characters,
+32 random bytes) is shown once, at creation, and only its HMAC-SHA256 under the server's pepper is kept.
+Secrets are compared with `hmac.compare_digest`, in time that does not depend on how much of them matches.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import hashlib
+import hmac
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PREFIX = "sk-llmgw-"
+PUBLIC_ID_LENGTH = 12
+SECRET_BYTES = 32
+_SECRET_LENGTH = 43  # base64url of 32 bytes, unpadded
+_PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
+_SECRET_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
+#: A rotated key's old secret is accepted this long after the rotation, unless told otherwise.
+ROTATION_GRACE_SECONDS = 24 * 3600.0
+
+
+class Scope(enum.Enum):
+    INFERENCE = "inference"
+    USAGE_READ = "usage:read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedKey:
+    """A key as a client presented it, split into its parts; the secret is never logged."""
+
+    public_id: str
+    secret: str = field(repr=False)
+
+
+def mint_key() -> tuple[str, PresentedKey]:
+    """A new key: the full text to show once, and its parts."""
+    public_id = "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+    return f"{PREFIX}{public_id}-{secret}", PresentedKey(public_id, secret)
+
+
+def parse_key(text: str) -> PresentedKey | None:
+    """The parts of a key of ours, or None for anything else (another kind of key, a malformed one)."""
+    if len(text) != len(PREFIX) + PUBLIC_ID_LENGTH + 1 + _SECRET_LENGTH or not text.startswith(PREFIX):
+        return None
+    public_id = text[len(PREFIX) : len(PREFIX) + PUBLIC_ID_LENGTH]
+    separator = text[len(PREFIX) + PUBLIC_ID_LENGTH]
+    secret = text[len(PREFIX) + PUBLIC_ID_LENGTH + 1 :]
+    if separator != "-" or not all(char in _PUBLIC_ALPHABET for char in public_id):
+        return None
+    if not all(char in _SECRET_ALPHABET for char in secret):
+        return None
+    return PresentedKey(public_id, secret)
+
+
+def hash_secret(secret: str, pepper: bytes) -> bytes:
+    """What the store keeps of a secret: its HMAC-SHA256 under the server's pepper."""
+    return hmac.new(pepper, secret.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """A key as stored: everything but its secret. Times are Unix seconds.
+
+    `models` are glob patterns over gateway model ids (`gpt-4o*`, `dashscope/*`); none means every model.
+    After a rotation `previous_hash` is the old secret's, accepted until `previous_valid_until`.
+    """
+
+    public_id: str
+    name: str
+    secret_hash: bytes = field(repr=False)
+    scopes: frozenset[Scope] = frozenset({Scope.INFERENCE})
+    models: tuple[str, ...] = ()
+    team_id: str = ""
+    expires_at: float | None = None
+    disabled: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    last_used_at: float | None = None
+    previous_hash: bytes | None = field(default=None, repr=False)
+    previous_valid_until: float | None = None
+
+    def matches(self, secret: str, pepper: bytes, now: float) -> bool:
+        """Whether `secret` is this key's (or, within the rotation grace, its previous one). Both hashes are
+        compared in constant time, whatever the first comparison says."""
+        presented = hash_secret(secret, pepper)
+        current = hmac.compare_digest(presented, self.secret_hash)
+        previous = self.previous_hash is not None and hmac.compare_digest(presented, self.previous_hash)
+        in_grace = self.previous_valid_until is not None and now < self.previous_valid_until
+        return current or (previous and in_grace)
+
+    def usable(self, now: float) -> bool:
+        """Neither disabled nor expired."""
+        return not self.disabled and (self.expires_at is None or now < self.expires_at)
+
+    def can(self, scope: Scope) -> bool:
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+    def may_use(self, model_id: str) -> bool:
+        """Whether the key may call `model_id`: no patterns, or one matching it (case-sensitive)."""
+        return not self.models or any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.models)
