@@ -41,10 +41,11 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def commit() -> str:
-    """Short hash of HEAD, `+dirty` when tracked files (other than our own output) differ from it."""
+def commit(*paths: str) -> str:
+    """Short hash of HEAD, `+dirty` when tracked files under `paths` (default: all but our own output)
+    differ from it."""
     head = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *_OWN_OUTPUT)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *(paths or (".", *_OWN_OUTPUT)))
     return f"{head}+dirty" if dirty else head
 
 

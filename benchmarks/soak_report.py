@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import machine
-from benchmarks.processes import REPO_ROOT
 from benchmarks.soak_probe import Holding
 from benchmarks.soak_traffic import KIND_MIX, SCENARIOS, Kind, Lookup, Result, Scenario
 
@@ -225,7 +223,7 @@ class Report:
             "Written by `python -m benchmarks.soak` (see benchmarks/README.md); do not edit by hand.",
             "",
             f"- date: {self.date}",
-            f"- commit: {_commit()}",
+            f"- commit: {machine.commit(*_CODE)}",
             *(f"- {name}: {value}" for name, value in _machine()),
             f"- verdict: **{'PASS' if self.passed else 'FAIL'}**",
             "",
@@ -377,22 +375,8 @@ def _plain(text: str) -> str:
     return re.sub(r"\*\*|`", "", text)
 
 
-def _commit() -> str:
-    """HEAD, `+dirty` only when the code under test (llmgw/, configs/, setup files) differs from it."""
-    head = _git("rev-parse", "--short", "HEAD") or "unknown"
-    code = ("llmgw", "configs", "setup.cfg", "pyproject.toml")
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *code)
-    return f"{head}+dirty" if dirty else head
-
-
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip()
+# The code under test: a report is `+dirty` only when it differs from HEAD.
+_CODE = ("llmgw", "configs", "setup.cfg", "pyproject.toml")
 
 
 def _machine() -> list[tuple[str, str]]:

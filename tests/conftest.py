@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Running, running_gateway, settings_for
+from tests.log_capture import log_buffer  # noqa: F401  (a fixture for every test)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from grpclib.client import Channel
 
 from llmgw.infrastructure.grpc.messages import v1
 from tests.fakes.upstream import FakeUpstream, Script
+from tests.h2_frames import list_models_headers
 from tests.harness import Running, running_gateway, settings_for
 
 HEADER_TIMEOUT = 0.5
@@ -71,17 +72,7 @@ def h2_request(port: int, conn: h2.connection.H2Connection | None = None) -> byt
     """The HTTP/2 preface, SETTINGS and the HEADERS of a ListModels call, as a gRPC client sends them."""
     conn = conn or h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    conn.send_headers(
-        1,
-        [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":authority", f"127.0.0.1:{port}"),
-            (":path", "/llmgateway.v1.LlmGatewayService/ListModels"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-    )
+    conn.send_headers(1, list_models_headers(port))
     return conn.data_to_send()
 
 

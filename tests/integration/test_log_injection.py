@@ -5,45 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import aiohttp
-import pytest
 
-from llmgw.infrastructure.config.settings import LogFormat, LogSettings
-from llmgw.infrastructure.logs import configure_logging
+from llmgw.infrastructure.config.settings import LogFormat
 from tests.harness import Running
+from tests.log_capture import capture, logged
 
 FORGED = "2026-12-02 00:00:00,000 ERROR llmgw [-] the database is on fire"
 # An uncatalogued `local/...` id reaches the upstream, and the gateway logs the model of every request.
 MODEL = f"local/llama\n{FORGED}\r\x1b[31m"
-
-
-@pytest.fixture
-def log_buffer() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    yield buffer
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-
-
-def capture(buffer: io.StringIO, fmt: LogFormat) -> None:
-    configure_logging(LogSettings(level="info", format=fmt))
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-
-
-def logged(buffer: io.StringIO) -> list[str]:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    return buffer.getvalue().splitlines()
 
 
 async def send(gw: Running) -> None:
@@ -58,7 +29,7 @@ async def test_a_model_id_with_a_newline_cannot_forge_a_text_log_line(
 ) -> None:
     capture(log_buffer, LogFormat.TEXT)
     await send(gw)
-    lines = logged(log_buffer)
+    lines = logged(log_buffer).splitlines()
     quoting = [line for line in lines if "the database is on fire" in line]
     assert quoting, lines
     assert all(not line.startswith("2026-12-02 00:00:00,000") for line in lines), lines
@@ -71,7 +42,7 @@ async def test_the_json_format_keeps_the_model_id_inside_one_message(
 ) -> None:
     capture(log_buffer, LogFormat.JSON)
     await send(gw)
-    entries = [json.loads(line) for line in logged(log_buffer)]
+    entries = [json.loads(line) for line in logged(log_buffer).splitlines()]
     assert any(MODEL in entry["message"] for entry in entries)
 
 
@@ -85,6 +56,6 @@ async def test_a_path_with_an_encoded_newline_cannot_forge_an_access_log_line(
         session.get(f"{gw.rest_url}/nowhere%0A{forged}") as response,
     ):
         assert response.status == 404
-    lines = logged(log_buffer)
+    lines = logged(log_buffer).splitlines()
     assert any("/nowhere\\n2026-12-02" in line and " 404 " in line for line in lines), lines
     assert all(not line.startswith("2026-12-02 00:00:00,000") for line in lines), lines

@@ -17,6 +17,7 @@ import pytest
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.http2_guard import PREMATURE_RESETS
 from tests.fakes.upstream import FakeUpstream
+from tests.h2_frames import list_models_headers
 from tests.harness import Running, running_gateway, settings_for
 
 MAX_RESETS = 200
@@ -30,17 +31,6 @@ async def gw(fakes: dict[str, FakeUpstream]) -> AsyncIterator[Running]:
     settings = replace(settings, grpc=replace(settings.grpc, max_client_resets=MAX_RESETS))
     async with running_gateway(settings) as running:
         yield running
-
-
-def request_headers(port: int) -> list[tuple[str, str]]:
-    return [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", f"127.0.0.1:{port}"),
-        (":path", "/llmgateway.v1.LlmGatewayService/ListModels"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
 
 
 class RawClient:
@@ -57,7 +47,7 @@ class RawClient:
         stream = 0
         for _ in range(count):
             stream = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(stream, request_headers(self.port))
+            self.conn.send_headers(stream, list_models_headers(self.port))
             self.conn.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)  # an empty request
         self.writer.write(self.conn.data_to_send())
         return stream
@@ -65,7 +55,7 @@ class RawClient:
     def open_and_reset(self, count: int) -> None:
         for _ in range(count):
             stream = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(stream, request_headers(self.port))
+            self.conn.send_headers(stream, list_models_headers(self.port))
             self.conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
         self.writer.write(self.conn.data_to_send())
 

@@ -4,54 +4,24 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from grpclib import GRPCError, Status
 from grpclib.const import Cardinality
 
-from llmgw.infrastructure.config.settings import LogFormat, LogSettings
+from llmgw.infrastructure.config.settings import LogFormat
 from llmgw.infrastructure.grpc.messages import v1
-from llmgw.infrastructure.logs import configure_logging
 from llmgw.infrastructure.rest.keys import GATEWAY
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.harness import Running
+from tests.log_capture import capture, logged
 
 CHAT = {"model": "local/llama", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """Route the gateway's logs through its own configuration into a buffer, restoring logging after."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    yield buffer
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-
-
-def _logged(buffer: io.StringIO) -> str:
-    """What was logged so far: lines are written in batches, so flush the handlers first."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    return buffer.getvalue()
-
-
-def _capture(buffer: io.StringIO, fmt: LogFormat) -> None:
-    configure_logging(LogSettings(level="info", format=fmt))
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-
-
-async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_lines: io.StringIO) -> None:
-    _capture(log_lines, LogFormat.TEXT)
+async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_buffer: io.StringIO) -> None:
+    capture(log_buffer, LogFormat.TEXT)
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -65,10 +35,10 @@ async def test_rest_echoes_the_clients_request_id_and_logs_it(gw: Running, log_l
             f"{gw.rest_url}/v1/chat/completions", json=missing, headers={"x-request-id": "req-def-456"}
         ) as refused:
             assert refused.status == 404
-    lines = _logged(log_lines).splitlines()
+    lines = logged(log_buffer).splitlines()
     # A served chat logs one line, its generation record; a refused request logs its access line.
     chat_lines = [line for line in lines if "req-abc-123" in line]
-    assert len(chat_lines) == 1, _logged(log_lines)
+    assert len(chat_lines) == 1, logged(log_buffer)
     assert "chat gen-" in chat_lines[0]
     assert any("req-def-456" in line and "POST /v1/chat/completions 404" in line for line in lines)
 
@@ -109,9 +79,9 @@ async def test_rest_errors_and_streams_carry_the_request_id_too(gw: Running) -> 
 
 
 async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
-    gw: Running, log_lines: io.StringIO
+    gw: Running, log_buffer: io.StringIO
 ) -> None:
-    _capture(log_lines, LogFormat.JSON)
+    capture(log_buffer, LogFormat.JSON)
     async with gw.channel.request(
         "/llmgateway.v1.LLMGatewayService/CreateChatCompletion",
         Cardinality.UNARY_UNARY,
@@ -136,7 +106,7 @@ async def test_grpc_takes_the_request_id_from_metadata_and_sends_it_back(
     assert reply is not None
     assert reply.id.startswith("gen-")
     assert reply.id == generation_id
-    records = [json.loads(line) for line in _logged(log_lines).splitlines()]
+    records = [json.loads(line) for line in logged(log_buffer).splitlines()]
     chat_lines = [r for r in records if r["message"].startswith("chat gen-")]
     assert chat_lines
     assert all(r["request_id"] == "grpc-req-7" for r in chat_lines)
