@@ -130,13 +130,10 @@ class Failover:
     def first(self) -> Route:
         """The first attempt's route."""
         model = self._chain[0]
-        deployments = model.deployments
         router = self._router
-        if len(deployments) == 1 and router.is_available(deployments[0]):  # the common case, first
-            found: tuple[ModelSpec, Deployment] | None = (model, deployments[0])
-        else:
-            found = self._untried()
-        if found is None:  # nothing is available: the one whose circuit opened first, not no attempt
+        # Without fallbacks (the common case) the model's own choice, open circuits and all.
+        found = (model, router.choose(model.deployments)) if not model.fallbacks else self._untried()
+        if found is None:  # nothing in the chain is available: the one whose circuit opened first
             everything = {d: m for m in self._models() for d in m.deployments}
             deployment = router.opened_first(list(everything))
             found = everything[deployment], deployment

@@ -90,11 +90,6 @@ class Router:
             raise NotFound(f"The model '{model_id}' does not exist.", code="model_not_found", param="model")
         return model
 
-    def route(self, model_id: str, capability: Capability) -> Route:
-        """The first deployment for a request to `model_id` (its fallbacks aside: see `failover`)."""
-        model = self.resolve(model_id, capability)
-        return self.route_to(model, self.choose(model.deployments))
-
     def resolve(self, model_id: str, capability: Capability) -> ModelSpec:
         """The catalog entry, or a `provider/model` id's uncatalogued model, that can do `capability`."""
         model = self._models.get(model_id) or self._uncatalogued(model_id)
@@ -114,19 +109,17 @@ class Router:
         return self._is_available(deployment)
 
     def opened_first(self, deployments: Sequence[Deployment]) -> Deployment:
-        """Among deployments none of which is available, the one to try anyway."""
-        return self._opened_first(deployments) if self._opened_first is not None else deployments[0]
+        """Among deployments none of which is available, the one to try anyway (without an `opened_first`,
+        as if all were available)."""
+        return self._opened_first(deployments) if self._opened_first is not None else self.pick(deployments)
 
     def choose(self, deployments: Sequence[Deployment]) -> Deployment:
-        """The preferred available deployments (lowest priority number), one of them by weight."""
+        """The preferred available deployments (lowest priority number), one of them by weight; when none
+        is available, `opened_first`."""
         if len(deployments) == 1:
             return deployments[0]
-        candidates = [d for d in deployments if self._is_available(d)]
-        if not candidates:
-            if self._opened_first is not None:
-                return self._opened_first(deployments)
-            candidates = list(deployments)
-        return self.pick(candidates)
+        available = [d for d in deployments if self._is_available(d)]
+        return self.pick(available) if available else self.opened_first(deployments)
 
     def pick(self, candidates: Sequence[Deployment]) -> Deployment:
         """Among `candidates` (not empty), those of the lowest priority number, one of them by weight."""

@@ -3,6 +3,7 @@ rotation grace, expiry, scopes and model patterns."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 
@@ -56,8 +57,8 @@ def test_anything_else_is_not_a_key_of_ours(text: str) -> None:
 def test_only_a_keyed_hash_of_the_secret_is_kept_and_it_depends_on_the_pepper() -> None:
     _, presented = mint_key()
     digest = hash_secret(presented.secret, PEPPER)
-    assert len(digest) == 32
-    assert presented.secret.encode() not in digest
+    assert digest == hmac.new(PEPPER, presented.secret.encode(), hashlib.sha256).digest()
+    assert digest != hashlib.sha256(presented.secret.encode()).digest(), "keyed, not a bare hash"
     assert digest != hash_secret(presented.secret, b"q" * 32)
     assert "secret_hash" not in repr(stored(presented))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llmgw.application.routing import Router
+from llmgw.application.routing import Route, Router
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec
 from llmgw.domain.chat import (
     ChatCompletion,
@@ -52,6 +52,12 @@ class FakeProvider:
         raise AssertionError("routing must not call the provider")
 
 
+def first_route(router: Router, model_id: str, capability: Capability) -> Route:
+    """Where a request's first attempt goes, for a model without fallbacks (as `Failover.first` does)."""
+    model = router.resolve(model_id, capability)
+    return router.route_to(model, router.choose(model.deployments))
+
+
 OPENROUTER = FakeProvider("openrouter")
 DASHSCOPE = FakeProvider("dashscope")
 LOCAL = FakeProvider("local")
@@ -89,7 +95,7 @@ def router() -> Router:
 
 
 def test_a_catalogued_model_routes_to_its_entry_and_provider(router: Router) -> None:
-    route = router.route("openrouter/openai/gpt-4o", Capability.CHAT)
+    route = first_route(router, "openrouter/openai/gpt-4o", Capability.CHAT)
 
     assert route.model is GPT4O
     assert route.model.upstream_model == "openai/gpt-4o-2024-11-20"
@@ -97,14 +103,14 @@ def test_a_catalogued_model_routes_to_its_entry_and_provider(router: Router) -> 
 
 
 def test_the_catalog_entry_wins_over_the_ids_provider_prefix(router: Router) -> None:
-    route = router.route("dashscope/qwen-plus", Capability.CHAT)
+    route = first_route(router, "dashscope/qwen-plus", Capability.CHAT)
 
     assert route.provider is OPENROUTER
     assert route.model.upstream_model == "qwen/qwen-plus"
 
 
 def test_a_catalogued_id_without_a_slash_routes_by_its_entry(router: Router) -> None:
-    route = router.route("text-embedding-v4", Capability.EMBEDDINGS)
+    route = first_route(router, "text-embedding-v4", Capability.EMBEDDINGS)
 
     assert route.provider is DASHSCOPE
     assert route.model is EMBEDDER
@@ -122,7 +128,7 @@ def test_a_catalogued_id_without_a_slash_routes_by_its_entry(router: Router) -> 
 def test_an_uncatalogued_provider_model_id_routes_by_its_prefix_sending_the_rest_upstream(
     router: Router, model_id: str, provider: FakeProvider, upstream: str
 ) -> None:
-    route = router.route(model_id, Capability.CHAT)
+    route = first_route(router, model_id, Capability.CHAT)
 
     assert route.provider is provider
     assert route.model.id == model_id
@@ -134,7 +140,7 @@ def test_an_uncatalogued_provider_model_id_routes_by_its_prefix_sending_the_rest
 def test_an_uncatalogued_model_is_left_to_the_upstream_to_judge(
     router: Router, capability: Capability
 ) -> None:
-    route = router.route("local/some-model", capability)
+    route = first_route(router, "local/some-model", capability)
 
     assert route.provider is LOCAL
 
@@ -153,7 +159,7 @@ def test_an_uncatalogued_model_is_left_to_the_upstream_to_judge(
 @pytest.mark.parametrize("capability", [Capability.CHAT, Capability.EMBEDDINGS])
 def test_an_unknown_model_is_not_found(router: Router, model_id: str, capability: Capability) -> None:
     with pytest.raises(NotFound) as caught:
-        router.route(model_id, capability)
+        first_route(router, model_id, capability)
 
     assert caught.value.code == "model_not_found"
     assert caught.value.param == "model"
@@ -162,7 +168,7 @@ def test_an_unknown_model_is_not_found(router: Router, model_id: str, capability
 
 def test_a_catalogued_model_lacking_the_capability_is_refused_as_unsupported(router: Router) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        router.route("text-embedding-v4", Capability.CHAT)
+        first_route(router, "text-embedding-v4", Capability.CHAT)
 
     assert type(caught.value) is InvalidRequest
     assert caught.value.code == "model_not_supported"
@@ -172,7 +178,7 @@ def test_a_catalogued_model_lacking_the_capability_is_refused_as_unsupported(rou
 
 def test_a_chat_model_asked_for_embeddings_is_refused_as_unsupported(router: Router) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        router.route("openrouter/openai/gpt-4o", Capability.EMBEDDINGS)
+        first_route(router, "openrouter/openai/gpt-4o", Capability.EMBEDDINGS)
 
     assert caught.value.code == "model_not_supported"
     assert "embeddings" in caught.value.message
@@ -207,7 +213,7 @@ def test_a_later_catalog_entry_with_the_same_id_replaces_the_earlier() -> None:
     )
     router = Router([GPT4O, replacement], {"openrouter": OPENROUTER, "local": LOCAL})
 
-    assert router.route(GPT4O.id, Capability.CHAT).provider is LOCAL
+    assert first_route(router, GPT4O.id, Capability.CHAT).provider is LOCAL
     assert len(router.models) == 1
 
 
@@ -243,7 +249,7 @@ def alias_router(draw: Callable[[], float], **options: Any) -> Router:
 
 
 def test_an_alias_routes_to_one_of_its_deployments_keeping_its_own_id() -> None:
-    route = alias_router(Draws(1)).route("gpt-4o", Capability.CHAT)
+    route = first_route(alias_router(Draws(1)), "gpt-4o", Capability.CHAT)
 
     assert route.model is ALIAS
     assert route.deployment in ALIAS.deployments
@@ -256,7 +262,7 @@ def test_the_preferred_deployments_share_requests_by_weight() -> None:
     draws = 3000
     router = alias_router(Draws(draws))
 
-    seen = Counter(router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(draws))
+    seen = Counter(first_route(router, "gpt-4o", Capability.CHAT).provider.name for _ in range(draws))
 
     assert seen == {"openai-east": 2000, "local": 1000}
 
@@ -265,7 +271,7 @@ def test_weights_hold_over_many_random_draws_within_tolerance() -> None:
     rng = random.Random(12)
     router = alias_router(rng.random)
 
-    seen = Counter(router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(6000))
+    seen = Counter(first_route(router, "gpt-4o", Capability.CHAT).provider.name for _ in range(6000))
 
     assert "openrouter" not in seen
     assert seen["openai-east"] / 6000 == pytest.approx(2 / 3, abs=0.03)
@@ -280,13 +286,13 @@ def test_a_lower_priority_number_is_preferred_whatever_the_weights() -> None:
     )
     router = Router([model], {"openai-east": EAST, "openrouter": OPENROUTER}, draw=Draws(50))
 
-    assert {router.route("m", Capability.CHAT).deployment for _ in range(50)} == {preferred}
+    assert {first_route(router, "m", Capability.CHAT).deployment for _ in range(50)} == {preferred}
 
 
 def test_when_no_preferred_deployment_is_available_the_next_priority_serves() -> None:
     router = alias_router(Draws(10), is_available=lambda d: d.provider == "openrouter")
 
-    routes = [router.route("gpt-4o", Capability.CHAT) for _ in range(10)]
+    routes = [first_route(router, "gpt-4o", Capability.CHAT) for _ in range(10)]
 
     assert {route.deployment for route in routes} == {OPENROUTER_GPT}
     assert {route.target.upstream_model for route in routes} == {"openai/gpt-4o"}
@@ -295,13 +301,13 @@ def test_when_no_preferred_deployment_is_available_the_next_priority_serves() ->
 def test_when_no_deployment_is_available_routing_still_picks_a_preferred_one() -> None:
     router = alias_router(Draws(3), is_available=lambda d: False)
 
-    chosen = {router.route("gpt-4o", Capability.CHAT).provider.name for _ in range(3)}
+    chosen = {first_route(router, "gpt-4o", Capability.CHAT).provider.name for _ in range(3)}
 
     assert chosen == {"openai-east", "local"}
 
 
 def test_a_single_deployment_model_is_its_own_one_deployment(router: Router) -> None:
-    route = router.route("openrouter/openai/gpt-4o", Capability.CHAT)
+    route = first_route(router, "openrouter/openai/gpt-4o", Capability.CHAT)
 
     assert GPT4O.deployments == (Deployment("openrouter", "openai/gpt-4o-2024-11-20"),)
     assert route.deployment == GPT4O.deployments[0]
@@ -314,11 +320,11 @@ def test_a_single_deployment_model_never_draws() -> None:
 
     router = Router([GPT4O], {"openrouter": OPENROUTER}, draw=no_draw)
 
-    assert router.route(GPT4O.id, Capability.CHAT).provider is OPENROUTER
+    assert first_route(router, GPT4O.id, Capability.CHAT).provider is OPENROUTER
 
 
 def test_a_provider_model_id_without_an_entry_still_routes_by_prefix_beside_aliases() -> None:
-    route = alias_router(Draws(1)).route("openrouter/anthropic/claude-3.5-sonnet", Capability.CHAT)
+    route = first_route(alias_router(Draws(1)), "openrouter/anthropic/claude-3.5-sonnet", Capability.CHAT)
 
     assert route.provider is OPENROUTER
     assert route.deployment == Deployment("openrouter", "anthropic/claude-3.5-sonnet")
@@ -327,7 +333,7 @@ def test_a_provider_model_id_without_an_entry_still_routes_by_prefix_beside_alia
 
 def test_an_alias_lacking_the_capability_is_refused_before_any_choice() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        alias_router(Draws(0)).route("gpt-4o", Capability.EMBEDDINGS)
+        first_route(alias_router(Draws(0)), "gpt-4o", Capability.EMBEDDINGS)
 
     assert caught.value.code == "model_not_supported"
 
@@ -336,7 +342,7 @@ def test_when_no_deployment_is_available_the_one_that_opened_first_is_tried() ->
     local = ALIAS.deployments[1]
     router = alias_router(Draws(3), is_available=lambda d: False, opened_first=lambda ds: ds[1])
 
-    chosen = {router.route("gpt-4o", Capability.CHAT).deployment for _ in range(3)}
+    chosen = {first_route(router, "gpt-4o", Capability.CHAT).deployment for _ in range(3)}
 
     assert chosen == {local}
 
@@ -350,7 +356,7 @@ def test_the_chosen_deployment_is_claimed_and_the_route_says_whether_it_holds_th
 
     router = alias_router(Draws(3), claim=claim)
 
-    routes = [router.route("gpt-4o", Capability.CHAT) for _ in range(3)]
+    routes = [first_route(router, "gpt-4o", Capability.CHAT) for _ in range(3)]
 
     assert claimed == [route.deployment for route in routes]
     assert [route.probe for route in routes] == [r.deployment.provider == "local" for r in routes]

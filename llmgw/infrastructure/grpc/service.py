@@ -67,9 +67,12 @@ class GatewayService(v1.LlmGatewayServiceBase):
             ctx = _context()
             stream = self._gateway.stream_chat_completion(request, ctx)
             current_generation_id.set(stream.generation_id)
+            announced = False
             async with contextlib.aclosing(stream):
                 async for chunks in stream:
-                    current_attempts.set((ctx.attempts, ctx.provider))
+                    if not announced:  # the attempts are over once the first chunks came
+                        current_attempts.set((ctx.attempts, ctx.provider))
+                        announced = True
                     for chunk in chunks:
                         yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
 
