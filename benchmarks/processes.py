@@ -110,6 +110,9 @@ listen = "{HOST}:{health}"
 [storage]
 url = "sqlite:///{workdir / "bench.db"}"
 
+[auth]
+enabled = false
+
 [server]
 workers = {workers}
 shutdown_grace = "5s"

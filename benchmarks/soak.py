@@ -110,6 +110,9 @@ listen = "{HOST}:{ports.health}"
 [storage]
 url = "sqlite:///{workdir / "soak.db"}"
 
+[auth]
+enabled = false  # the soak measures faults, not keys
+
 [server]
 workers = 1
 shutdown_grace = "{grace:g}s"

@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from typing import cast
 
+from llmgw.application.admin import Admin
+from llmgw.application.auth import Authenticator
 from llmgw.application.circuits import Circuits
 from llmgw.application.gateway import Gateway
-from llmgw.application.ports import GenerationStore, Provider
+from llmgw.application.ports import GenerationStore, KeyStore, Provider
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
-from llmgw.infrastructure.config.settings import Settings, StorageSettings
+from llmgw.infrastructure.config.settings import AuthSettings, Settings, StorageSettings
 from llmgw.infrastructure.config.show import mask_url_password
 from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_transport
 from llmgw.infrastructure.storage.errors import StoreUnavailable
@@ -41,6 +44,7 @@ async def build_gateway(
     Raises `StartupError` when the store cannot be opened within `storage.timeout`. On the way out the
     last records get `storage.timeout` to be written and the store as long again to close, whatever it
     does; so the store adds at most twice `storage.timeout` to a shutdown."""
+    check_auth(settings.auth)
     storage = settings.storage
     async with AsyncExitStack() as stack:
         store = store if store is not None else create_store(storage.url, timeout=storage.timeout)
@@ -57,6 +61,7 @@ async def build_gateway(
                 stack.push_async_callback(provider.close)
                 built[name] = provider
             providers = built
+        auth = await stack.enter_async_context(_authenticator(settings, store))
         circuits = Circuits(failures=settings.circuit.failures, cooldown=settings.circuit.cooldown)
         router = Router(
             settings.models,
@@ -72,7 +77,50 @@ async def build_gateway(
             provider_max_in_flight={name: p.max_in_flight for name, p in settings.providers.items()},
             circuits=circuits,
             retry_policies={name: _retry_policy(settings, name) for name in providers},
+            auth=auth,
+            admin=Admin(cast(KeyStore, store), auth, rotation_grace=settings.auth.rotation_grace),
         )
+
+
+def check_auth(settings: AuthSettings) -> None:
+    """Keys on need a pepper: without one no stored key could be checked (nor made)."""
+    if settings.enabled and not settings.pepper:
+        raise StartupError(
+            "auth.pepper is required while auth.enabled is true: set a secret of 32+ characters "
+            "(e.g. LLMGW_AUTH__PEPPER=$(openssl rand -base64 48)) and keep it, or every key stops working; "
+            "or set auth.enabled = false to let anyone who reaches the ports spend"
+        )
+
+
+@asynccontextmanager
+async def _authenticator(settings: Settings, store: GenerationStore) -> AsyncIterator[Authenticator]:
+    """The key check, its last-used writer, and with `cache.redis_url` the revocations shared with every
+    replica."""
+    auth = Authenticator(
+        cast(KeyStore, store),
+        pepper=settings.auth.pepper.encode(),
+        enabled=settings.auth.enabled,
+        admin_key=settings.auth.admin_key,
+        cache_ttl=settings.auth.cache_ttl,
+        store_timeout=settings.storage.timeout,
+    )
+    async with AsyncExitStack() as stack:
+        if settings.auth.enabled and settings.cache.redis_url:
+            from llmgw.infrastructure.revocations import RedisRevocations
+
+            revocations = RedisRevocations(
+                settings.cache.redis_url, on_revoked=auth.forget, on_reconnected=auth.forget_all
+            )
+            try:
+                await revocations.start()
+            except Exception as exc:
+                raise StartupError(f"cannot reach cache.redis_url: {type(exc).__name__}: {exc}") from exc
+            stack.push_async_callback(revocations.stop)
+            auth.revocations = revocations
+        if settings.auth.enabled:
+            auth.start()
+            stack.push_async_callback(auth.stop)
+        yield auth
 
 
 def _retry_policy(settings: Settings, provider: str) -> RetryPolicy:

@@ -16,6 +16,8 @@ from llmgw.application.retries import RetryPolicy
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
+    NO_AUTH,
+    AuthSettings,
     GrpcSettings,
     HealthSettings,
     HttpSettings,
@@ -104,6 +106,7 @@ def settings_for(
     timeouts: Mapping[str, Mapping[str, float]] | None = None,
     max_body_bytes: int = 1_000_000,
     retry: RetryPolicy = ONE_ATTEMPT,
+    auth: AuthSettings = NO_AUTH,
 ) -> Settings:
     """Three providers, one of each kind, pointed at their fakes; every listener on a port of its own.
 
@@ -127,6 +130,7 @@ def settings_for(
         storage=StorageSettings(url=storage_url, retention_days=30),
         server=ServerSettings(workers=1, shutdown_grace=2.0),
         retry=retry,
+        auth=auth,
     )
 
 

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llmgw.application.admin import Admin
 from llmgw.application.admission import Admission
+from llmgw.application.auth import Authenticator, hidden_generation, may_read, require_model
 from llmgw.application.circuits import Circuits, CircuitView
 from llmgw.application.failover import Failover
 from llmgw.application.recording import GenerationRecorder
@@ -25,8 +27,9 @@ from llmgw.domain.chat import (
     EmbeddingsRequest,
     JSONObject,
 )
-from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound, ShuttingDown
+from llmgw.domain.errors import GatewayError, InvalidRequest, ShuttingDown
 from llmgw.domain.generation import GenerationKind, GenerationRecord, new_generation_id
+from llmgw.domain.keys import ApiKey
 
 __all__ = ["ChatStream", "Gateway", "ProviderState", "Readiness", "RequestContext"]
 T = TypeVar("T")
@@ -125,7 +128,11 @@ class Gateway:
         provider_max_in_flight: Mapping[str, int] | None = None,
         circuits: Circuits | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
+        auth: Authenticator | None = None,
+        admin: Admin | None = None,
     ) -> None:
+        self.auth = auth
+        self.admin = admin
         self._router = router
         self._recorder = recorder
         self._circuits = circuits
@@ -134,11 +141,17 @@ class Gateway:
         self._draining = False
         self._streams: set[_Running] = set()
 
-    def list_models(self) -> Sequence[ModelSpec]:
-        return self._router.models
+    def list_models(self, key: ApiKey | None = None) -> Sequence[ModelSpec]:
+        """The catalog, or the part of it `key` may use."""
+        models = self._router.models
+        if key is None or not key.models:
+            return models
+        return [model for model in models if key.may_use(model.id)]
 
-    def get_model(self, model_id: str) -> ModelSpec:
-        return self._router.model(model_id)
+    def get_model(self, model_id: str, key: ApiKey | None = None) -> ModelSpec:
+        model = self._router.model(model_id)
+        require_model(key, model.id)
+        return model
 
     async def readiness(self) -> Readiness:
         store_up = await self._recorder.ping()
@@ -246,7 +259,7 @@ class Gateway:
         tracker.end(outcome)
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
-        model = self._chat_model(request)
+        model = self._chat_model(request, ctx.key)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.CHAT):
@@ -267,7 +280,7 @@ class Gateway:
         """Start a stream; routing errors raise here, `Overloaded` and upstream errors from the first
         `__anext__`. The stream holds its slots from then until it ends, is closed or is cancelled.
         Until its first chunk arrives, a failed attempt is followed by the next one as for unary calls."""
-        model = self._chat_model(request)
+        model = self._chat_model(request, ctx.key)
         tracker = Tracker(new_generation_id(), model.id, ctx, streamed=True, user=request.user)
         return ChatStream(tracker.gen_id, self._stream(model, request, tracker))
 
@@ -331,6 +344,7 @@ class Gateway:
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
         model = self._router.resolve(request.model, Capability.EMBEDDINGS)
+        require_model(ctx.key, model.id)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
@@ -357,16 +371,16 @@ class Gateway:
         finally:
             self._finish(tracker, kind, outcome)
 
-    async def get_generation(self, generation_id: str) -> GenerationRecord:
+    async def get_generation(self, generation_id: str, key: ApiKey | None = None) -> GenerationRecord:
+        """The record, if `key` may read it (`may_read`); one it may not is not found, as if absent."""
         record = await self._recorder.get(generation_id) if generation_id else None
-        if record is None:
-            raise NotFound(
-                f"Generation '{generation_id}' not found.", code="generation_not_found", param="id"
-            )
+        if record is None or not may_read(key, record):
+            raise hidden_generation(generation_id)
         return record
 
-    def _chat_model(self, request: ChatRequest) -> ModelSpec:
+    def _chat_model(self, request: ChatRequest, key: ApiKey | None) -> ModelSpec:
         model = self._router.resolve(request.model, Capability.CHAT)
+        require_model(key, model.id)
         body: Mapping[str, object] = request.body
         if body.get("tools") and not model.can(Capability.TOOLS):
             raise InvalidRequest(

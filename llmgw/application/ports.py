@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from llmgw.domain.catalog import ModelSpec
@@ -14,6 +14,7 @@ from llmgw.domain.chat import (
     JSONObject,
 )
 from llmgw.domain.generation import GenerationRecord
+from llmgw.domain.keys import ApiKey, AuditEntry, Team
 
 
 class Provider(Protocol):
@@ -69,3 +70,47 @@ class GenerationStore(Protocol):
     async def ping(self) -> bool:
         """True when the store answers."""
         ...
+
+
+class KeyStore(Protocol):
+    """API keys, teams and the admin audit trail, in the same store as the generation records.
+
+    Listings are ordered by id and paged by cursor: `after` is the last id of the previous page ("" for
+    the first); the audit trail is ordered newest first, `before` the last id of the previous page."""
+
+    async def get_key(self, public_id: str) -> ApiKey | None: ...
+
+    async def put_key(self, key: ApiKey) -> None:
+        """Insert the key, or replace the one with its public id."""
+        ...
+
+    async def delete_key(self, public_id: str) -> bool:
+        """Delete the key; False when there was none."""
+        ...
+
+    async def list_keys(
+        self, *, after: str = "", limit: int = 100, team_id: str | None = None
+    ) -> list[ApiKey]: ...
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        """Set each key's `last_used_at` (public id -> Unix seconds) where it is later than the stored one."""
+        ...
+
+    async def get_team(self, team_id: str) -> Team | None: ...
+
+    async def put_team(self, team: Team) -> None: ...
+
+    async def delete_team(self, team_id: str) -> bool: ...
+
+    async def list_teams(self, *, after: str = "", limit: int = 100) -> list[Team]: ...
+
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(self, *, before: str = "", limit: int = 100) -> list[AuditEntry]: ...
+
+
+class Revocations(Protocol):
+    """Tells the other replicas at once that a key changed (disabled, deleted, rotated, re-scoped), so they
+    drop it from their caches instead of waiting out the TTL."""
+
+    async def publish(self, public_id: str) -> None: ...

@@ -10,6 +10,7 @@ from llmgw.application.routing import Route
 from llmgw.domain.chat import JSONObject
 from llmgw.domain.errors import GatewayError, ShuttingDown
 from llmgw.domain.generation import Attempt, GenerationKind, GenerationRecord, GenerationStatus
+from llmgw.domain.keys import ApiKey
 from llmgw.domain.usage import Usage, price
 
 
@@ -24,6 +25,8 @@ class RequestContext:
     deadline: float | None = None
     attempts: int = 0
     provider: str = ""
+    # The caller's key (None: auth is off); the record names it and its team.
+    key: ApiKey | None = None
 
 
 class Tracker:
@@ -123,6 +126,8 @@ class Tracker:
             error_message=message,
             user=self.user,
             attempts=tuple(self.attempts),
+            key_id=key.public_id if (key := self.ctx.key) is not None else "",
+            team_id=key.team_id if key is not None else "",
         )
 
 

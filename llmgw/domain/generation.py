@@ -100,3 +100,6 @@ class GenerationRecord:
     #: Every attempt, in order; the last is the one that answered (or failed last). `provider` and
     #: `upstream_model` above are the last attempt's. Empty when the request never reached an upstream.
     attempts: tuple[Attempt, ...] = ()
+    #: The public id of the API key that made the request, and its team ("": none, or auth off).
+    key_id: str = ""
+    team_id: str = ""

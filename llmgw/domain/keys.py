@@ -16,7 +16,7 @@ import hmac
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PREFIX = "sk-llmgw-"
 PUBLIC_ID_LENGTH = 12
@@ -109,3 +109,45 @@ class ApiKey:
     def may_use(self, model_id: str) -> bool:
         """Whether the key may call `model_id`: no patterns, or one matching it (case-sensitive)."""
         return not self.models or any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.models)
+
+    def rotated(self, new_hash: bytes, now: float, grace: float) -> ApiKey:
+        """This key with a new secret; the old one stays accepted for `grace` seconds (0: not at all)."""
+        return replace(
+            self,
+            secret_hash=new_hash,
+            previous_hash=self.secret_hash if grace > 0 else None,
+            previous_valid_until=now + grace if grace > 0 else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Team:
+    """A group of keys: their records and (with limits) their spending roll up to it."""
+
+    id: str
+    name: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+def new_team_id() -> str:
+    return "team-" + "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One admin action: who (`actor`: a key's public id, `cli`, or `config` for `auth.admin_key`), did
+    what (`action`, e.g. `key.create`), to which object (`target`: a key's public id or a team id), when
+    (Unix seconds), with what (`details`: the fields given, never a secret)."""
+
+    id: str
+    at: float
+    actor: str
+    action: str
+    target: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+def new_audit_id(now: float) -> str:
+    """`aud-` + 12 hex digits of Unix milliseconds + 8 random: later entries sort later."""
+    return f"aud-{int(now * 1000):012x}{secrets.token_hex(4)}"

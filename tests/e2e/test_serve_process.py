@@ -65,6 +65,7 @@ async def llmgw_serve(tmp_path: Path, extra_env: Mapping[str, str] | None = None
     env.update({f"LLMGW_{name}__LISTEN": f'"127.0.0.1:{port}"' for name, port in ports.items()})
     env["LLMGW_STORAGE__URL"] = f"sqlite:///{tmp_path / 'llmgw.db'}"
     env["CONFIG_PATH"] = str(REPO / "configs")
+    env["LLMGW_AUTH__ENABLED"] = "false"  # what is tested here is not keys (see test_keys_process)
     env.update(extra_env)
     # A session of its own, so a failed test can kill the whole tree (workers hold the output pipe too).
     proc = await asyncio.create_subprocess_exec(

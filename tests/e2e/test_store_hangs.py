@@ -126,6 +126,7 @@ async def test_serve_against_a_store_that_hangs_or_refuses_exits_at_once_naming_
                 "CONFIG_PATH": str(REPO / "configs"),
                 "LLMGW_STORAGE__URL": f'"{url}"',
                 "LLMGW_STORAGE__TIMEOUT": str(TIMEOUT),
+                "LLMGW_AUTH__ENABLED": "false",
                 **{f"LLMGW_{name}__LISTEN": '"127.0.0.1:0"' for name in ("HTTP", "GRPC", "HEALTH")},
             }
         )

@@ -250,10 +250,11 @@ async def test_a_sqlite_file_of_the_first_schema_is_migrated_and_its_rows_read_w
         for statement in sqlite.MIGRATIONS[0]:
             await db.execute(statement)
         await db.execute("INSERT INTO llmgw_schema_version VALUES (1, 0)")
-        columns = ", ".join(f'"{name}"' for name in rows.COLUMNS[:-1])
+        first = rows.COLUMNS.index("attempts")  # the columns of the first schema come before it
+        columns = ", ".join(f'"{name}"' for name in rows.COLUMNS[:first])
         await db.execute(
-            f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * (len(rows.COLUMNS) - 1))})",  # noqa: S608
-            rows.to_row(old)[:-1],
+            f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * first)})",  # noqa: S608
+            rows.to_row(old)[:first],
         )
         await db.commit()
 

@@ -10,7 +10,7 @@ from llmgw.application.retries import RetryPolicy
 from llmgw.bootstrap import build_gateway
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.errors import UpstreamUnavailable
-from llmgw.infrastructure.config.settings import Settings
+from llmgw.infrastructure.config.settings import NO_AUTH, Settings
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.service import GatewayService
 from llmgw.infrastructure.grpc.upb_codec import EncodedAwareCodec
@@ -25,7 +25,9 @@ REQUEST = v1.CreateChatCompletionRequest(model="m", messages=[v1.ChatMessage(rol
 async def test_every_attempt_of_a_grpc_call_ends_by_the_clients_deadline_not_the_providers_timeout() -> None:
     east = FakeProvider("east")
     east.will_answer(UpstreamUnavailable("east: 503", status=503))
-    settings = Settings(providers={}, models=(MODEL,), retry=RetryPolicy(backoff=0.001, timeout=600.0))
+    settings = Settings(
+        providers={}, models=(MODEL,), retry=RetryPolicy(backoff=0.001, timeout=600.0), auth=NO_AUTH
+    )
     loop = asyncio.get_running_loop()
     async with (
         build_gateway(settings, store=FakeStore(), providers={"east": east}) as gateway,
@@ -43,7 +45,7 @@ async def test_every_attempt_of_a_grpc_call_ends_by_the_clients_deadline_not_the
 
 async def test_a_grpc_call_without_a_deadline_gets_the_providers_timeout() -> None:
     east = FakeProvider("east")
-    settings = Settings(providers={}, models=(MODEL,), retry=RetryPolicy(timeout=600.0))
+    settings = Settings(providers={}, models=(MODEL,), retry=RetryPolicy(timeout=600.0), auth=NO_AUTH)
     loop = asyncio.get_running_loop()
     async with (
         build_gateway(settings, store=FakeStore(), providers={"east": east}) as gateway,

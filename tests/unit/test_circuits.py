@@ -24,7 +24,7 @@ from llmgw.domain.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from llmgw.infrastructure.config.settings import Settings
+from llmgw.infrastructure.config.settings import NO_AUTH, Settings
 from llmgw.infrastructure.rest.health import readiness_body
 from tests.fakes.ports import FakeProvider, FakeStore, StreamScript, text_stream
 
@@ -215,7 +215,7 @@ def well() -> FakeProvider:
 @pytest.fixture
 async def gateway(sick: FakeProvider, well: FakeProvider) -> AsyncIterator[Gateway]:
     # One attempt per request: these tests watch the circuits alone (test_failover: with retries).
-    settings = Settings(providers={}, models=(DUO, SOLO), retry=RetryPolicy(max_attempts=1))
+    settings = Settings(providers={}, models=(DUO, SOLO), retry=RetryPolicy(max_attempts=1), auth=NO_AUTH)
     async with build_gateway(settings, store=FakeStore(), providers={"sick": sick, "well": well}) as gateway:
         yield gateway
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from llmgw.bootstrap import build_gateway
 from llmgw.domain.chat import ChatRequest, parse_chat_request
 from llmgw.domain.errors import UpstreamUnavailable
 from llmgw.infrastructure.config.loader import ConfigError, effective_settings, load_settings
-from llmgw.infrastructure.config.settings import CircuitSettings, Settings
+from llmgw.infrastructure.config.settings import NO_AUTH, CircuitSettings, Settings
 from tests.config_files import write
 from tests.fakes.ports import FakeProvider, FakeStore
 
@@ -123,6 +124,7 @@ async def test_the_gateway_gets_each_providers_policy_with_its_own_timeout_as_th
     )
     east, west = FakeProvider("east"), FakeProvider("west")
     down = UpstreamUnavailable("down", status=503)
+    settings = replace(settings, auth=NO_AUTH)
     async with build_gateway(settings, store=FakeStore(), providers={"east": east, "west": west}) as gateway:
         east.will_answer(down)
         before = asyncio.get_running_loop().time()

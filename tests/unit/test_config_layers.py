@@ -456,13 +456,13 @@ def test_storage_urls_of_each_backend_are_accepted(tmp_path: Path, url: str) -> 
 
 
 def test_unknown_top_level_keys_load_with_a_warning_each(tmp_path: Path) -> None:
-    path = write(tmp_path, "default.toml", '[auth]\nmode = "none"\n[something_else]\nx = 1\n')
+    path = write(tmp_path, "default.toml", '[authz]\nmode = "none"\n[something_else]\nx = 1\n')
 
     settings = load(tmp_path)
 
     assert settings.providers == {}
     assert [(w.key, w.source) for w in settings.warnings] == [
-        ("auth", str(path)),
+        ("authz", str(path)),
         ("something_else", str(path)),
     ]
 

@@ -26,7 +26,7 @@ from llmgw.domain.errors import (
     UpstreamUnavailable,
 )
 from llmgw.domain.generation import GenerationKind, GenerationStatus
-from llmgw.infrastructure.config.settings import Settings
+from llmgw.infrastructure.config.settings import NO_AUTH, Settings
 from tests.fakes.ports import (
     UPSTREAM_ID,
     FakeProvider,
@@ -68,7 +68,7 @@ CATALOG = (
     spec(ALIAS, "other", "big-model-2", Capability.CHAT),
 )
 # One attempt per request: each test scripts one answer (test_failover: retries and fallbacks).
-SETTINGS = Settings(providers={}, models=CATALOG, retry=RetryPolicy(max_attempts=1))
+SETTINGS = Settings(providers={}, models=CATALOG, retry=RetryPolicy(max_attempts=1), auth=NO_AUTH)
 
 
 @pytest.fixture

@@ -1183,6 +1183,8 @@ RECORD = GenerationRecord(
         Attempt("openrouter", "qwen/qwen3-max", "qwen3-max", "error", "upstream_unavailable", 3.25),
         Attempt("dashscope", "qwen3-max", "dashscope/qwen3-max", "cancelled", "cancelled", 9.0),
     ),
+    key_id="abcdefgh2345",
+    team_id="team-qrstuvwx6789",
 )
 
 

@@ -164,6 +164,31 @@ class CircuitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """`[auth]`: API keys of our own, asked of every caller but health checks. `pepper` keys the hash of
+    every stored secret; `admin_key` is the operator's first admin key (any secret of 32+ characters)."""
+
+    enabled: bool = True
+    pepper: str = field(default="", repr=False)
+    admin_key: str = field(default="", repr=False)
+    # Seconds a validated key is trusted without reading the store again (a change elsewhere takes this).
+    cache_ttl: float = 5.0
+    # Seconds a rotated key's old secret still works, unless the rotation says otherwise.
+    rotation_grace: float = 86_400.0
+
+
+#: For tests and embedding: every request let through as nobody's.
+NO_AUTH = AuthSettings(enabled=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """`[cache]`: `redis_url` ("": none) shares key revocations between replicas."""
+
+    redis_url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs, validated."""
 
@@ -178,6 +203,8 @@ class Settings:
     # `llm.retry`: every provider's retry policy, unless its own `retry` table overrides keys of it.
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     circuit: CircuitSettings = CircuitSettings()
+    auth: AuthSettings = AuthSettings()
+    cache: CacheSettings = CacheSettings()
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
     # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.

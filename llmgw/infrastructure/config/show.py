@@ -48,6 +48,14 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             "idle_timeout": settings.server.idle_timeout,
             "max_connections": settings.server.max_connections,
         },
+        "auth": {
+            "enabled": settings.auth.enabled,
+            "pepper": mask_secret(settings.auth.pepper),
+            "admin_key": mask_secret(settings.auth.admin_key),
+            "cache_ttl": settings.auth.cache_ttl,
+            "rotation_grace": settings.auth.rotation_grace,
+        },
+        "cache": {"redis_url": mask_url_password(settings.cache.redis_url)},
         "sources": list(settings.sources),
     }
 

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec, Pricing
 from llmgw.infrastructure.config.settings import (
+    AuthSettings,
+    CacheSettings,
     CircuitSettings,
     ConfigError,
     ConfigProblem,
@@ -220,6 +222,33 @@ def cors_origins(value: Any) -> tuple[str, ...]:
     return tuple(origin.rstrip("/") for origin in origins)
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def secret(min_length: int) -> Callable[[Any], str]:
+    """A secret of at least `min_length` characters; "" leaves it unset. Never echoed in a problem."""
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__}")
+        if value and len(value) < min_length:
+            raise ValueError(f"must be at least {min_length} characters (got {len(value)})")
+        return value
+
+    return parse
+
+
+def redis_url(value: Any) -> str:
+    text = as_text(value).strip()
+    if text and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        shown = "" if "@" in text else f", got {value!r}"
+        raise ValueError(f'must be "" or a redis://, rediss:// or unix:// URL{shown}')
+    return text
+
+
 def model_ids(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
         raise ValueError("must be a list of model ids")
@@ -246,6 +275,17 @@ _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
     ),
     "health": (HealthSettings, {"listen": parse_listen}),
     "storage": (StorageSettings, {"url": storage_url, "retention_days": at_least(0), "timeout": duration()}),
+    "auth": (
+        AuthSettings,
+        {
+            "enabled": boolean,
+            "pepper": secret(32),
+            "admin_key": secret(32),
+            "cache_ttl": duration(allow_zero=True),
+            "rotation_grace": duration(allow_zero=True),
+        },
+    ),
+    "cache": (CacheSettings, {"redis_url": redis_url}),
     # A grace of zero stops at once without waiting for in-flight requests.
     "server": (
         ServerSettings,

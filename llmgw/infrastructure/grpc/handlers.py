@@ -14,12 +14,19 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from grpclib import GRPCError
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Stream
 
+from llmgw.application.auth import Authenticator
+from llmgw.domain.errors import GatewayError
+from llmgw.domain.keys import ApiKey, Scope
+from llmgw.infrastructure.credentials import credential
+from llmgw.infrastructure.grpc.errors import grpc_status
 from llmgw.infrastructure.http2_guard import current_connection
 from llmgw.infrastructure.request_ids import (
     GENERATION_ID_HEADER,
@@ -35,17 +42,44 @@ from llmgw.infrastructure.request_ids import (
 UnaryMethod = Callable[[Any], Awaitable[Any]]
 StreamMethod = Callable[[Any], AsyncIterator[Any]]
 
+#: The key of the call being answered (None: auth is off), for the service's methods to read.
+current_caller: ContextVar[ApiKey | None] = ContextVar("current_caller", default=None)
 
-def with_ids(service: object, mapping: dict[str, Handler]) -> dict[str, Handler]:
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """The key check of the gRPC front: `auth` admits a call's key with the scope `scope_of` gives its
+    RPC's name (None: any valid key)."""
+
+    auth: Authenticator | None
+    scope_of: Callable[[str], Scope | None] = lambda rpc: Scope.INFERENCE
+
+    async def admit(self, stream: Stream[Any, Any], rpc: str) -> None:
+        """Set `current_caller`, or raise the refusal as a `GRPCError`."""
+        auth = self.auth
+        if auth is None or not auth.enabled:
+            current_caller.set(None)
+            return
+        metadata = stream.metadata if stream.metadata is not None else {}
+        try:
+            current_caller.set(await auth.admit(credential(metadata), self.scope_of(rpc)))
+        except GatewayError as exc:
+            raise GRPCError(grpc_status(exc), exc.message) from exc
+
+
+def with_ids(service: object, mapping: dict[str, Handler], gate: Gate | None = None) -> dict[str, Handler]:
     """The service's `__mapping__`, each RPC answered by `service.<rpc in snake_case>` through a handler
-    that carries the ids. Only unary-unary and unary-stream RPCs are expected."""
+    that carries the ids and, with `gate`, checks the caller's key first. Only unary-unary and
+    unary-stream RPCs are expected."""
+    gate = gate or Gate(None)
     wrapped = {}
     for path, handler in mapping.items():
-        method = getattr(service, _snake_case(path.rsplit("/", 1)[1]))
+        rpc = path.rsplit("/", 1)[1]
+        method = getattr(service, _snake_case(rpc))
         if handler.cardinality is Cardinality.UNARY_UNARY:
-            wrapped[path] = handler._replace(func=_Unary(method))
+            wrapped[path] = handler._replace(func=_Unary(method, gate, rpc))
         elif handler.cardinality is Cardinality.UNARY_STREAM:
-            wrapped[path] = handler._replace(func=_ServerStream(method))
+            wrapped[path] = handler._replace(func=_ServerStream(method, gate, rpc))
         else:  # pragma: no cover - the proto has none
             raise ValueError(f"{path}: {handler.cardinality} RPCs are not supported")
     return wrapped
@@ -54,10 +88,12 @@ def with_ids(service: object, mapping: dict[str, Handler]) -> dict[str, Handler]
 class _Unary:
     """Answers one request with one message."""
 
-    __slots__ = ("method",)
+    __slots__ = ("gate", "method", "rpc")
 
-    def __init__(self, method: UnaryMethod) -> None:
+    def __init__(self, method: UnaryMethod, gate: Gate, rpc: str) -> None:
         self.method = method
+        self.gate = gate
+        self.rpc = rpc
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
         connection = current_connection.get()
@@ -66,6 +102,7 @@ class _Unary:
         try:
             _begin(stream)
             try:
+                await self.gate.admit(stream, self.rpc)
                 reply = await self.method(await stream.recv_message())
             except GRPCError as exc:
                 await _fail(stream, exc)
@@ -80,10 +117,12 @@ class _Unary:
 class _ServerStream:
     """Answers one request with a stream of messages."""
 
-    __slots__ = ("method",)
+    __slots__ = ("gate", "method", "rpc")
 
-    def __init__(self, method: StreamMethod) -> None:
+    def __init__(self, method: StreamMethod, gate: Gate, rpc: str) -> None:
         self.method = method
+        self.gate = gate
+        self.rpc = rpc
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
         connection = current_connection.get()
@@ -99,6 +138,7 @@ class _ServerStream:
         _begin(stream)
         started = False
         try:
+            await self.gate.admit(stream, self.rpc)
             request = await stream.recv_message()
             async with contextlib.aclosing(self.method(request)) as replies:  # type: ignore[type-var]
                 async for reply in replies:

@@ -11,6 +11,7 @@ from grpclib.const import Handler
 
 from llmgw.application.gateway import Gateway, RequestContext
 from llmgw.domain.chat import parse_chat_request, parse_embeddings_request
+from llmgw.domain.keys import Scope
 from llmgw.infrastructure.grpc.convert import (
     chat_request_to_json,
     embeddings_request_to_json,
@@ -21,7 +22,7 @@ from llmgw.infrastructure.grpc.convert import (
 )
 from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.generation import generation_to_proto
-from llmgw.infrastructure.grpc.handlers import with_ids
+from llmgw.infrastructure.grpc.handlers import Gate, current_caller, with_ids
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.upb_codec import Encoded
 from llmgw.infrastructure.request_ids import (
@@ -41,16 +42,15 @@ class GatewayService(v1.LlmGatewayServiceBase):
         self._gateway = gateway
 
     def __mapping__(self) -> dict[str, Handler]:
-        return with_ids(self, super().__mapping__())
+        return with_ids(self, super().__mapping__(), Gate(self._gateway.auth, _scope))
 
     async def list_models(self, message: v1.ListModelsRequest) -> v1.ListModelsResponse:
-        return v1.ListModelsResponse(
-            object="list", data=[model_to_proto(m) for m in self._gateway.list_models()]
-        )
+        models = self._gateway.list_models(current_caller.get())
+        return v1.ListModelsResponse(object="list", data=[model_to_proto(m) for m in models])
 
     async def get_model(self, message: v1.GetModelRequest) -> v1.Model:
         with mapped_errors():
-            return model_to_proto(self._gateway.get_model(message.id))
+            return model_to_proto(self._gateway.get_model(message.id, current_caller.get()))
 
     async def create_chat_completion(self, message: Any) -> v1.ChatCompletion:
         with mapped_errors():
@@ -88,9 +88,17 @@ class GatewayService(v1.LlmGatewayServiceBase):
 
     async def get_generation(self, message: v1.GetGenerationRequest) -> v1.GetGenerationResponse:
         with mapped_errors():
-            record = await self._gateway.get_generation(message.id)
+            record = await self._gateway.get_generation(message.id, current_caller.get())
             return v1.GetGenerationResponse(generation=generation_to_proto(record))
 
 
 def _context() -> RequestContext:
-    return RequestContext(request_id=current_request_id.get(), deadline=current_deadline.get())
+    return RequestContext(
+        request_id=current_request_id.get(), deadline=current_deadline.get(), key=current_caller.get()
+    )
+
+
+def _scope(rpc: str) -> Scope | None:
+    """A generation is looked up with any valid key (who may read which is the use case's rule); every
+    other RPC needs `inference`."""
+    return None if rpc == "GetGeneration" else Scope.INFERENCE

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from llmgw.application.gateway import Gateway
 from llmgw.domain.errors import GatewayError, InternalError
+from llmgw.domain.keys import ApiKey, Scope
+from llmgw.infrastructure.credentials import credential
 from llmgw.infrastructure.request_ids import (
     ATTEMPTS_HEADER,
     GENERATION_ID_HEADER,
@@ -20,9 +22,9 @@ from llmgw.infrastructure.request_ids import (
     accept_or_mint,
     current_request_id,
 )
-from llmgw.infrastructure.rest import chat, embeddings, generations, health, models
+from llmgw.infrastructure.rest import admin, chat, embeddings, generations, health, models
 from llmgw.infrastructure.rest.errors import error_response, http_error_response
-from llmgw.infrastructure.rest.keys import GATEWAY, REQUEST_ID
+from llmgw.infrastructure.rest.keys import CALLER, GATEWAY, REQUEST_ID
 
 log = logging.getLogger("llmgw.rest")
 access_log = logging.getLogger("llmgw.access")
@@ -40,6 +42,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500
     try:
         try:
+            request[CALLER] = await _caller(request)
             response = await handler(request)
         except GatewayError as exc:
             response = error_response(exc)
@@ -67,6 +70,32 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+# Open to anyone: liveness and readiness (whose details `health` shows to admin keys only).
+_OPEN = frozenset({"/livez", "/readyz"})
+
+
+async def _caller(request: web.Request) -> ApiKey | None:
+    """The one key check of the REST front: every route but the open ones and CORS preflights needs a key;
+    `/admin/` needs the `admin` scope, generation lookups any valid key (who may read which record is the
+    use case's rule), everything else `inference`."""
+    auth = request.app[GATEWAY].auth
+    path = request.path
+    if auth is None or not auth.enabled or path in _OPEN or _preflight(request):
+        return None
+    if path.startswith("/admin/"):
+        scope: Scope | None = Scope.ADMIN
+    elif path.startswith(("/v1/generation/", "/api/v1/generation")):
+        scope = None
+    else:
+        scope = Scope.INFERENCE
+    return await auth.admit(credential(request.headers), scope)
+
+
+def _preflight(request: web.Request) -> bool:
+    """A browser's CORS preflight carries no credentials by design; aiohttp-cors answers it."""
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
 def _internal() -> GatewayError:
     return InternalError("internal error", code="internal_error")
 
@@ -88,6 +117,7 @@ def create_app(
             web.get("/v1/generation/{id}", generations.get),
             web.get("/api/v1/generation", generations.get_openrouter),
             *health.routes(),
+            *admin.routes(),
         ]
     )
     if cors_origins:

@@ -15,7 +15,7 @@ from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER, attempt_headers
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
-from llmgw.infrastructure.rest.keys import GATEWAY
+from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 from llmgw.infrastructure.sse import DONE_EVENT, encode_event
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ async def create_stream(request: web.Request) -> web.StreamResponse:
 
 async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    ctx = RequestContext(request_id=request_id(request))
+    ctx = RequestContext(request_id=request_id(request), key=request[CALLER])
     if not chat.stream:
         result = await gateway.create_chat_completion(chat, ctx)
         headers = {GENERATION_ID_HEADER: result.body["id"], **attempt_headers(ctx.attempts, ctx.provider)}

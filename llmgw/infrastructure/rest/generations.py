@@ -12,7 +12,7 @@ from aiohttp import web
 
 from llmgw.domain.generation import GenerationRecord
 from llmgw.infrastructure.rest.json_body import json_response
-from llmgw.infrastructure.rest.keys import GATEWAY
+from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
 # Every record field, by its name and in record order, so a new record field needs no edit here.
 _FIELDS = tuple(field.name for field in fields(GenerationRecord))
@@ -77,10 +77,10 @@ def _iso(timestamp: float) -> str:
 
 
 async def get(request: web.Request) -> web.Response:
-    record = await request.app[GATEWAY].get_generation(request.match_info["id"])
+    record = await request.app[GATEWAY].get_generation(request.match_info["id"], request[CALLER])
     return json_response({"generation": record_json(record)})
 
 
 async def get_openrouter(request: web.Request) -> web.Response:
-    record = await request.app[GATEWAY].get_generation(request.query.get("id", ""))
+    record = await request.app[GATEWAY].get_generation(request.query.get("id", ""), request[CALLER])
     return json_response({"data": openrouter_json(record)})

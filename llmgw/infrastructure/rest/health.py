@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from llmgw.application.gateway import Gateway, Readiness
+from llmgw.infrastructure.credentials import credential
 from llmgw.infrastructure.rest.keys import GATEWAY
 
 
@@ -17,17 +18,24 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    readiness = await request.app[GATEWAY].readiness()
+    """Status for anyone; providers, store and circuits only for an admin key (or with auth off)."""
+    gateway = request.app[GATEWAY]
+    readiness = await gateway.readiness()
+    auth = gateway.auth
+    details = auth is None or await auth.is_admin(credential(request.headers))
+    body = readiness_body(readiness) if details else {"status": _status(readiness)}
     return web.Response(
-        status=200 if readiness.ready else 503,
-        body=orjson.dumps(readiness_body(readiness)),
-        content_type="application/json",
+        status=200 if readiness.ready else 503, body=orjson.dumps(body), content_type="application/json"
     )
+
+
+def _status(readiness: Readiness) -> str:
+    return "draining" if readiness.draining else "ready" if readiness.ready else "not_ready"
 
 
 def readiness_body(readiness: Readiness) -> dict[str, Any]:
     return {
-        "status": "draining" if readiness.draining else "ready" if readiness.ready else "not_ready",
+        "status": _status(readiness),
         "providers": [{"name": p.name, "credentials": p.has_credentials} for p in readiness.providers],
         "store": {
             "state": "up" if readiness.store_up else "down",

@@ -6,14 +6,14 @@ import orjson
 from aiohttp import web
 
 from llmgw.infrastructure.model_json import model_json
-from llmgw.infrastructure.rest.keys import GATEWAY
+from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
 
 async def list_models(request: web.Request) -> web.Response:
-    data = [model_json(m) for m in request.app[GATEWAY].list_models()]
+    data = [model_json(m) for m in request.app[GATEWAY].list_models(request[CALLER])]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
-    model = request.app[GATEWAY].get_model(request.match_info["id"])
+    model = request.app[GATEWAY].get_model(request.match_info["id"], request[CALLER])
     return web.Response(body=orjson.dumps(model_json(model)), content_type="application/json")

@@ -1,15 +1,32 @@
-"""The Postgres generation store (`postgresql://…`): one database shared by several gateway replicas."""
+"""The Postgres store (`postgresql://…`): generation records, API keys, teams and the admin audit trail
+in one database shared by several gateway replicas."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
 from llmgw.domain.generation import GenerationRecord
+from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.infrastructure.storage.errors import StoreUnavailable
+from llmgw.infrastructure.storage.key_rows import (
+    AUDIT_COLUMNS,
+    AUDIT_TABLE,
+    KEY_COLUMNS,
+    KEYS_TABLE,
+    TEAM_COLUMNS,
+    TEAMS_TABLE,
+    audit_from_row,
+    audit_to_row,
+    column_list,
+    key_from_row,
+    key_to_row,
+    team_from_row,
+    team_to_row,
+)
 from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
 
 # One background writer plus the occasional GetGeneration read; every replica holds its own pool.
@@ -54,6 +71,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: every upstream attempt of the request, a JSON array (issue 12).
     (f"""ALTER TABLE {TABLE} ADD COLUMN "attempts" TEXT NOT NULL DEFAULT '[]'""",),
+    # 3: API keys, teams and the admin audit trail; each record names its key and team. The ids collate
+    # as bytes ("C"), so listings page in the same order as in SQLite whatever the database's locale.
+    (
+        f"""ALTER TABLE {TABLE} ADD COLUMN "key_id" TEXT NOT NULL DEFAULT ''""",
+        f"""ALTER TABLE {TABLE} ADD COLUMN "team_id" TEXT NOT NULL DEFAULT ''""",
+        f"""CREATE TABLE {KEYS_TABLE} (
+            "public_id" TEXT COLLATE "C" PRIMARY KEY,
+            "name" TEXT NOT NULL,
+            "secret_hash" BYTEA NOT NULL,
+            "scopes" TEXT NOT NULL,
+            "models" TEXT NOT NULL,
+            "team_id" TEXT NOT NULL DEFAULT '',
+            "expires_at" DOUBLE PRECISION,
+            "disabled" BOOLEAN NOT NULL,
+            "metadata" TEXT NOT NULL,
+            "created_at" DOUBLE PRECISION NOT NULL,
+            "last_used_at" DOUBLE PRECISION,
+            "previous_hash" BYTEA,
+            "previous_valid_until" DOUBLE PRECISION
+        )""",
+        f"CREATE INDEX {KEYS_TABLE}_team_id ON {KEYS_TABLE} (team_id, public_id)",
+        f"""CREATE TABLE {TEAMS_TABLE} (
+            "id" TEXT COLLATE "C" PRIMARY KEY,
+            "name" TEXT NOT NULL,
+            "metadata" TEXT NOT NULL,
+            "created_at" DOUBLE PRECISION NOT NULL
+        )""",
+        # Audit ids sort by time, so the primary key orders the trail.
+        f"""CREATE TABLE {AUDIT_TABLE} (
+            "id" TEXT COLLATE "C" PRIMARY KEY,
+            "at" DOUBLE PRECISION NOT NULL,
+            "actor" TEXT NOT NULL,
+            "action" TEXT NOT NULL,
+            "target" TEXT NOT NULL,
+            "details" TEXT NOT NULL
+        )""",
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -69,8 +123,49 @@ _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S60
 _RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES ($1, $2)"  # noqa: S608
 
 
+def _insert(table: str, columns: Sequence[str]) -> str:
+    placeholders = ", ".join(f"${position}" for position in range(1, len(columns) + 1))
+    return f"INSERT INTO {table} ({column_list(columns)}) VALUES ({placeholders})"  # noqa: S608
+
+
+def _upsert(table: str, columns: Sequence[str], key: str) -> str:
+    """Insert a row, or replace every column of the one with its `key`."""
+    updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns if name != key)
+    return f'{_insert(table, columns)} ON CONFLICT ("{key}") DO UPDATE SET {updates}'
+
+
+_KEY_COLUMN_LIST = column_list(KEY_COLUMNS)
+_PUT_KEY = _upsert(KEYS_TABLE, KEY_COLUMNS, "public_id")
+_GET_KEY = f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} WHERE public_id = $1"  # noqa: S608
+_DELETE_KEY = f"DELETE FROM {KEYS_TABLE} WHERE public_id = $1"  # noqa: S608
+_LIST_KEYS = (
+    f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} "  # noqa: S608
+    "WHERE public_id > $1 ORDER BY public_id LIMIT $2"
+)
+_LIST_TEAM_KEYS = (
+    f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} "  # noqa: S608
+    "WHERE team_id = $1 AND public_id > $2 ORDER BY public_id LIMIT $3"
+)
+_TOUCH_KEY = (
+    f"UPDATE {KEYS_TABLE} SET last_used_at = $2 "  # noqa: S608
+    "WHERE public_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)"
+)
+_TEAM_COLUMN_LIST = column_list(TEAM_COLUMNS)
+_PUT_TEAM = _upsert(TEAMS_TABLE, TEAM_COLUMNS, "id")
+_GET_TEAM = f"SELECT {_TEAM_COLUMN_LIST} FROM {TEAMS_TABLE} WHERE id = $1"  # noqa: S608
+_DELETE_TEAM = f"DELETE FROM {TEAMS_TABLE} WHERE id = $1"  # noqa: S608
+_LIST_TEAMS = f"SELECT {_TEAM_COLUMN_LIST} FROM {TEAMS_TABLE} WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
+_AUDIT_COLUMN_LIST = column_list(AUDIT_COLUMNS)
+_ADD_AUDIT = _insert(AUDIT_TABLE, AUDIT_COLUMNS)
+_LIST_AUDIT = f"SELECT {_AUDIT_COLUMN_LIST} FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT $1"  # noqa: S608
+_LIST_AUDIT_BEFORE = (
+    f"SELECT {_AUDIT_COLUMN_LIST} FROM {AUDIT_TABLE} "  # noqa: S608
+    "WHERE id < $1 ORDER BY id DESC LIMIT $2"
+)
+
+
 class PostgresStore:
-    """Generation records in Postgres through a small asyncpg pool.
+    """Generation records, API keys, teams and the audit trail in Postgres through a small asyncpg pool.
 
     `schema` (default: the server's search_path, normally `public`) names an existing schema to keep the
     tables in; the DSN's own `?search_path=` query parameter does the same. `timeout` bounds each
@@ -131,8 +226,7 @@ class PostgresStore:
         return None if row is None else from_row(row)
 
     async def prune(self, older_than: float) -> int:
-        status: str = await self._connected().execute(_PRUNE, older_than, timeout=PRUNE_TIMEOUT_S)
-        return int(status.rsplit(" ", 1)[-1])  # the command tag, "DELETE <count>"
+        return _changed(await self._connected().execute(_PRUNE, older_than, timeout=PRUNE_TIMEOUT_S))
 
     async def ping(self) -> bool:
         if self._pool is None:
@@ -144,10 +238,61 @@ class PostgresStore:
             return False
         return bool(answer == 1)
 
+    async def get_key(self, public_id: str) -> ApiKey | None:
+        row = await self._connected().fetchrow(_GET_KEY, public_id)
+        return None if row is None else key_from_row(row)
+
+    async def put_key(self, key: ApiKey) -> None:
+        await self._connected().execute(_PUT_KEY, *key_to_row(key))
+
+    async def delete_key(self, public_id: str) -> bool:
+        return _changed(await self._connected().execute(_DELETE_KEY, public_id)) > 0
+
+    async def list_keys(
+        self, *, after: str = "", limit: int = 100, team_id: str | None = None
+    ) -> list[ApiKey]:
+        if team_id is None:
+            rows = await self._connected().fetch(_LIST_KEYS, after, limit)
+        else:
+            rows = await self._connected().fetch(_LIST_TEAM_KEYS, team_id, after, limit)
+        return [key_from_row(row) for row in rows]
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        if used:
+            await self._connected().executemany(_TOUCH_KEY, list(used.items()))
+
+    async def get_team(self, team_id: str) -> Team | None:
+        row = await self._connected().fetchrow(_GET_TEAM, team_id)
+        return None if row is None else team_from_row(row)
+
+    async def put_team(self, team: Team) -> None:
+        await self._connected().execute(_PUT_TEAM, *team_to_row(team))
+
+    async def delete_team(self, team_id: str) -> bool:
+        return _changed(await self._connected().execute(_DELETE_TEAM, team_id)) > 0
+
+    async def list_teams(self, *, after: str = "", limit: int = 100) -> list[Team]:
+        return [team_from_row(row) for row in await self._connected().fetch(_LIST_TEAMS, after, limit)]
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._connected().execute(_ADD_AUDIT, *audit_to_row(entry))
+
+    async def list_audit(self, *, before: str = "", limit: int = 100) -> list[AuditEntry]:
+        if before:
+            rows = await self._connected().fetch(_LIST_AUDIT_BEFORE, before, limit)
+        else:
+            rows = await self._connected().fetch(_LIST_AUDIT, limit)
+        return [audit_from_row(row) for row in rows]
+
     def _connected(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the Postgres generation store is not open")
         return self._pool
+
+
+def _changed(status: str) -> int:
+    """The rows a command changed, from its command tag ("DELETE <count>", "UPDATE <count>")."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def _migrate(connection: asyncpg.Connection) -> None:

@@ -1,19 +1,35 @@
-"""The SQLite generation store (`sqlite:///path`): the embedded default, one file in WAL mode
-that several worker processes may share."""
+"""The SQLite store (`sqlite:///path`): generation records, API keys, teams and the admin audit trail in
+one file in WAL mode, the embedded default, that several worker processes may share."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
 from llmgw.domain.generation import GenerationRecord
+from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.infrastructure.storage.errors import StoreUnavailable
+from llmgw.infrastructure.storage.key_rows import (
+    AUDIT_COLUMNS,
+    AUDIT_TABLE,
+    KEY_COLUMNS,
+    KEYS_TABLE,
+    TEAM_COLUMNS,
+    TEAMS_TABLE,
+    audit_from_row,
+    audit_to_row,
+    column_list,
+    key_from_row,
+    key_to_row,
+    team_from_row,
+    team_to_row,
+)
 from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
 
 MEMORY = ":memory:"
@@ -60,6 +76,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: every upstream attempt of the request, a JSON array (issue 12).
     (f"""ALTER TABLE {TABLE} ADD COLUMN "attempts" TEXT NOT NULL DEFAULT '[]'""",),
+    # 3: API keys, teams and the admin audit trail; each record names its key and team.
+    (
+        f"""ALTER TABLE {TABLE} ADD COLUMN "key_id" TEXT NOT NULL DEFAULT ''""",
+        f"""ALTER TABLE {TABLE} ADD COLUMN "team_id" TEXT NOT NULL DEFAULT ''""",
+        f"""CREATE TABLE {KEYS_TABLE} (
+            "public_id" TEXT PRIMARY KEY NOT NULL,
+            "name" TEXT NOT NULL,
+            "secret_hash" BLOB NOT NULL,
+            "scopes" TEXT NOT NULL,
+            "models" TEXT NOT NULL,
+            "team_id" TEXT NOT NULL DEFAULT '',
+            "expires_at" REAL,
+            "disabled" INTEGER NOT NULL,
+            "metadata" TEXT NOT NULL,
+            "created_at" REAL NOT NULL,
+            "last_used_at" REAL,
+            "previous_hash" BLOB,
+            "previous_valid_until" REAL
+        )""",
+        f"CREATE INDEX {KEYS_TABLE}_team_id ON {KEYS_TABLE} (team_id, public_id)",
+        f"""CREATE TABLE {TEAMS_TABLE} (
+            "id" TEXT PRIMARY KEY NOT NULL,
+            "name" TEXT NOT NULL,
+            "metadata" TEXT NOT NULL,
+            "created_at" REAL NOT NULL
+        )""",
+        # Audit ids sort by time, so the primary key orders the trail.
+        f"""CREATE TABLE {AUDIT_TABLE} (
+            "id" TEXT PRIMARY KEY NOT NULL,
+            "at" REAL NOT NULL,
+            "actor" TEXT NOT NULL,
+            "action" TEXT NOT NULL,
+            "target" TEXT NOT NULL,
+            "details" TEXT NOT NULL
+        )""",
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -68,6 +120,44 @@ _INSERT = f"INSERT OR REPLACE INTO {TABLE} ({COLUMN_LIST}) VALUES ({_PLACEHOLDER
 _SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = ?"  # noqa: S608
 _PRUNE = f"DELETE FROM {TABLE} WHERE created_at < ?"  # noqa: S608
 _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
+
+_KEY_COLUMN_LIST = column_list(KEY_COLUMNS)
+_PUT_KEY = (
+    f"INSERT OR REPLACE INTO {KEYS_TABLE} ({_KEY_COLUMN_LIST}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(KEY_COLUMNS))})"
+)
+_GET_KEY = f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} WHERE public_id = ?"  # noqa: S608
+_DELETE_KEY = f"DELETE FROM {KEYS_TABLE} WHERE public_id = ?"  # noqa: S608
+_LIST_KEYS = (
+    f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} "  # noqa: S608
+    "WHERE public_id > ? ORDER BY public_id LIMIT ?"
+)
+_LIST_TEAM_KEYS = (
+    f"SELECT {_KEY_COLUMN_LIST} FROM {KEYS_TABLE} "  # noqa: S608
+    "WHERE team_id = ? AND public_id > ? ORDER BY public_id LIMIT ?"
+)
+_TOUCH_KEY = (
+    f"UPDATE {KEYS_TABLE} SET last_used_at = ?2 "  # noqa: S608
+    "WHERE public_id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)"
+)
+_TEAM_COLUMN_LIST = column_list(TEAM_COLUMNS)
+_PUT_TEAM = (
+    f"INSERT OR REPLACE INTO {TEAMS_TABLE} ({_TEAM_COLUMN_LIST}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(TEAM_COLUMNS))})"
+)
+_GET_TEAM = f"SELECT {_TEAM_COLUMN_LIST} FROM {TEAMS_TABLE} WHERE id = ?"  # noqa: S608
+_DELETE_TEAM = f"DELETE FROM {TEAMS_TABLE} WHERE id = ?"  # noqa: S608
+_LIST_TEAMS = f"SELECT {_TEAM_COLUMN_LIST} FROM {TEAMS_TABLE} WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
+_AUDIT_COLUMN_LIST = column_list(AUDIT_COLUMNS)
+_ADD_AUDIT = (
+    f"INSERT INTO {AUDIT_TABLE} ({_AUDIT_COLUMN_LIST}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
+)
+_LIST_AUDIT = f"SELECT {_AUDIT_COLUMN_LIST} FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT ?"  # noqa: S608
+_LIST_AUDIT_BEFORE = (
+    f"SELECT {_AUDIT_COLUMN_LIST} FROM {AUDIT_TABLE} "  # noqa: S608
+    "WHERE id < ? ORDER BY id DESC LIMIT ?"
+)
 
 
 def database_path(url: str) -> str:
@@ -80,14 +170,15 @@ def database_path(url: str) -> str:
 
 
 class SQLiteStore:
-    """Generation records in one SQLite file.
+    """Generation records, API keys, teams and the audit trail in one SQLite file.
 
     Batches are written by a plain `sqlite3` connection on the event loop thread: appending a few hundred
     rows to the WAL takes about a millisecond of CPU, while handing them to a thread costs several times
     that under load (Python's sqlite3 releases and retakes the GIL around every row, and each retake
     waits on the busy loop thread; measured by `benchmarks/`). That connection never blocks: it neither
     waits for the write lock inside SQLite nor checkpoints. Everything that may wait (migrations,
-    lookups, pruning, checkpoints) goes through an aiosqlite connection and its thread.
+    lookups, pruning, checkpoints, and every read and write of keys, teams and audit entries) goes
+    through an aiosqlite connection and its thread.
     """
 
     def __init__(
@@ -168,6 +259,69 @@ class SQLiteStore:
         except (sqlite3.Error, ValueError):  # aiosqlite raises ValueError once the connection is gone
             return False
         return row is not None and row[0] == 1
+
+    async def get_key(self, public_id: str) -> ApiKey | None:
+        row = await self._fetchone(_GET_KEY, (public_id,))
+        return None if row is None else key_from_row(row)
+
+    async def put_key(self, key: ApiKey) -> None:
+        await self._write(_PUT_KEY, key_to_row(key))
+
+    async def delete_key(self, public_id: str) -> bool:
+        return await self._write(_DELETE_KEY, (public_id,)) > 0
+
+    async def list_keys(
+        self, *, after: str = "", limit: int = 100, team_id: str | None = None
+    ) -> list[ApiKey]:
+        if team_id is None:
+            rows = await self._fetchall(_LIST_KEYS, (after, limit))
+        else:
+            rows = await self._fetchall(_LIST_TEAM_KEYS, (team_id, after, limit))
+        return [key_from_row(row) for row in rows]
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        if not used:
+            return
+        db = self._connection()
+        async with _write_transaction(db):
+            await db.executemany(_TOUCH_KEY, list(used.items()))
+
+    async def get_team(self, team_id: str) -> Team | None:
+        row = await self._fetchone(_GET_TEAM, (team_id,))
+        return None if row is None else team_from_row(row)
+
+    async def put_team(self, team: Team) -> None:
+        await self._write(_PUT_TEAM, team_to_row(team))
+
+    async def delete_team(self, team_id: str) -> bool:
+        return await self._write(_DELETE_TEAM, (team_id,)) > 0
+
+    async def list_teams(self, *, after: str = "", limit: int = 100) -> list[Team]:
+        return [team_from_row(row) for row in await self._fetchall(_LIST_TEAMS, (after, limit))]
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._write(_ADD_AUDIT, audit_to_row(entry))
+
+    async def list_audit(self, *, before: str = "", limit: int = 100) -> list[AuditEntry]:
+        if before:
+            rows = await self._fetchall(_LIST_AUDIT_BEFORE, (before, limit))
+        else:
+            rows = await self._fetchall(_LIST_AUDIT, (limit,))
+        return [audit_from_row(row) for row in rows]
+
+    async def _fetchone(self, query: str, parameters: tuple[object, ...]) -> sqlite3.Row | None:
+        async with self._connection().execute(query, parameters) as cursor:
+            return await cursor.fetchone()
+
+    async def _fetchall(self, query: str, parameters: tuple[object, ...]) -> list[sqlite3.Row]:
+        async with self._connection().execute(query, parameters) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, statement: str, parameters: tuple[object, ...]) -> int:
+        """Run one statement in its own write transaction; the number of rows it changed."""
+        db = self._connection()
+        async with _write_transaction(db), db.execute(statement, parameters) as cursor:
+            return cursor.rowcount
 
     def _connection(self) -> aiosqlite.Connection:
         if self._db is None:

@@ -1,0 +1,363 @@
+"""The admin use cases: keys and teams created, changed and listed, every call written to the audit trail.
+
+Both fronts and the CLI call these with the acting key's public id (`cli` for the command line) and the
+fields as plain JSON values (the gRPC front converts its messages to them), so the rules on what a field
+may hold live here once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from llmgw.application.auth import Authenticator
+from llmgw.application.ports import KeyStore
+from llmgw.domain.errors import InvalidRequest, NotFound
+from llmgw.domain.keys import (
+    PREFIX,
+    ROTATION_GRACE_SECONDS,
+    ApiKey,
+    AuditEntry,
+    Scope,
+    Team,
+    hash_secret,
+    mint_key,
+    new_audit_id,
+    new_team_id,
+)
+
+T = TypeVar("T")
+
+#: The CLI's name in audit rows.
+CLI_ACTOR = "cli"
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+_MAX_NAME = 200
+_MAX_METADATA = 32
+_MAX_METADATA_TEXT = 500
+_MAX_MODELS = 100
+_KEY_FIELDS = frozenset({"name", "scopes", "models", "team_id", "expires_at", "metadata", "disabled"})
+_TEAM_FIELDS = frozenset({"name", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; `next_cursor` (the last item's id) asks for the next, "" when none is left."""
+
+    items: Sequence[T]
+    next_cursor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created or rotated: `text` is the full key, shown this once and never again."""
+
+    key: ApiKey
+    text: str
+
+
+class Admin:
+    """`rotation_grace` (seconds, `auth.rotation_grace`): how long a rotated key's old secret still works
+    when the call does not say."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        auth: Authenticator,
+        *,
+        rotation_grace: float = ROTATION_GRACE_SECONDS,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._grace = rotation_grace
+        self._wall = wall
+
+    # Keys
+
+    async def create_key(self, actor: str, fields: Mapping[str, Any]) -> IssuedKey:
+        now = self._wall()
+        values = await self._key_fields(fields, creating=True, now=now)
+        text, presented = mint_key()
+        key = ApiKey(
+            public_id=presented.public_id,
+            secret_hash=hash_secret(presented.secret, self._auth.pepper),
+            created_at=now,
+            **values,
+        )
+        await self._store.put_key(key)
+        await self._audit(actor, "key.create", key.public_id, _public(fields))
+        return IssuedKey(key, text)
+
+    async def get_key(self, actor: str, public_id: str) -> ApiKey:
+        key = await self._key(public_id)
+        await self._audit(actor, "key.get", public_id)
+        return key
+
+    async def list_keys(
+        self, actor: str, *, after: str = "", limit: int | None = None, team_id: str | None = None
+    ) -> Page[ApiKey]:
+        size = _page_size(limit)
+        keys = await self._store.list_keys(after=after, limit=size + 1, team_id=team_id)
+        await self._audit(actor, "key.list", "", {"after": after, "team_id": team_id})
+        return _page(keys, size, lambda key: key.public_id)
+
+    async def update_key(self, actor: str, public_id: str, fields: Mapping[str, Any]) -> ApiKey:
+        key = await self._key(public_id)
+        values = await self._key_fields(fields, creating=False, now=self._wall())
+        key = replace(key, **values)
+        await self._store.put_key(key)
+        await self._auth.changed(public_id)
+        await self._audit(actor, "key.update", public_id, _public(fields))
+        return key
+
+    async def rotate_key(self, actor: str, public_id: str, *, grace: float | None = None) -> IssuedKey:
+        """A new secret for the key; the old one keeps working for `grace` seconds (default
+        `rotation_grace`; 0: stops at once)."""
+        if grace is not None and (not math.isfinite(grace) or grace < 0):
+            raise InvalidRequest(
+                "grace_seconds must be a number of seconds, 0 or more.", param="grace_seconds"
+            )
+        key = await self._key(public_id)
+        now = self._wall()
+        grace = self._grace if grace is None else grace
+        # A new secret under the same public id: records and limits keep naming the same key.
+        _, presented = mint_key()
+        key = key.rotated(hash_secret(presented.secret, self._auth.pepper), now, grace)
+        await self._store.put_key(key)
+        await self._auth.changed(public_id)
+        await self._audit(actor, "key.rotate", public_id, {"grace_seconds": grace})
+        return IssuedKey(key, f"{PREFIX}{public_id}-{presented.secret}")
+
+    async def disable_key(self, actor: str, public_id: str) -> ApiKey:
+        key = replace(await self._key(public_id), disabled=True)
+        await self._store.put_key(key)
+        await self._auth.changed(public_id)
+        await self._audit(actor, "key.disable", public_id)
+        return key
+
+    async def delete_key(self, actor: str, public_id: str) -> None:
+        if not await self._store.delete_key(public_id):
+            raise _key_not_found(public_id)
+        await self._auth.changed(public_id)
+        await self._audit(actor, "key.delete", public_id)
+
+    async def _key(self, public_id: str) -> ApiKey:
+        key = await self._store.get_key(public_id) if public_id else None
+        if key is None:
+            raise _key_not_found(public_id)
+        return key
+
+    async def _key_fields(self, fields: Mapping[str, Any], *, creating: bool, now: float) -> dict[str, Any]:
+        _known(fields, _KEY_FIELDS)
+        values: dict[str, Any] = {}
+        if creating or "name" in fields:
+            values["name"] = _name(fields.get("name"), required=creating)
+        if "scopes" in fields:
+            values["scopes"] = _scopes(fields["scopes"])
+        if "models" in fields:
+            values["models"] = _models(fields["models"])
+        if "team_id" in fields:
+            values["team_id"] = await self._team_id(fields["team_id"])
+        if "expires_at" in fields:
+            values["expires_at"] = _expiry(fields["expires_at"], now)
+        if "metadata" in fields:
+            values["metadata"] = _metadata(fields["metadata"])
+        if "disabled" in fields:
+            if creating or not isinstance(fields["disabled"], bool):
+                raise InvalidRequest(
+                    "disabled is true or false, and only on an existing key.", param="disabled"
+                )
+            values["disabled"] = fields["disabled"]
+        return values
+
+    async def _team_id(self, value: Any) -> str:
+        if value is None or value == "":
+            return ""
+        if not isinstance(value, str) or await self._store.get_team(value) is None:
+            raise InvalidRequest(f"No team with id {value!r}.", param="team_id", code="team_not_found")
+        return value
+
+    # Teams
+
+    async def create_team(self, actor: str, fields: Mapping[str, Any]) -> Team:
+        _known(fields, _TEAM_FIELDS)
+        team = Team(
+            id=new_team_id(),
+            name=_name(fields.get("name"), required=True),
+            metadata=_metadata(fields.get("metadata", {})),
+            created_at=self._wall(),
+        )
+        await self._store.put_team(team)
+        await self._audit(actor, "team.create", team.id, _public(fields))
+        return team
+
+    async def get_team(self, actor: str, team_id: str) -> Team:
+        team = await self._team(team_id)
+        await self._audit(actor, "team.get", team_id)
+        return team
+
+    async def list_teams(self, actor: str, *, after: str = "", limit: int | None = None) -> Page[Team]:
+        size = _page_size(limit)
+        teams = await self._store.list_teams(after=after, limit=size + 1)
+        await self._audit(actor, "team.list", "", {"after": after})
+        return _page(teams, size, lambda team: team.id)
+
+    async def update_team(self, actor: str, team_id: str, fields: Mapping[str, Any]) -> Team:
+        _known(fields, _TEAM_FIELDS)
+        team = await self._team(team_id)
+        if "name" in fields:
+            team = replace(team, name=_name(fields["name"], required=True))
+        if "metadata" in fields:
+            team = replace(team, metadata=_metadata(fields["metadata"]))
+        await self._store.put_team(team)
+        await self._audit(actor, "team.update", team_id, _public(fields))
+        return team
+
+    async def delete_team(self, actor: str, team_id: str) -> None:
+        """Refused while keys still belong to the team: move or delete them first."""
+        await self._team(team_id)
+        if await self._store.list_keys(team_id=team_id, limit=1):
+            raise InvalidRequest(
+                f"Team '{team_id}' still has keys; move or delete them first.", code="team_not_empty"
+            )
+        await self._store.delete_team(team_id)
+        await self._audit(actor, "team.delete", team_id)
+
+    async def _team(self, team_id: str) -> Team:
+        team = await self._store.get_team(team_id) if team_id else None
+        if team is None:
+            raise NotFound(f"Team '{team_id}' not found.", code="team_not_found", param="id")
+        return team
+
+    # Audit
+
+    async def audit(self, actor: str, *, before: str = "", limit: int | None = None) -> Page[AuditEntry]:
+        """The audit trail, newest first (this listing is written to it too)."""
+        size = _page_size(limit)
+        await self._audit(actor, "audit.list", "", {"before": before})
+        entries = await self._store.list_audit(before=before, limit=size + 1)
+        return _page(entries, size, lambda entry: entry.id)
+
+    async def _audit(
+        self, actor: str, action: str, target: str, details: Mapping[str, object] | None = None
+    ) -> None:
+        now = self._wall()
+        await self._store.add_audit(
+            AuditEntry(
+                id=new_audit_id(now), at=now, actor=actor, action=action, target=target, details=details or {}
+            )
+        )
+
+
+def _key_not_found(public_id: str) -> NotFound:
+    return NotFound(f"API key '{public_id}' not found.", code="key_not_found", param="id")
+
+
+def _page(items: list[T], size: int, cursor: Callable[[T], str]) -> Page[T]:
+    if len(items) > size:
+        items = items[:size]
+        return Page(items, cursor(items[-1]))
+    return Page(items)
+
+
+def _page_size(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_PAGE
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit is a whole number from 1 to {MAX_PAGE}.", param="limit")
+    return limit
+
+
+def _known(fields: Mapping[str, Any], known: frozenset[str]) -> None:
+    for name in fields:
+        if name not in known:
+            raise InvalidRequest(
+                f"Unknown field '{name}'; expected some of: {', '.join(sorted(known))}.", param=name
+            )
+
+
+def _public(fields: Mapping[str, Any]) -> dict[str, object]:
+    """What an audit row keeps of the fields given: all of them (none is a secret)."""
+    return dict(fields)
+
+
+def _name(value: Any, *, required: bool) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME or not value.isprintable():
+        raise InvalidRequest(f"name is a line of text of 1 to {_MAX_NAME} characters.", param="name")
+    return value
+
+
+def _scopes(value: Any) -> frozenset[Scope]:
+    names = [scope.value for scope in Scope]
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"scopes is a non-empty list of: {', '.join(names)}.", param="scopes")
+    scopes = set()
+    for item in value:
+        try:
+            scopes.add(Scope(item))
+        except ValueError:
+            raise InvalidRequest(
+                f"Unknown scope {item!r}; expected some of: {', '.join(names)}.", param="scopes"
+            ) from None
+    return frozenset(scopes)
+
+
+def _models(value: Any) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) > _MAX_MODELS
+        or not all(isinstance(item, str) and item and item.isprintable() for item in value)
+    ):
+        raise InvalidRequest(
+            "models is a list of model ids or glob patterns (`gpt-4o*`, `dashscope/*`); empty: every model.",
+            param="models",
+        )
+    return tuple(value)
+
+
+def _expiry(value: Any, now: float) -> float | None:
+    """None (never), Unix seconds, or an ISO 8601 time with its offset; not in the past."""
+    if value is None:
+        return None
+    at: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        at = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            at = parsed.timestamp()
+    if at is None:
+        raise InvalidRequest(
+            "expires_at is null, Unix seconds, or an ISO 8601 time with its offset (2027-01-31T00:00:00Z).",
+            param="expires_at",
+        )
+    if at <= now:
+        raise InvalidRequest("expires_at is in the past.", param="expires_at")
+    return at
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if (
+        not isinstance(value, dict)
+        or len(value) > _MAX_METADATA
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= _MAX_NAME and len(v) <= _MAX_METADATA_TEXT
+            for k, v in value.items()
+        )
+    ):
+        raise InvalidRequest(
+            f"metadata is an object of at most {_MAX_METADATA} text values "
+            f"(keys up to {_MAX_NAME} characters, values up to {_MAX_METADATA_TEXT}).",
+            param="metadata",
+        )
+    return dict(value)
