@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import socket
@@ -59,6 +60,10 @@ def listening_socket(address: ListenAddress, *, reuse_port: bool) -> socket.sock
             ("", address.port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=reuse_port
         )
     return socket.create_server((address.host or "0.0.0.0", address.port), reuse_port=reuse_port)  # noqa: S104
+
+
+def _loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
 def _bound(sock: socket.socket) -> str:
@@ -172,6 +177,13 @@ async def serve_fronts(
             rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
         log.info("llmgw %s ready: %s", command, described)
+        exposed = [_bound(sock) for name, sock in listeners.items() if name != "health" and not _loopback(sock)]
+        if not settings.auth.enabled and exposed:
+            log.warning(
+                "auth.enabled is false and the gateway listens beyond loopback (%s): anyone who reaches "
+                "it spends the providers' keys and reads every generation record",
+                ", ".join(exposed),
+            )
         yield running
         log.info("stopping: draining in-flight requests")
         await _drain(gateway, rest_listener, settings.server.shutdown_grace)
