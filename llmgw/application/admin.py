@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from llmgw.application.auth import Authenticator
 from llmgw.application.ports import KeyStore
-from llmgw.domain.errors import InvalidRequest, NotFound
+from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
 from llmgw.domain.keys import (
     PREFIX,
     ROTATION_GRACE_SECONDS,
@@ -80,71 +81,73 @@ class Admin:
     # Keys
 
     async def create_key(self, actor: str, fields: Mapping[str, Any]) -> IssuedKey:
-        now = self._wall()
-        values = await self._key_fields(fields, creating=True, now=now)
-        text, presented = mint_key()
-        key = ApiKey(
-            public_id=presented.public_id,
-            secret_hash=hash_secret(presented.secret, self._auth.pepper),
-            created_at=now,
-            **values,
-        )
-        await self._store.put_key(key)
-        await self._audit(actor, "key.create", key.public_id, _public(fields))
-        return IssuedKey(key, text)
+        async with self._audited(actor, "key.create", "", fields) as call:
+            now = self._wall()
+            values = await self._key_fields(fields, creating=True, now=now)
+            text, presented = mint_key()
+            key = ApiKey(
+                public_id=presented.public_id,
+                secret_hash=hash_secret(presented.secret, self._auth.pepper),
+                created_at=now,
+                **values,
+            )
+            call.target = key.public_id
+            await self._store.put_key(key)
+            return IssuedKey(key, text)
 
     async def get_key(self, actor: str, public_id: str) -> ApiKey:
-        key = await self._key(public_id)
-        await self._audit(actor, "key.get", public_id)
-        return key
+        async with self._audited(actor, "key.get", public_id):
+            return await self._key(public_id)
 
     async def list_keys(
         self, actor: str, *, after: str = "", limit: int | None = None, team_id: str | None = None
     ) -> Page[ApiKey]:
-        size = _page_size(limit)
-        keys = await self._store.list_keys(after=after, limit=size + 1, team_id=team_id)
-        await self._audit(actor, "key.list", "", {"after": after, "team_id": team_id})
-        return _page(keys, size, lambda key: key.public_id)
+        async with self._audited(actor, "key.list", "", {"after": after, "limit": limit, "team_id": team_id}):
+            size = _page_size(limit)
+            keys = await self._store.list_keys(after=after, limit=size + 1, team_id=team_id)
+            return _page(keys, size, lambda key: key.public_id)
 
     async def update_key(self, actor: str, public_id: str, fields: Mapping[str, Any]) -> ApiKey:
-        key = await self._key(public_id)
-        values = await self._key_fields(fields, creating=False, now=self._wall())
-        key = replace(key, **values)
-        await self._store.put_key(key)
-        await self._auth.changed(public_id)
-        await self._audit(actor, "key.update", public_id, _public(fields))
-        return key
+        async with self._audited(actor, "key.update", public_id, fields):
+            key = await self._key(public_id)
+            values = await self._key_fields(fields, creating=False, now=self._wall())
+            key = replace(key, **values)
+            await self._store.put_key(key)
+            await self._auth.changed(public_id)
+            return key
 
     async def rotate_key(self, actor: str, public_id: str, *, grace: float | None = None) -> IssuedKey:
         """A new secret for the key; the old one keeps working for `grace` seconds (default
         `rotation_grace`; 0: stops at once)."""
-        if grace is not None and (not math.isfinite(grace) or grace < 0):
-            raise InvalidRequest(
-                "grace_seconds must be a number of seconds, 0 or more.", param="grace_seconds"
+        async with self._audited(actor, "key.rotate", public_id, {"grace_seconds": grace}):
+            if grace is not None and (not math.isfinite(grace) or grace < 0):
+                raise InvalidRequest(
+                    "grace_seconds must be a number of seconds, 0 or more.", param="grace_seconds"
+                )
+            key = await self._key(public_id)
+            # A new secret under the same public id: records and limits keep naming the same key.
+            _, presented = mint_key()
+            key = key.rotated(
+                hash_secret(presented.secret, self._auth.pepper),
+                self._wall(),
+                self._grace if grace is None else grace,
             )
-        key = await self._key(public_id)
-        now = self._wall()
-        grace = self._grace if grace is None else grace
-        # A new secret under the same public id: records and limits keep naming the same key.
-        _, presented = mint_key()
-        key = key.rotated(hash_secret(presented.secret, self._auth.pepper), now, grace)
-        await self._store.put_key(key)
-        await self._auth.changed(public_id)
-        await self._audit(actor, "key.rotate", public_id, {"grace_seconds": grace})
-        return IssuedKey(key, f"{PREFIX}{public_id}-{presented.secret}")
+            await self._store.put_key(key)
+            await self._auth.changed(public_id)
+            return IssuedKey(key, f"{PREFIX}{public_id}-{presented.secret}")
 
     async def disable_key(self, actor: str, public_id: str) -> ApiKey:
-        key = replace(await self._key(public_id), disabled=True)
-        await self._store.put_key(key)
-        await self._auth.changed(public_id)
-        await self._audit(actor, "key.disable", public_id)
-        return key
+        async with self._audited(actor, "key.disable", public_id):
+            key = replace(await self._key(public_id), disabled=True)
+            await self._store.put_key(key)
+            await self._auth.changed(public_id)
+            return key
 
     async def delete_key(self, actor: str, public_id: str) -> None:
-        if not await self._store.delete_key(public_id):
-            raise _key_not_found(public_id)
-        await self._auth.changed(public_id)
-        await self._audit(actor, "key.delete", public_id)
+        async with self._audited(actor, "key.delete", public_id):
+            if not await self._store.delete_key(public_id):
+                raise _key_not_found(public_id)
+            await self._auth.changed(public_id)
 
     async def _key(self, public_id: str) -> ApiKey:
         key = await self._store.get_key(public_id) if public_id else None
@@ -185,48 +188,48 @@ class Admin:
     # Teams
 
     async def create_team(self, actor: str, fields: Mapping[str, Any]) -> Team:
-        _known(fields, _TEAM_FIELDS)
-        team = Team(
-            id=new_team_id(),
-            name=_name(fields.get("name"), required=True),
-            metadata=_metadata(fields.get("metadata", {})),
-            created_at=self._wall(),
-        )
-        await self._store.put_team(team)
-        await self._audit(actor, "team.create", team.id, _public(fields))
-        return team
+        async with self._audited(actor, "team.create", "", fields) as call:
+            _known(fields, _TEAM_FIELDS)
+            team = Team(
+                id=new_team_id(),
+                name=_name(fields.get("name"), required=True),
+                metadata=_metadata(fields.get("metadata", {})),
+                created_at=self._wall(),
+            )
+            call.target = team.id
+            await self._store.put_team(team)
+            return team
 
     async def get_team(self, actor: str, team_id: str) -> Team:
-        team = await self._team(team_id)
-        await self._audit(actor, "team.get", team_id)
-        return team
+        async with self._audited(actor, "team.get", team_id):
+            return await self._team(team_id)
 
     async def list_teams(self, actor: str, *, after: str = "", limit: int | None = None) -> Page[Team]:
-        size = _page_size(limit)
-        teams = await self._store.list_teams(after=after, limit=size + 1)
-        await self._audit(actor, "team.list", "", {"after": after})
-        return _page(teams, size, lambda team: team.id)
+        async with self._audited(actor, "team.list", "", {"after": after, "limit": limit}):
+            size = _page_size(limit)
+            teams = await self._store.list_teams(after=after, limit=size + 1)
+            return _page(teams, size, lambda team: team.id)
 
     async def update_team(self, actor: str, team_id: str, fields: Mapping[str, Any]) -> Team:
-        _known(fields, _TEAM_FIELDS)
-        team = await self._team(team_id)
-        if "name" in fields:
-            team = replace(team, name=_name(fields["name"], required=True))
-        if "metadata" in fields:
-            team = replace(team, metadata=_metadata(fields["metadata"]))
-        await self._store.put_team(team)
-        await self._audit(actor, "team.update", team_id, _public(fields))
-        return team
+        async with self._audited(actor, "team.update", team_id, fields):
+            _known(fields, _TEAM_FIELDS)
+            team = await self._team(team_id)
+            if "name" in fields:
+                team = replace(team, name=_name(fields["name"], required=True))
+            if "metadata" in fields:
+                team = replace(team, metadata=_metadata(fields["metadata"]))
+            await self._store.put_team(team)
+            return team
 
     async def delete_team(self, actor: str, team_id: str) -> None:
         """Refused while keys still belong to the team: move or delete them first."""
-        await self._team(team_id)
-        if await self._store.list_keys(team_id=team_id, limit=1):
-            raise InvalidRequest(
-                f"Team '{team_id}' still has keys; move or delete them first.", code="team_not_empty"
-            )
-        await self._store.delete_team(team_id)
-        await self._audit(actor, "team.delete", team_id)
+        async with self._audited(actor, "team.delete", team_id):
+            await self._team(team_id)
+            if await self._store.list_keys(team_id=team_id, limit=1):
+                raise InvalidRequest(
+                    f"Team '{team_id}' still has keys; move or delete them first.", code="team_not_empty"
+                )
+            await self._store.delete_team(team_id)
 
     async def _team(self, team_id: str) -> Team:
         team = await self._store.get_team(team_id) if team_id else None
@@ -237,21 +240,42 @@ class Admin:
     # Audit
 
     async def audit(self, actor: str, *, before: str = "", limit: int | None = None) -> Page[AuditEntry]:
-        """The audit trail, newest first (this listing is written to it too)."""
-        size = _page_size(limit)
-        await self._audit(actor, "audit.list", "", {"before": before})
+        """The audit trail, newest first (this listing is written to it too, before it is read)."""
+        async with self._audited(actor, "audit.list", "", {"before": before, "limit": limit}):
+            size = _page_size(limit)
         entries = await self._store.list_audit(before=before, limit=size + 1)
         return _page(entries, size, lambda entry: entry.id)
 
-    async def _audit(
-        self, actor: str, action: str, target: str, details: Mapping[str, object] | None = None
-    ) -> None:
-        now = self._wall()
-        await self._store.add_audit(
-            AuditEntry(
-                id=new_audit_id(now), at=now, actor=actor, action=action, target=target, details=details or {}
+    @asynccontextmanager
+    async def _audited(
+        self, actor: str, action: str, target: str, details: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[_Call]:
+        """Write the call's audit row once it ended, whatever ended it: a refused call's row names the
+        fields it was given and why it was refused (`error`, the error's code)."""
+        call = _Call(target)
+        recorded: dict[str, object] = dict(details or {})
+        try:
+            yield call
+        except GatewayError as exc:
+            # Values that were refused may be anything the client sent: their names only.
+            recorded = {"fields": sorted(str(name)[:_MAX_NAME] for name in list(recorded)[:_MAX_METADATA])}
+            recorded["error"] = exc.code
+            raise
+        finally:
+            now = self._wall()
+            entry = AuditEntry(
+                id=new_audit_id(now), at=now, actor=actor, action=action, target=call.target, details=recorded
             )
-        )
+            await self._store.add_audit(entry)
+
+
+class _Call:
+    """What an audited call learns while it runs: the id of what it created."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
 
 
 def _key_not_found(public_id: str) -> NotFound:
@@ -279,11 +303,6 @@ def _known(fields: Mapping[str, Any], known: frozenset[str]) -> None:
             raise InvalidRequest(
                 f"Unknown field '{name}'; expected some of: {', '.join(sorted(known))}.", param=name
             )
-
-
-def _public(fields: Mapping[str, Any]) -> dict[str, object]:
-    """What an audit row keeps of the fields given: all of them (none is a secret)."""
-    return dict(fields)
 
 
 def _name(value: Any, *, required: bool) -> str:
