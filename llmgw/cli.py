@@ -1,4 +1,5 @@
-"""The `llmgw` command: serve, grpc, http, config show, config check, models."""
+"""The `llmgw` command: serve, grpc, http, config show, config check, models, and keys, teams, audit
+(in `admin_cli`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
+from llmgw import admin_cli
 from llmgw.infrastructure.config.loader import ConfigError, effective_settings, load_settings
 from llmgw.infrastructure.config.settings import Settings
 from llmgw.infrastructure.logs import configure_logging
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
             "--for", dest="for_command", choices=_SERVERS, default="serve", help="command layer to apply"
         )
     commands.add_parser("models", parents=[common], help="print the model catalog")
+    admin_cli.add_commands(commands, common)
     return parser
 
 
@@ -88,12 +91,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.command not in _SERVERS:
         for warning in settings.warnings:
             print(f"llmgw: warning: {warning}", file=sys.stderr)
-    if args.command == "config":
-        print(json.dumps(effective_settings(settings), indent=2))
-        return 0
-    if args.command == "models":
-        _print_models(settings)
-        return 0
+        return _inspect(settings, args)
     if args.workers is not None:
         settings = replace(settings, server=replace(settings.server, workers=args.workers))
     configure_logging(settings.log)
@@ -107,11 +105,23 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(settings: Settings, args: argparse.Namespace) -> int:
+    """The commands that serve nothing: config show, models, keys, teams, audit."""
+    if args.command == "config":
+        print(json.dumps(effective_settings(settings), indent=2))
+        return 0
+    if args.command == "models":
+        _print_models(settings)
+        return 0
+    return admin_cli.run(settings, args)
+
+
 def _layer_command(args: argparse.Namespace) -> str:
-    """The command whose config layers apply: `config` takes `--for`, `models` reads `serve`'s."""
+    """The command whose config layers apply: `config` takes `--for`; `models`, `keys`, `teams` and
+    `audit` read `serve`'s."""
     if args.command == "config":
         return str(args.for_command)
-    return "serve" if args.command == "models" else str(args.command)
+    return "serve" if args.command in ("models", *admin_cli.COMMANDS) else str(args.command)
 
 
 def _check(command: str, args: argparse.Namespace) -> int:

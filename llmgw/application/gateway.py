@@ -400,7 +400,7 @@ class Gateway:
         record = tracker.record(kind, outcome)
         self._recorder.record(record)
         log.info(
-            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s",
+            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s%s",
             kind.value,
             record.id,
             record.model,
@@ -410,6 +410,7 @@ class Gateway:
             record.latency_ms or 0.0,
             f" attempts={len(record.attempts)}" if len(record.attempts) > 1 else "",
             f" error={record.error_code}" if record.error_code else "",
+            f" key={record.key_id}" if record.key_id else "",
         )
 
 

@@ -13,6 +13,7 @@ import enum
 import fnmatch
 import hashlib
 import hmac
+import re
 import secrets
 import string
 from collections.abc import Mapping
@@ -23,7 +24,9 @@ PUBLIC_ID_LENGTH = 12
 SECRET_BYTES = 32
 _SECRET_LENGTH = 43  # base64url of 32 bytes, unpadded
 _PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
-_SECRET_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
+_KEY = re.compile(
+    rf"{re.escape(PREFIX)}([a-z0-9]{{{PUBLIC_ID_LENGTH}}})-([A-Za-z0-9_-]{{{_SECRET_LENGTH}}})", re.ASCII
+)
 #: A rotated key's old secret is accepted this long after the rotation, unless told otherwise.
 ROTATION_GRACE_SECONDS = 24 * 3600.0
 
@@ -51,21 +54,13 @@ def mint_key() -> tuple[str, PresentedKey]:
 
 def parse_key(text: str) -> PresentedKey | None:
     """The parts of a key of ours, or None for anything else (another kind of key, a malformed one)."""
-    if len(text) != len(PREFIX) + PUBLIC_ID_LENGTH + 1 + _SECRET_LENGTH or not text.startswith(PREFIX):
-        return None
-    public_id = text[len(PREFIX) : len(PREFIX) + PUBLIC_ID_LENGTH]
-    separator = text[len(PREFIX) + PUBLIC_ID_LENGTH]
-    secret = text[len(PREFIX) + PUBLIC_ID_LENGTH + 1 :]
-    if separator != "-" or not all(char in _PUBLIC_ALPHABET for char in public_id):
-        return None
-    if not all(char in _SECRET_ALPHABET for char in secret):
-        return None
-    return PresentedKey(public_id, secret)
+    match = _KEY.fullmatch(text)
+    return None if match is None else PresentedKey(match[1], match[2])
 
 
 def hash_secret(secret: str, pepper: bytes) -> bytes:
     """What the store keeps of a secret: its HMAC-SHA256 under the server's pepper."""
-    return hmac.new(pepper, secret.encode(), hashlib.sha256).digest()
+    return hmac.digest(pepper, secret.encode(), hashlib.sha256)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
