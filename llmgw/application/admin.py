@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 #: The CLI's name in audit rows.
 CLI_ACTOR = "cli"
+#: Who acts, in audit rows, when auth is off: nobody in particular.
+ANONYMOUS_ACTOR = "anonymous"
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 _MAX_NAME = 200

@@ -1,5 +1,6 @@
-"""The grpclib server: our service (whose handlers carry the request ids, see `handlers`), standard health
-and reflection; optionally each accepted connection behind a guard (see `http2_guard`)."""
+"""The grpclib server: our services (whose handlers carry the request ids, see `handlers`), standard health
+and reflection (which, with auth on, needs a valid key: only health stays open); optionally each accepted
+connection behind a guard (see `http2_guard`)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ from grpclib.server import Server, Stream
 
 from llmgw._proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from llmgw.application.gateway import Gateway
+from llmgw.domain.keys import Scope
 from llmgw.infrastructure.connections import ProtocolFactory
+from llmgw.infrastructure.grpc.admin_service import AdminService
+from llmgw.infrastructure.grpc.handlers import Gate
 from llmgw.infrastructure.grpc.messages import v1 as _v1  # noqa: F401  (registers our descriptors)
 from llmgw.infrastructure.grpc.service import GatewayService
 from llmgw.infrastructure.grpc.upb_codec import EncodedAwareCodec
 from llmgw.infrastructure.http2_guard import current_connection
 
-_GATEWAY_PROTO = "llmgateway/v1/gateway.proto"
+_OUR_PROTOS = ("llmgateway/v1/gateway.proto", "llmgateway/admin/v1/admin.proto")
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -42,7 +46,8 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
         pool.AddSerializedFile(file.serialized_pb)
         added.add(file.name)
 
-    add(default_google_proto_descriptor_pool.FindFileByName(_GATEWAY_PROTO))
+    for name in _OUR_PROTOS:
+        add(default_google_proto_descriptor_pool.FindFileByName(name))
     add(health_pb2.DESCRIPTOR)
     add(reflection_pb2.DESCRIPTOR)
     return pool
@@ -51,36 +56,48 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 class _CountedService:
     """A service whose calls are counted on the connection that carries them, so that an idle connection
     (no call in flight) can be told from a busy one; grpclib asks servables only for `__mapping__`. For
-    health and reflection: our own service's handlers count their calls without this extra layer."""
+    health and reflection: our own services' handlers count their calls without this extra layer. With
+    `gate`, each call's key is checked first (reflection: it describes the whole API)."""
 
-    def __init__(self, servable: Any) -> None:
+    def __init__(self, servable: Any, gate: Gate | None = None) -> None:
         self.servable = servable
+        self.gate = gate
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
-            name: Handler(_Counted(h.func), h.cardinality, h.request_type, h.reply_type)
+            name: Handler(_Counted(h.func, self.gate, name), h.cardinality, h.request_type, h.reply_type)
             for name, h in self.servable.__mapping__().items()
         }
 
 
 class _Counted:
-    """One method's handler, counted; anything else asked of it is the wrapped handler's."""
+    """One method's handler, counted and, with `gate`, admitted (a refusal is raised as the `GRPCError`
+    grpclib answers with); anything else asked of it is the wrapped handler's."""
 
-    __slots__ = ("func",)
+    __slots__ = ("func", "gate", "rpc")
 
-    def __init__(self, func: Callable[[Stream[Any, Any]], Any]) -> None:
+    def __init__(
+        self, func: Callable[[Stream[Any, Any]], Any], gate: Gate | None = None, path: str = ""
+    ) -> None:
         self.func = func
+        self.gate = gate
+        self.rpc = path.rsplit("/", 1)[-1]
 
     async def __call__(self, stream: Stream[Any, Any]) -> None:
         connection = current_connection.get()
         if connection is None:  # not behind a guard (grpclib.testing.ChannelFor)
-            await self.func(stream)
+            await self.answer(stream)
             return
         connection.call_started()
         try:
-            await self.func(stream)
+            await self.answer(stream)
         finally:
             connection.call_ended()
+
+    async def answer(self, stream: Stream[Any, Any]) -> None:
+        if self.gate is not None:
+            await self.gate.admit(stream, self.rpc)
+        await self.func(stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.func, name)
@@ -102,19 +119,27 @@ class _GuardingLoop:
         return getattr(self.loop, name)
 
 
+def _any_scope(rpc: str) -> Scope | None:
+    return None
+
+
 def create_server(
     gateway: Gateway, *, guard: Callable[[ProtocolFactory], ProtocolFactory] | None = None
 ) -> Server:
     """Must be called inside the running event loop. `guard` wraps the protocol factory of the server's
     listener, so every accepted connection is guarded."""
-    service = GatewayService(gateway)
+    service, admin = GatewayService(gateway), AdminService(gateway)
     serving = ServiceStatus()
-    serving.set(True)  # the service is healthy for as long as this server runs
-    health = Health({service: [serving]})
-    # Our service's handlers count their calls themselves (see `handlers`); health and reflection are wrapped.
+    serving.set(True)  # the services are healthy for as long as this server runs
+    health = Health({service: [serving], admin: [serving]})
+    # Reflection describes the whole API: with auth on, it needs a valid key (any scope).
+    any_key = Gate(gateway.auth, _any_scope)
+    # Our services' handlers count their calls themselves (see `handlers`); health and reflection are wrapped.
     servables = [
-        s if s is service else _CountedService(s)
-        for s in ServerReflection.extend([service, health], pool=reflection_pool())
+        s
+        if s is service or s is admin
+        else _CountedService(s, any_key if isinstance(s, ServerReflection) else None)
+        for s in ServerReflection.extend([service, admin, health], pool=reflection_pool())
     ]
     if guard is None:
         return Server(servables, codec=EncodedAwareCodec())

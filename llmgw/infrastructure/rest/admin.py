@@ -11,14 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from llmgw.application.admin import Admin, Page
+from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, Page
 from llmgw.domain.errors import InvalidRequest, ServiceUnavailable
 from llmgw.infrastructure.admin_json import audit_json, key_json, team_json
 from llmgw.infrastructure.rest.json_body import json_response, read_json
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
-#: Who acts when auth is off: nobody in particular.
-ANONYMOUS = "anonymous"
 _ID = "{id:[^/:]+}"
 
 
@@ -27,7 +25,7 @@ def _admin(request: web.Request) -> tuple[Admin, str]:
     if admin is None:
         raise ServiceUnavailable("The admin API is not set up on this gateway.", code="admin_unavailable")
     caller = request[CALLER]
-    return admin, caller.public_id if caller is not None else ANONYMOUS
+    return admin, caller.public_id if caller is not None else ANONYMOUS_ACTOR
 
 
 async def _object(request: web.Request) -> dict[str, Any]:
