@@ -53,14 +53,15 @@ async def _stream(request: web.Request, stream: ChatStream, ctx: RequestContext)
         **attempt_headers(ctx.attempts, ctx.provider),
     }
     response = EventSourceResponse(headers=headers, sep="\n", allow_all_methods=True, send_timeout=None)
-    await response.prepare(request)
     try:
-        await _send(response, first, stream)
+        await response.prepare(request)  # writes the headers: the client may have left already
+        try:
+            await _send(response, first, stream)
+        finally:
+            response.stop_streaming()  # cancels its ping task, which ends on its own: nothing waits for it
     except ConnectionResetError as exc:
         # The client left between two writes: what a cancellation is, not an error to report.
         raise asyncio.CancelledError from exc
-    finally:
-        response.stop_streaming()  # cancels its ping task, which ends on its own: nothing waits for it
     return response
 
 
