@@ -1,6 +1,6 @@
-"""`python -m benchmarks`: start the fake upstream, the reference proxy and llmgw (one and two workers, and
-one with the aiohttp transport), measure interleaved rounds of every row, write `benchmarks/RESULTS.md`;
-`--profile` adds a profile."""
+"""`python -m benchmarks`: start the fake upstream, the reference proxy and llmgw (one and two workers, one
+with the aiohttp transport and one with auth on), measure interleaved rounds of every row, write
+`benchmarks/RESULTS.md`; `--profile` adds a profile."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import uvloop
 
 from benchmarks import machine, procfs, profiling, report, wrk
 from benchmarks.grpc_load import LoadProcess
-from benchmarks.plan import GRPC_ECHO, LLMGW, LLMGW_2, LLMGW_AIOHTTP, REFERENCE, UPSTREAM, Plan
+from benchmarks.plan import GRPC_ECHO, LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH, REFERENCE, UPSTREAM, Plan
 from benchmarks.processes import (
     REPO_ROOT,
     Server,
@@ -38,8 +38,8 @@ PROFILE_BEFORE = REPO_ROOT / "benchmarks" / "PROFILE-before.md"
 # Five rounds, not three: on a shared 2-core machine one server's CPU per request moves by a third between
 # identical rows seconds apart (the reference proxy's REST stream at c128, eight 4-s rows: 0.30-0.42 ms),
 # and a ratio of two such rows moves more; the median of five rounds' ratios is steadier than of three.
-# Rows of 1 s instead of 1.25 kept the run near seven minutes; the paced stream and aiohttp transport rows
-# bring it near ten.
+# Rows of 1 s instead of 1.25 kept the run near seven minutes; the paced stream, aiohttp transport and auth
+# on rows bring it near eleven.
 ROUNDS = 5
 QUICK = Settings(duration=0.35, warmup=0.1, settle=0.1, ttfb_samples=6, ttfb_warmup=1)
 
@@ -141,6 +141,8 @@ async def _start(workdir: Path, servers: dict[str, Server], *, full: bool) -> di
     servers[REFERENCE] = await start_reference(workdir, servers[UPSTREAM])
     servers[LLMGW_2] = await start_llmgw(workdir, servers[UPSTREAM], LLMGW_2, workers=2)
     servers[GRPC_ECHO] = await start_grpc_echo(workdir)
+    # Auth on: a key minted through the admin API once llmgw is ready; every request to it carries it.
+    servers[LLMGW_AUTH] = await start_llmgw(workdir, servers[UPSTREAM], LLMGW_AUTH, auth=True)
     try:
         servers[LLMGW_AIOHTTP] = await start_llmgw(
             workdir, servers[UPSTREAM], LLMGW_AIOHTTP, transport="aiohttp"

@@ -1,8 +1,11 @@
 """A bounded gRPC load generator with the generated grpclib stub, run as its own process so its CPU is
 not counted as the server's. Reads one JSON command per line on stdin, answers one JSON line on stdout:
 
-    {"op": "load", "host", "port", "model", "stream": bool, "concurrency", "seconds", "max_requests"}
-    {"op": "ttfb", "host", "port", "model", "samples"}
+    {"op": "load", "host", "port", "model", "stream": bool, "concurrency", "seconds", "max_requests",
+     "metadata"}
+    {"op": "ttfb", "host", "port", "model", "samples", "metadata"}
+
+`metadata` (optional) is sent with every call, e.g. `{"authorization": "Bearer <key>"}`.
 """
 
 from __future__ import annotations
@@ -35,14 +38,22 @@ def _request(model: str) -> v1.CreateChatCompletionRequest:
     return v1.CreateChatCompletionRequest(model=model, messages=[message], max_tokens=64)
 
 
+def _metadata(command: dict[str, Any]) -> dict[str, str] | None:
+    found = command.get("metadata")
+    return {str(name): str(value) for name, value in found.items()} if found else None
+
+
 async def _call(
-    stub: v1.LlmGatewayServiceStub, request: v1.CreateChatCompletionRequest, stream: bool
+    stub: v1.LlmGatewayServiceStub,
+    request: v1.CreateChatCompletionRequest,
+    stream: bool,
+    metadata: dict[str, str] | None,
 ) -> None:
     if stream:
-        async for _ in stub.create_chat_completion_stream(request, timeout=30):
+        async for _ in stub.create_chat_completion_stream(request, timeout=30, metadata=metadata):
             pass
     else:
-        await stub.create_chat_completion(request, timeout=30)
+        await stub.create_chat_completion(request, timeout=30, metadata=metadata)
 
 
 async def load(command: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +63,7 @@ async def load(command: dict[str, Any]) -> dict[str, Any]:
     stubs = [v1.LlmGatewayServiceStub(channel) for channel in channels]
     request = _request(command["model"])
     stream = bool(command["stream"])
+    metadata = _metadata(command)
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     budget = int(command["max_requests"])
@@ -65,7 +77,7 @@ async def load(command: dict[str, Any]) -> dict[str, Any]:
             budget -= 1
             started = time.perf_counter()
             try:
-                await _call(stub, request, stream)
+                await _call(stub, request, stream, metadata)
             except _CALL_ERRORS as exc:
                 errors[_describe(exc)] += 1
             else:
@@ -96,6 +108,7 @@ async def ttfb(command: dict[str, Any]) -> dict[str, Any]:
     channel = Channel(command["host"], command["port"])
     stub = v1.LlmGatewayServiceStub(channel)
     request = _request(command["model"])
+    metadata = _metadata(command)
     firsts: list[float] = []
     errors: Counter[str] = Counter()
     try:
@@ -104,7 +117,8 @@ async def ttfb(command: dict[str, Any]) -> dict[str, Any]:
                 started = time.perf_counter()
                 first = 0.0
                 try:
-                    async for _ in stub.create_chat_completion_stream(request, timeout=30):
+                    stream = stub.create_chat_completion_stream(request, timeout=30, metadata=metadata)
+                    async for _ in stream:
                         first = first or time.perf_counter() - started
                 except _CALL_ERRORS as exc:
                     errors[_describe(exc)] += 1

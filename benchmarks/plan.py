@@ -14,6 +14,8 @@ LLMGW = "llmgw"
 LLMGW_2 = "llmgw-2w"
 #: llmgw whose provider uses the aiohttp transport (`transport = "aiohttp"`) instead of the default
 LLMGW_AIOHTTP = "llmgw-aiohttp"
+#: llmgw with `[auth] enabled = true`: every request carries a key minted through its admin API
+LLMGW_AUTH = "llmgw-auth"
 GRPC_ECHO = "grpc-echo"
 
 
@@ -49,7 +51,7 @@ class Target:
 
     @property
     def gateway(self) -> bool:
-        return self.server in (LLMGW, LLMGW_2, LLMGW_AIOHTTP)
+        return self.server in (LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH)
 
 
 DIRECT = Target("direct (upstream)", UPSTREAM, Front.REST)
@@ -60,15 +62,19 @@ LLMGW_REST_2 = Target("llmgw REST, 2 workers", LLMGW_2, Front.REST)
 LLMGW_GRPC_2 = Target("llmgw gRPC, 2 workers", LLMGW_2, Front.GRPC)
 LLMGW_REST_AIOHTTP = Target("llmgw REST, aiohttp transport", LLMGW_AIOHTTP, Front.REST)
 LLMGW_GRPC_AIOHTTP = Target("llmgw gRPC, aiohttp transport", LLMGW_AIOHTTP, Front.GRPC)
+LLMGW_REST_AUTH = Target("llmgw REST, auth on", LLMGW_AUTH, Front.REST)
+LLMGW_GRPC_AUTH = Target("llmgw gRPC, auth on", LLMGW_AUTH, Front.GRPC)
 BARE_GRPC = Target("bare grpclib echo", GRPC_ECHO, Front.GRPC)
-#: in the order of the report's tables: each aiohttp transport row beside its default transport's
+#: in the order of the report's tables: each auth on and aiohttp transport row beside llmgw's plain one
 TARGETS = (
     DIRECT,
     REFERENCE_PROXY,
     LLMGW_REST,
+    LLMGW_REST_AUTH,
     LLMGW_REST_AIOHTTP,
     BARE_GRPC,
     LLMGW_GRPC,
+    LLMGW_GRPC_AUTH,
     LLMGW_GRPC_AIOHTTP,
     LLMGW_REST_2,
     LLMGW_GRPC_2,
@@ -106,6 +112,13 @@ class Plan:
         (Kind.PACED_STREAM, 32),
         (Kind.EMBEDDINGS, 32),
     )
+    #: (kind, concurrency) pairs also run against llmgw with auth on (a cached key), each beside llmgw's
+    #: plain row of the same round for the CPU that checking the key adds
+    auth_rows: tuple[tuple[Kind, int], ...] = (
+        (Kind.CHAT, 32),
+        (Kind.PACED_STREAM, 32),
+        (Kind.EMBEDDINGS, 32),
+    )
     #: servers that are not running (an optional one that did not start): their rows are left out
     missing: frozenset[str] = frozenset()
 
@@ -117,7 +130,9 @@ class Plan:
                 pair = (kind, concurrency)
                 targets = [
                     target
-                    for target in _targets(kind, pair in self.workers_rows, pair in self.transport_rows)
+                    for target in _targets(
+                        kind, pair in self.workers_rows, pair in self.transport_rows, pair in self.auth_rows
+                    )
                     if target.server not in self.missing
                 ]
                 shift = index % len(targets)
@@ -128,16 +143,19 @@ class Plan:
         return dict(self.kind_concurrencies).get(kind, self.concurrencies)
 
 
-def _targets(kind: Kind, with_workers: bool, with_aiohttp: bool) -> list[Target]:
-    """In a cyclic order where one server's rows rarely follow each other (see `Bench.measure`)."""
+def _targets(kind: Kind, with_workers: bool, with_aiohttp: bool, with_auth: bool = False) -> list[Target]:
+    """In a cyclic order where one server's rows rarely follow each other (see `Bench.measure`); each auth
+    on row right after llmgw's plain one, so that the two are measured seconds apart."""
     grpc = kind is not Kind.EMBEDDINGS  # the issue asks for gRPC unary and streamed chat
     candidates = [
         (DIRECT, True),
         (LLMGW_REST, True),
+        (LLMGW_REST_AUTH, with_auth),
         (LLMGW_REST_AIOHTTP, with_aiohttp),
         (LLMGW_REST_2, with_workers),
         (REFERENCE_PROXY, True),
         (LLMGW_GRPC, grpc),
+        (LLMGW_GRPC_AUTH, grpc and with_auth),
         (BARE_GRPC, grpc and kind is not Kind.TTFB),
         (LLMGW_GRPC_AIOHTTP, grpc and with_aiohttp),
         (LLMGW_GRPC_2, grpc and with_workers),

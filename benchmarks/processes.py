@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +26,20 @@ _LLMGW_MAIN = "from llmgw.cli import main; raise SystemExit(main())"
 _NOT_PASSED = frozenset({"CONFIG_PATH", "MODE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
 # llmgw writes generation records at least every second: its CPU for a row is read once that is done.
 LLMGW_FLUSH_SECONDS = 1.1
+#: what the key minted for an auth on llmgw's load may do
+BENCH_KEY_REQUEST = {"name": "bench", "scopes": ["inference"]}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSecrets:
+    """`[auth]` of an llmgw with auth on: fresh random secrets for each run."""
+
+    pepper: str
+    admin_key: str
+
+    @classmethod
+    def generate(cls) -> AuthSecrets:
+        return cls(pepper=secrets.token_urlsafe(32), admin_key=secrets.token_urlsafe(36))
 
 
 @dataclass
@@ -39,10 +54,17 @@ class Server:
     deferred_work: float = 0.0
     #: whether its requests reach the upstream (and so are counted there)
     uses_upstream: bool = True
+    #: the API key every request to it carries ("": none, auth is off)
+    api_key: str = ""
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What each request to it adds: its API key, if it has one."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def free_port() -> int:
@@ -87,12 +109,22 @@ async def start_grpc_echo(workdir: Path) -> Server:
 
 
 def llmgw_config(
-    workdir: Path, upstream: Server, ports: tuple[int, int, int], workers: int, transport: str | None = None
+    workdir: Path,
+    upstream: Server,
+    ports: tuple[int, int, int],
+    workers: int,
+    transport: str | None = None,
+    *,
+    auth: AuthSecrets | None = None,
 ) -> str:
     """The config of one llmgw: provider `bench` on the upstream, with `transport` if given (else the
-    default transport, whatever llmgw's default is)."""
+    default transport, whatever llmgw's default is); auth off unless `auth` gives its secrets."""
     rest, grpc, health = ports
     transport_line = f'transport = "{transport}"\n' if transport else ""
+    if auth is None:
+        auth_lines = "enabled = false"
+    else:
+        auth_lines = f'enabled = true\npepper = "{auth.pepper}"\nadmin_key = "{auth.admin_key}"'
     return f"""\
 [log]
 level = "info"
@@ -111,7 +143,7 @@ listen = "{HOST}:{health}"
 url = "sqlite:///{workdir / "bench.db"}"
 
 [auth]
-enabled = false
+{auth_lines}
 
 [server]
 workers = {workers}
@@ -147,16 +179,19 @@ async def start_llmgw(
     workers: int = 1,
     wrapper: tuple[str, ...] = (),
     transport: str | None = None,
+    auth: bool = False,
 ) -> Server:
     """`llmgw serve` (REST, gRPC, health) with a config dir of its own holding one provider, `bench`.
 
     `wrapper` runs `-m llmgw` under another module (e.g. cProfile); `transport` sets the provider's
-    `transport` key (llmgw refuses unknown keys, so it starts only where the key exists).
+    `transport` key (llmgw refuses unknown keys, so it starts only where the key exists). With `auth`,
+    `[auth]` is on and, once llmgw is ready, a key is minted for the load (`Server.api_key`).
     """
     config_dir = workdir / name
     config_dir.mkdir(parents=True, exist_ok=True)
     ports = (free_port(), free_port(), free_port())
-    config = llmgw_config(config_dir, upstream, ports, workers, transport)
+    auth_secrets = AuthSecrets.generate() if auth else None
+    config = llmgw_config(config_dir, upstream, ports, workers, transport, auth=auth_secrets)
     (config_dir / "default.toml").write_text(config)
     # Only the config file speaks: no LLMGW_ settings, keys or proxies from the caller's environment (a
     # proxy variable would also change which transport llmgw picks by default).
@@ -173,10 +208,24 @@ async def start_llmgw(
     try:
         await _wait_ready(server, ports[2], "/readyz")
         await _wait_ready(server, ports[1], None)
+        if auth_secrets is not None:
+            server.api_key = await mint_key(server, auth_secrets.admin_key)
     except BaseException:
         stop(server)  # not ready in time: no process left behind
         raise
     return server
+
+
+async def mint_key(server: Server, admin_key: str) -> str:
+    """A key of the normal kind (scope `inference`, not the config's admin key), created through the
+    admin API and tried once on `GET /v1/models`: the full key."""
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    issued = await call_json(HOST, server.port, "/admin/v1/keys", "POST", BENCH_KEY_REQUEST, headers=admin)
+    key = issued.get("key") if isinstance(issued, dict) else None
+    if not isinstance(key, str) or not key:
+        raise RuntimeError(f"{server.name}: POST /admin/v1/keys answered no key")
+    await call_json(HOST, server.port, "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    return key
 
 
 async def _wait_ready(server: Server, port: int, path: str | None) -> None:

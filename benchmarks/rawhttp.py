@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,14 @@ class Connection:
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> Answer:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Answer:
         assert self._reader is not None, "use `async with`"
         assert self._writer is not None
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         started = time.perf_counter()
@@ -81,11 +85,20 @@ def _content_length(head: bytes) -> int:
     return int(head[start + 17 : end if end > 0 else len(head)])
 
 
-async def call_json(host: str, port: int, path: str, method: str = "GET", body: Any = None) -> Any:
+async def call_json(
+    host: str,
+    port: int,
+    path: str,
+    method: str = "GET",
+    body: Any = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
     """One request on a fresh connection; the decoded JSON answer (raises on a non-2xx status)."""
     raw = b"" if body is None else orjson.dumps(body)
     async with asyncio.timeout(10), Connection(host, port) as connection:
-        answer = await connection.request(method, path, raw)
+        answer = await connection.request(method, path, raw, headers)
     if not 200 <= answer.status < 300:
-        raise RuntimeError(f"{method} {path} on port {port}: HTTP {answer.status}")
+        detail = answer.body[:300].decode(errors="replace")
+        raise RuntimeError(f"{method} {path} on port {port}: HTTP {answer.status} {detail}")
     return orjson.loads(answer.body)

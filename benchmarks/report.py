@@ -1,4 +1,5 @@
-"""Write `benchmarks/RESULTS.md`: machine and commit, the table, targets, 1 vs 2 workers, method, profile."""
+"""Write `benchmarks/RESULTS.md`: machine and commit, the table, targets, auth on vs off, 1 vs 2 workers,
+method, profile."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from benchmarks.plan import (
     LLMGW_GRPC,
     LLMGW_GRPC_2,
     LLMGW_GRPC_AIOHTTP,
+    LLMGW_GRPC_AUTH,
     LLMGW_REST,
     LLMGW_REST_2,
     LLMGW_REST_AIOHTTP,
+    LLMGW_REST_AUTH,
     TARGETS,
     UPSTREAM,
     Kind,
@@ -21,7 +24,7 @@ from benchmarks.plan import (
 )
 from benchmarks.procfs import PeakMemory
 from benchmarks.runner import Settings
-from benchmarks.summary import AIOHTTP, Summaries, Summary, Verdict
+from benchmarks.summary import AIOHTTP, AUTH_LIMIT_US, AUTH_PAIRS, Summaries, Summary, Verdict
 
 PROFILE_START = "<!-- profile:start -->"
 PROFILE_END = "<!-- profile:end -->"
@@ -105,9 +108,10 @@ def _ratio_table(summaries: Summaries) -> list[str]:
         "| llmgw row | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
         "|---|" + "--:|" * len(concurrencies),
     ]
-    # The headline stream (paced) first; each aiohttp transport row under its default transport's.
+    # The headline stream (paced) first; each auth on and aiohttp transport row under llmgw's plain one.
     kinds = (Kind.CHAT, Kind.PACED_STREAM, Kind.BURST_STREAM, Kind.EMBEDDINGS)
-    for targets in ((LLMGW_REST, LLMGW_REST_AIOHTTP), (LLMGW_GRPC, LLMGW_GRPC_AIOHTTP)):
+    rest = (LLMGW_REST, LLMGW_REST_AUTH, LLMGW_REST_AIOHTTP)
+    for targets in (rest, (LLMGW_GRPC, LLMGW_GRPC_AUTH, LLMGW_GRPC_AIOHTTP)):
         for kind in kinds:
             for target in targets:
                 cells = [summaries.get(target, kind, c) for c in concurrencies]
@@ -130,16 +134,44 @@ def _ratio_with_range(summaries: Summaries, summary: Summary) -> str:
 def _verdict_table(verdicts: list[Verdict]) -> list[str]:
     lines = ["| target | limit | measured | verdict |", "|---|--:|---|---|"]
     for verdict in verdicts:
-        digits = 1 if verdict.unit == "MiB" else 3 if verdict.unit == "ms" else 2
+        digits = 1 if verdict.unit in ("MiB", "µs") else 3 if verdict.unit == "ms" else 2
         unit = verdict.unit if verdict.unit == "x" else f" {verdict.unit}"
+        # An added figure (µs over another row) keeps its sign: noise can make it negative.
+        show = _signed if verdict.unit == "µs" else _f
         label, beside = verdict.beside or ("", {})
         measured = ", ".join(
-            f"{where} {_f(value, digits)}{unit}"
-            + (f" ({label} {_f(beside[where], digits)}{unit})" if where in beside else "")
+            f"{where} {show(value, digits)}{unit}"
+            + (f" ({label} {show(beside[where], digits)}{unit})" if where in beside else "")
             for where, value in verdict.figures
         )
         state = {True: "**met**", False: "**not met**", None: "not measured"}[verdict.met]
         lines.append(f"| {verdict.name} | ≤ {verdict.limit:g}{unit} | {measured or '-'} | {state} |")
+    return lines
+
+
+def _auth_lines(summaries: Summaries, plan: Plan) -> list[str]:
+    """Per auth on row: the server CPU per request with and without auth and what auth on added, the
+    median of each round's difference (in parentheses: the lowest and highest round's)."""
+    lines = [
+        "| llmgw row | conc | CPU ms/req, auth off | CPU ms/req, auth on | auth on adds | limit | verdict "
+        "| errors, auth on |",
+        "|---|--:|--:|--:|---|--:|---|--:|",
+    ]
+    for auth, plain in AUTH_PAIRS:
+        for kind, concurrency in plan.auth_rows:
+            on, off = summaries.get(auth, kind, concurrency), summaries.get(plain, kind, concurrency)
+            if on is None or off is None:
+                continue
+            added = summaries.added_cpu_us(on, plain)
+            rounds = summaries.added_cpus_us(on, plain)
+            spread = f" ({min(rounds):+.1f} to {max(rounds):+.1f})" if len(rounds) > 1 else ""
+            met = None if math.isnan(added) else added <= AUTH_LIMIT_US
+            state = {True: "**met**", False: "**not met**", None: "not measured"}[met]
+            lines.append(
+                f"| llmgw {auth.front.value} {kind.value} | {concurrency} | {_f(off.server_ms, 3)} "
+                f"| {_f(on.server_ms, 3)} | {_signed(added, 1)} µs CPU/request{spread} "
+                f"| ≤ {AUTH_LIMIT_US:g} µs | {state} | {on.errors} |"
+            )
     return lines
 
 
@@ -214,7 +246,11 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
 
 
 def _transport_concurrencies(plan: Plan) -> str:
-    found = sorted({concurrency for _, concurrency in plan.transport_rows})
+    return _concurrencies(plan.transport_rows)
+
+
+def _concurrencies(pairs: tuple[tuple[Kind, int], ...]) -> str:
+    found = sorted({concurrency for _, concurrency in pairs})
     return "concurrency " + ", ".join(str(c) for c in found) if found else "no concurrency"
 
 
@@ -243,7 +279,9 @@ def render(
         "- llmgw: one worker (and two for the workers rows), provider `bench` (kind `openai`) on the fake "
         'upstream with the default transport (the aiohttp transport rows: `transport = "aiohttp"`, at '
         f"{_transport_concurrencies(info.plan)}), SQLite records through the background writer, "
-        "`log.level = info` to a file.",
+        "`log.level = info` to a file. Auth off (`[auth] enabled = false`) but for the auth on rows (at "
+        f"{_concurrencies(info.plan.auth_rows)}): `enabled = true`, every request with a key minted through "
+        "the admin API, which llmgw's key cache holds after the first.",
         *(f"- not measured: {reason}" for reason in info.skipped.values()),
         "",
         "## Results",
@@ -267,6 +305,18 @@ def render(
         f"Judged on the default transport; the {AIOHTTP}'s figures in parentheses, not judged.",
         "",
         *_verdict_table(verdicts),
+        "",
+    ]
+    lines += [
+        "## Auth on (cached key) vs off",
+        "",
+        "The same llmgw (one worker, default transport) with `[auth] enabled = true`, each request carrying a "
+        "key minted through `POST /admin/v1/keys` (scope `inference`; REST `Authorization: Bearer`, gRPC the "
+        "same metadata), beside the plain llmgw row of the same round. Auth on adds: the median of the "
+        "rounds' differences in server CPU per request (in parentheses: the lowest and highest round's). A "
+        "refused key would show as errors.",
+        "",
+        *_auth_lines(summaries, info.plan),
         "",
     ]
     lines += ["## Workers: 1 vs 2", "", *_workers_table(summaries, info.plan), ""]

@@ -4,6 +4,9 @@ CPU per request = the server process tree's utime+stime over the row / the reque
 in it. The window opens before the warm-up and both the CPU and the request count include it. llmgw
 writes generation records in the background (at least every second), so its CPU window stays open until
 that writer has run: it closes `deferred_work` seconds after the load, while other targets are measured.
+
+Requests to a server with an API key (`Server.api_key`: llmgw with auth on) carry it, as
+`Authorization: Bearer <key>` (REST) or the same gRPC metadata; a refused request is an error of the row.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +75,7 @@ class Bench:
     settings: Settings = field(default_factory=Settings)
     samples: list[Sample] = field(default_factory=list)
     _open: dict[str, _Window] = field(default_factory=dict)
-    _scripts: dict[tuple[Target, Kind], Path] = field(default_factory=dict)
+    _scripts: dict[tuple[Target, Kind, str], Path] = field(default_factory=dict)
 
     async def measure(self, row: Row, round_index: int) -> Sample:
         server = self.servers[row.target.server]
@@ -134,7 +138,7 @@ class Bench:
             if row.target.front is Front.GRPC:
                 return await self._grpc_ttfb(row, server, samples)
             return await _rest_ttfb(
-                server.port, rest_path(row.kind), rest_body(row.target, row.kind), samples
+                server.port, rest_path(row.kind), rest_body(row.target, row.kind), samples, server.headers
             )
         return await self.load(row, settings.warmup if warmup else settings.duration)
 
@@ -144,15 +148,16 @@ class Bench:
         if row.target.front is Front.GRPC:
             return await self._grpc_load(row, server, seconds)
         url = f"http://{HOST}:{server.port}{rest_path(row.kind)}"
-        return await wrk.run(url, self._script(row.target, row.kind), row.concurrency, seconds)
+        return await wrk.run(url, self._script(row.target, row.kind, server), row.concurrency, seconds)
 
-    def _script(self, target: Target, kind: Kind) -> Path:
-        key = (target, kind)
+    def _script(self, target: Target, kind: Kind, server: Server) -> Path:
+        key = (target, kind, server.api_key)
         if key not in self._scripts:
-            name = f"{target.server}-{target.front.name}-{kind.name}".lower()
+            name = f"{server.name}-{target.front.name}-{kind.name}".lower()
             # One script serves every load of the row (warm-up, measurement, profiling): bound it for the longest.
             cap = int(self.settings.max_requests_per_second * max(self.settings.duration, 10.0))
-            self._scripts[key] = wrk.write_script(self.workdir, name, rest_body(target, kind), cap)
+            body = rest_body(target, kind)
+            self._scripts[key] = wrk.write_script(self.workdir, name, body, cap, server.headers)
         return self._scripts[key]
 
     async def _grpc_load(self, row: Row, server: Server, seconds: float) -> LoadResult:
@@ -165,6 +170,7 @@ class Bench:
             "concurrency": row.concurrency,
             "seconds": seconds,
             "max_requests": int(seconds * self.settings.max_requests_per_second) + 100,
+            "metadata": _metadata(server),
         }
         answer = await self.grpc.ask(command, within=seconds + 90)
         if answer["errors"]:
@@ -187,6 +193,7 @@ class Bench:
             "port": server.grpc_port,
             "model": model(row.target, row.kind),
             "samples": samples,
+            "metadata": _metadata(server),
         }
         started = time.perf_counter()
         answer = await self.grpc.ask(command, within=samples * 2 + 60)
@@ -197,14 +204,21 @@ class Bench:
         return _ttfb_result(answer["samples"], answer["errors"], time.perf_counter() - started)
 
 
-async def _rest_ttfb(port: int, path: str, body: bytes, samples: int) -> LoadResult:
+def _metadata(server: Server) -> dict[str, str]:
+    """gRPC metadata: the server's headers with lower-case names."""
+    return {name.lower(): value for name, value in server.headers.items()}
+
+
+async def _rest_ttfb(
+    port: int, path: str, body: bytes, samples: int, headers: Mapping[str, str] | None = None
+) -> LoadResult:
     """One paced stream at a time on a keep-alive connection: time to the first body byte."""
     firsts: list[float] = []
     errors = 0
     started = time.perf_counter()
     async with asyncio.timeout(samples * 2 + 30), Connection(HOST, port) as connection:
         for _ in range(samples):
-            answer = await connection.request("POST", path, body)
+            answer = await connection.request("POST", path, body, headers)
             if answer.status == 200 and b"[DONE]" in answer.body:
                 firsts.append(answer.first_byte)
             else:

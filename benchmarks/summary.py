@@ -13,8 +13,10 @@ from benchmarks.plan import (
     DIRECT,
     LLMGW_GRPC,
     LLMGW_GRPC_AIOHTTP,
+    LLMGW_GRPC_AUTH,
     LLMGW_REST,
     LLMGW_REST_AIOHTTP,
+    LLMGW_REST_AUTH,
     REFERENCE_PROXY,
     Front,
     Kind,
@@ -27,6 +29,18 @@ from benchmarks.runner import Sample
 MIB_LIMIT = 120.0
 #: how the aiohttp transport's figures are labelled beside the verdicts'
 AIOHTTP = "aiohttp transport"
+#: server CPU per request that auth on (a cached key) may add over the same llmgw row without auth, in µs
+AUTH_LIMIT_US = 20.0
+#: each auth on target with llmgw's plain target of the same front, which it is compared with
+AUTH_PAIRS = ((LLMGW_REST_AUTH, LLMGW_REST), (LLMGW_GRPC_AUTH, LLMGW_GRPC))
+#: the kinds' names in the verdicts
+_KIND_NAMES = {
+    Kind.CHAT: "chat",
+    Kind.PACED_STREAM: "paced stream",
+    Kind.BURST_STREAM: "burst stream",
+    Kind.EMBEDDINGS: "embeddings",
+    Kind.TTFB: "TTFB",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +125,23 @@ class Summaries:
             if theirs.get(index, 0.0) > 0 and not math.isnan(theirs[index]) and not math.isnan(ours)
         ]
 
+    def added_cpu_us(self, summary: Summary, plain: Target) -> float:
+        """Server CPU per request, in µs, that `summary`'s row spent over `plain`'s row of the same kind
+        and concurrency: the median of each round's difference, as for `cpu_ratio`."""
+        return _median(self.added_cpus_us(summary, plain))
+
+    def added_cpus_us(self, summary: Summary, plain: Target) -> list[float]:
+        """Each round's difference of `added_cpu_us`."""
+        theirs = self.get(plain, summary.row.kind, summary.row.concurrency)
+        if theirs is None:
+            return []
+        by_round = theirs.server_ms_by_round
+        return [
+            1000 * (ours - by_round[index])
+            for index, ours in summary.server_ms_by_round.items()
+            if index in by_round and not math.isnan(by_round[index]) and not math.isnan(ours)
+        ]
+
     def concurrencies(self, kind: Kind) -> list[int]:
         return sorted({row.concurrency for row in self.rows if row.kind is kind})
 
@@ -158,6 +189,7 @@ def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verd
         grpc("unary chat", 1.6, Kind.CHAT),
         grpc("paced stream", 1.6, Kind.PACED_STREAM),
     ]
+    verdicts += auth_verdicts(summaries)
     peak = final_peaks.get(LLMGW_REST.server)
     if peak is not None:
         theirs = final_peaks.get(LLMGW_REST_AIOHTTP.server)
@@ -170,4 +202,18 @@ def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verd
                 (AIOHTTP, {"VmHWM": theirs.total_mib} if theirs else {}),
             )
         )
+    return verdicts
+
+
+def auth_verdicts(summaries: Summaries) -> list[Verdict]:
+    """For each auth on row measured, the server CPU per request that auth on added over llmgw's plain row
+    of the same round (median of the rounds), judged against `AUTH_LIMIT_US`."""
+    verdicts = []
+    for auth, plain in AUTH_PAIRS:
+        for kind in Kind:
+            found = ((c, summaries.get(auth, kind, c)) for c in summaries.concurrencies(kind))
+            figures = tuple((f"c{c}", summaries.added_cpu_us(s, plain)) for c, s in found if s is not None)
+            if figures:
+                name = f"{auth.front.value} {_KIND_NAMES[kind]}, auth on (cached key): added CPU/request"
+                verdicts.append(Verdict(name, AUTH_LIMIT_US, "µs", figures))
     return verdicts

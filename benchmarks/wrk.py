@@ -1,4 +1,6 @@
-"""HTTP load with wrk: a generated Lua script sets the POST body and prints a JSON summary from `done`.
+"""HTTP load with wrk: a generated Lua script sets the POST body (and any extra headers, such as an API
+key) and prints a JSON summary from `done`. wrk counts answers with a status of 400 or above as `status`
+errors, which are added to the row's errors like socket errors and timeouts.
 
 wrk takes whole seconds only, so a run is started long and stopped with SIGINT after the wanted time;
 wrk then reports as usual. Requests still in flight at that moment are abandoned, not counted as errors.
@@ -11,6 +13,7 @@ import contextlib
 import math
 import shutil
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ _MARK = "WRK_JSON "
 _SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[%BODY%]==]
+%HEADERS%wrk.body = [==[%BODY%]==]
 
 -- A bound on the requests one run may send, whatever the time: the thread stops past it.
 local max_requests = %MAX%
@@ -65,11 +68,21 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def write_script(directory: Path, name: str, body: bytes, max_requests: int) -> Path:
+def write_script(
+    directory: Path, name: str, body: bytes, max_requests: int, headers: Mapping[str, str] | None = None
+) -> Path:
     path = directory / f"{name}.lua"
-    script = _SCRIPT.replace("%BODY%", body.decode()).replace("%MARK%", _MARK)
+    lines = "".join(f"wrk.headers[{_lua(name)}] = {_lua(value)}\n" for name, value in (headers or {}).items())
+    script = _SCRIPT.replace("%HEADERS%", lines).replace("%BODY%", body.decode()).replace("%MARK%", _MARK)
     path.write_text(script.replace("%MAX%", str(max_requests)))
     return path
+
+
+def _lua(text: str) -> str:
+    """A quoted Lua string literal holding `text` (printable ASCII, as header names and values are)."""
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"not a header text: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 async def run(url: str, script: Path, connections: int, seconds: float) -> LoadResult:
