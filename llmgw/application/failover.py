@@ -91,6 +91,7 @@ class Failover:
         "_draw",
         "_failed",
         "_left_out",
+        "_may_use",
         "_more",
         "_not_before",
         "_policy",
@@ -110,8 +111,11 @@ class Failover:
         policy: RetryPolicy,
         deadline: float,
         clock: Clock,
+        may_use: Callable[[str], bool] | None = None,
     ) -> None:
         self._router = router
+        #: The caller's key's rule on model ids: a fallback it may not use is never tried.
+        self._may_use = may_use
         self._budgets = budgets
         self._capability = capability
         self._policy = policy
@@ -242,6 +246,9 @@ class Failover:
                 log.debug("fallback %s skipped: %s", model_id, exc.message)
                 continue
             if model in self._chain:
+                continue
+            if self._may_use is not None and not self._may_use(model.id):
+                log.debug("fallback %s skipped: the caller's key may not use it", model_id)
                 continue
             self._chain.append(model)
             yield model

@@ -207,8 +207,16 @@ class Gateway:
         deadline = loop.time() + policy.timeout
         if ctx.deadline is not None and ctx.deadline < deadline:
             deadline = ctx.deadline
+        key = ctx.key
         return Failover(
-            self._router, self._budgets, model, capability, policy=policy, deadline=deadline, clock=loop.time
+            self._router,
+            self._budgets,
+            model,
+            capability,
+            policy=policy,
+            deadline=deadline,
+            clock=loop.time,
+            may_use=key.may_use if key is not None and key.models else None,
         )
 
     async def _attempts(

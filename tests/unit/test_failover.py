@@ -28,6 +28,7 @@ from llmgw.domain.errors import (
     UpstreamUnavailable,
 )
 from llmgw.domain.generation import GenerationRecord, GenerationStatus
+from llmgw.domain.keys import ApiKey
 from tests.fakes.ports import FakeProvider, FakeStore, StreamScript, chat_answer, text_stream
 
 CHAT = frozenset({Capability.CHAT, Capability.EMBEDDINGS})
@@ -396,3 +397,23 @@ def test_what_each_failure_says_about_the_next_attempt() -> None:
     assert judge(ContextTooLong("c", status=400)) is Verdict.CONTEXT
     assert judge(InvalidRequest("bad")) is Verdict.STOP
     assert judge(asyncio.CancelledError()) is Verdict.STOP
+
+
+async def test_a_key_limited_to_some_models_is_never_answered_by_a_fallback_outside_them() -> None:
+    setup = Setup()
+    setup.providers["east"].will_answer(DOWN)
+    setup.providers["east"].will_answer(DOWN)
+    setup.providers["west"].will_answer(DOWN)
+    key = ApiKey(public_id="k" * 12, name="ci", secret_hash=b"", models=("gpt-4o",))
+    with pytest.raises(UpstreamUnavailable):
+        await setup.gateway.create_chat_completion(chat(), RequestContext("r", key=key))
+    assert setup.calls("spare") == 0, "the fallback `mini` is not the key's to use"
+
+
+async def test_a_key_limited_to_some_models_gets_no_larger_context_fallback_outside_them() -> None:
+    setup = Setup()
+    setup.providers["east"].will_answer(ContextTooLong("east: maximum context length", status=400))
+    key = ApiKey(public_id="k" * 12, name="ci", secret_hash=b"", models=("gpt-*",))
+    with pytest.raises(ContextTooLong):
+        await setup.gateway.create_chat_completion(chat(), RequestContext("r", key=key))
+    assert setup.calls("spare") == 0
