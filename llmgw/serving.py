@@ -116,6 +116,8 @@ async def _grpc(gateway: Gateway, sock: socket.socket, listener: GuardedListener
             await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
         except TimeoutError:
             log.warning("gRPC calls still running %.0fs after being cancelled; stopped", CLOSE_TIMEOUT)
+        # grpclib leaves the connections themselves to their clients: an idle one would outlive the server.
+        listener.close_all()
 
 
 def _listeners(settings: Settings) -> tuple[GuardedListener, GuardedListener]:
@@ -177,7 +179,9 @@ async def serve_fronts(
             rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())
         log.info("llmgw %s ready: %s", command, described)
-        exposed = [_bound(sock) for name, sock in listeners.items() if name != "health" and not _loopback(sock)]
+        exposed = [
+            _bound(sock) for name, sock in listeners.items() if name != "health" and not _loopback(sock)
+        ]
         if not settings.auth.enabled and exposed:
             log.warning(
                 "auth.enabled is false and the gateway listens beyond loopback (%s): anyone who reaches "

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -227,7 +228,8 @@ class Http1Guard(Guard):
 
 
 class GuardedListener:
-    """Builds the guard of each accepted connection around a front's own protocol factory."""
+    """Builds the guard of each accepted connection around a front's own protocol factory, and knows the
+    guards still alive, so that a stop can close connections their front leaves open."""
 
     def __init__(
         self,
@@ -238,6 +240,17 @@ class GuardedListener:
         self.guard = guard
         self.count = count
         self.policy = policy
+        self.guards: weakref.WeakSet[Guard] = weakref.WeakSet()
 
     def wrap(self, factory: ProtocolFactory) -> Callable[[], Guard]:
-        return lambda: self.guard(factory, self.count, self.policy)
+        def build() -> Guard:
+            guard = self.guard(factory, self.count, self.policy)
+            self.guards.add(guard)
+            return guard
+
+        return build
+
+    def close_all(self) -> None:
+        """Close every connection still open on this listener's ports."""
+        for guard in list(self.guards):
+            guard.close()
