@@ -31,7 +31,7 @@ def claims_nothing(deployment: Deployment) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (see GenerationRecord)
 class Route:
     """Where one request goes: `model` is the catalog entry (its id is what clients see), `deployment`
     the one chosen, `provider` the deployment's. Providers are handed `target`."""

@@ -83,7 +83,7 @@ class Tracker:
                 provider=route.deployment.provider,
                 upstream_model=route.deployment.upstream_model,
                 model=route.model.id,
-                outcome=status.value,
+                outcome=str(status),
                 error_code=code,
                 duration_ms=(time.perf_counter() - self.attempt_started) * 1000.0,
             )

@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass, replace
 
 
-class Capability(enum.Enum):
-    """What a model can be asked to do."""
+class Capability(enum.StrEnum):
+    """What a model can be asked to do (a StrEnum: its members are hashed on every request)."""
 
     CHAT = "chat"
     EMBEDDINGS = "embeddings"

@@ -11,7 +11,7 @@ from llmgw.domain.catalog import Pricing
 _PER_MILLION = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (see GenerationRecord)
 class Usage:
     """Tokens of one request. `cost` is USD as the upstream reported it, if it did."""
 
