@@ -26,7 +26,7 @@ from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.usage import Usage
 
 
-class _Provider:
+class Provider:
     name = "bench"
     has_credentials = True
 
@@ -47,25 +47,27 @@ class _Store:
         return None
 
 
+MODELS = (
+    ModelSpec(
+        id="bench/embed",
+        name="embed",
+        capabilities=frozenset({Capability.EMBEDDINGS}),
+        deployments=(Deployment("bench", "embed"),),
+    ),
+    ModelSpec(
+        id="bench/chat",
+        name="chat",
+        capabilities=frozenset({Capability.CHAT}),
+        deployments=(Deployment("bench", "chat"),),
+    ),
+)
+
+
 async def main(calls: int, kind: str) -> None:
-    models = (
-        ModelSpec(
-            id="bench/embed",
-            name="embed",
-            capabilities=frozenset({Capability.EMBEDDINGS}),
-            deployments=(Deployment("bench", "embed"),),
-        ),
-        ModelSpec(
-            id="bench/chat",
-            name="chat",
-            capabilities=frozenset({Capability.CHAT}),
-            deployments=(Deployment("bench", "chat"),),
-        ),
-    )
     circuits = Circuits()
     router = Router(
-        models,
-        {"bench": _Provider()},  # type: ignore[dict-item]
+        MODELS,
+        {"bench": Provider()},  # type: ignore[dict-item]
         is_available=circuits.is_available,
         opened_first=circuits.opened_first,
         claim=circuits.claim,

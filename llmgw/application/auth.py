@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -74,8 +75,8 @@ class Authenticator:
             if admin_key
             else None
         )
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-        self._lookups: dict[str, asyncio.Task[ApiKey | None]] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._lookups: dict[str, asyncio.Task[None]] = {}
         self._used: dict[str, float] = {}
         self._toucher: asyncio.Task[None] | None = None
 
@@ -109,14 +110,21 @@ class Authenticator:
             raise _unauthenticated(_MISSING)
         now = self._wall()
         presented = parse_key(credential)
-        key = await self._lookup(presented.public_id) if presented is not None else None
+        entry = None
+        if presented is not None:
+            entry = self._cache.get(presented.public_id)
+            if entry is None or entry.until <= self._clock():
+                await self._lookup(presented.public_id)
+                entry = self._cache.get(presented.public_id)
+        key = entry.key if entry is not None else None
         if key is None or presented is None:
             # Not one of ours: the operator's own admin key, or nothing.
             admin = self._config_admin
             if admin is not None and admin.matches(credential, self._pepper, now):
                 return admin
             raise _unauthenticated(_INVALID)
-        if not key.matches(presented.secret, self._pepper, now):
+        assert entry is not None, "a key came from the cache"
+        if not self._verified(entry, presented.secret, now):
             raise _unauthenticated(_INVALID)
         if key.disabled:
             raise _unauthenticated("This API key is disabled.")
@@ -125,10 +133,22 @@ class Authenticator:
         self._used[key.public_id] = now
         return key
 
-    async def _lookup(self, public_id: str) -> ApiKey | None:
-        cached = self._cache.get(public_id)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
+    def _verified(self, entry: _Cached, secret: str, now: float) -> bool:
+        """Whether `secret` is the cached key's. The secret last proven for it is kept with the entry
+        (gone with it, at the TTL or a change): the same secret again is compared with it in constant
+        time instead of being hashed again, which is most of what a key check costs."""
+        key = entry.key
+        assert key is not None
+        proven = entry.secret
+        if proven is not None and hmac.compare_digest(proven, secret):
+            return entry.current or key.in_grace(now)
+        current, previous = key.matched(secret, self._pepper)
+        if current or previous:
+            entry.secret, entry.current = secret, current
+        return current or (previous and key.in_grace(now))
+
+    async def _lookup(self, public_id: str) -> None:
+        """Read the key into the cache (absent keys too); concurrent lookups of one key share one read."""
         # One store read per key however many requests wait on it, run apart from any of them, so that
         # a client that leaves does not fail the others.
         lookup = self._lookups.get(public_id)
@@ -136,9 +156,9 @@ class Authenticator:
             lookup = asyncio.get_running_loop().create_task(self._fetch(public_id))
             lookup.add_done_callback(_retrieve)
             self._lookups[public_id] = lookup
-        return await asyncio.shield(lookup)
+        await asyncio.shield(lookup)
 
-    async def _fetch(self, public_id: str) -> ApiKey | None:
+    async def _fetch(self, public_id: str) -> None:
         try:
             async with asyncio.timeout(self._store_timeout):
                 key = await self._store.get_key(public_id)
@@ -149,18 +169,18 @@ class Authenticator:
             raise ServiceUnavailable(
                 "The key store does not answer; retry shortly.", code="key_store_unavailable"
             ) from exc
-        # Forgotten while it was read (an admin call changed it): the answer may be stale, so not cached.
+        # Forgotten while it was read (an admin call changed it): the answer may be stale, so not cached,
+        # and the request that asked is answered as for an unknown key (a changed key: retry).
         if self._lookups.get(public_id) is not asyncio.current_task():
-            return key
+            return
         del self._lookups[public_id]
         if len(self._cache) >= CACHE_MAX:
             self._evict()
-        self._cache[public_id] = (self._clock() + self._ttl, key)
-        return key
+        self._cache[public_id] = _Cached(self._clock() + self._ttl, key)
 
     def _evict(self) -> None:
         now = self._clock()
-        for public_id in [p for p, (until, _) in self._cache.items() if until <= now]:
+        for public_id in [p for p, entry in self._cache.items() if entry.until <= now]:
             del self._cache[public_id]
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
@@ -216,7 +236,20 @@ class Authenticator:
             await self.flush_used()
 
 
-def _retrieve(task: asyncio.Task[ApiKey | None]) -> None:
+class _Cached:
+    """A key as read from the store (None: there is none) until `until` (monotonic), and the secret last
+    proven to be its (`current`: its current secret, else its previous one)."""
+
+    __slots__ = ("current", "key", "secret", "until")
+
+    def __init__(self, until: float, key: ApiKey | None) -> None:
+        self.until = until
+        self.key = key
+        self.secret: str | None = None
+        self.current = False
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
     """Mark a lookup's failure seen even when every request waiting on it has gone."""
     if not task.cancelled():
         task.exception()

@@ -86,13 +86,21 @@ class ApiKey:
     previous_valid_until: float | None = None
 
     def matches(self, secret: str, pepper: bytes, now: float) -> bool:
-        """Whether `secret` is this key's (or, within the rotation grace, its previous one). Both hashes are
-        compared in constant time, whatever the first comparison says."""
+        """Whether `secret` is this key's (or, within the rotation grace, its previous one)."""
+        current, previous = self.matched(secret, pepper)
+        return current or (previous and self.in_grace(now))
+
+    def matched(self, secret: str, pepper: bytes) -> tuple[bool, bool]:
+        """Whether `secret` is this key's current secret, and whether it is its previous one, grace aside.
+        Both hashes are compared in constant time, whatever the first comparison says."""
         presented = hash_secret(secret, pepper)
         current = hmac.compare_digest(presented, self.secret_hash)
         previous = self.previous_hash is not None and hmac.compare_digest(presented, self.previous_hash)
-        in_grace = self.previous_valid_until is not None and now < self.previous_valid_until
-        return current or (previous and in_grace)
+        return current, previous
+
+    def in_grace(self, now: float) -> bool:
+        """Whether a rotated key's previous secret still works."""
+        return self.previous_valid_until is not None and now < self.previous_valid_until
 
     def usable(self, now: float) -> bool:
         """Neither disabled nor expired."""

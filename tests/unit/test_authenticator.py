@@ -16,7 +16,7 @@ import pytest
 import llmgw.application.auth as auth_module
 from llmgw.application.auth import CONFIG_ADMIN_ID, Authenticator
 from llmgw.domain.errors import PermissionDenied, ServiceUnavailable, Unauthenticated
-from llmgw.domain.keys import PREFIX, ApiKey, Scope, hash_secret, mint_key
+from llmgw.domain.keys import PREFIX, ApiKey, Scope, hash_secret, mint_key, parse_key
 from llmgw.infrastructure.storage.memory import MemoryStore
 
 PEPPER = b"p" * 32
@@ -362,9 +362,13 @@ async def test_a_presented_secret_is_compared_with_compare_digest(
     wrong = f"{PREFIX}{key.public_id}-{'A' * 43}"
     with pytest.raises(Unauthenticated):
         await auth.authenticate(wrong)
-    assert calls
-    assert all(stored == key.secret_hash for _, stored in calls)
-    assert calls[0][0] == hash_secret("A" * 43, PEPPER)
+    proven = parse_key(text)
+    assert proven is not None
+    # First the secret proven by the earlier call (kept with the cached key), then the stored hash.
+    assert calls == [
+        (proven.secret, "A" * 43),
+        (hash_secret("A" * 43, PEPPER), key.secret_hash),
+    ]
 
     calls.clear()
     with pytest.raises(Unauthenticated):
@@ -402,3 +406,50 @@ async def test_rejecting_a_wrong_secret_takes_as_long_however_much_of_it_matches
         many.append(await reject(most_match))
     ratio = statistics.median(many) / statistics.median(zero)
     assert 0.5 < ratio < 2.0, ratio
+
+
+async def test_a_proven_previous_secret_stops_working_when_its_grace_ends_though_it_is_remembered(
+    store: CountingStore, clock: Clock
+) -> None:
+    old_text, key = await stored_key(store)
+    _, presented = mint_key()
+    rotated = key.rotated(hash_secret(presented.secret, PEPPER), clock.wall, 2.0)
+    await store.put_key(rotated)
+    auth = authenticator(store, clock)  # its cache holds the key 5 s
+
+    assert (await auth.authenticate(old_text)).public_id == key.public_id  # proven, and remembered
+    clock.advance(1.0)
+    assert (await auth.authenticate(old_text)).public_id == key.public_id
+    clock.advance(1.5)  # past the grace, within the cache's TTL
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(old_text)
+    assert store.reads == [key.public_id], "refused from the cache, by the grace's end alone"
+
+
+async def test_only_the_proven_secret_skips_hashing_a_wrong_one_of_the_same_shape_is_refused(
+    store: CountingStore, clock: Clock
+) -> None:
+    text, key = await stored_key(store)
+    auth = authenticator(store, clock)
+    await auth.authenticate(text)
+    presented = parse_key(text)
+    assert presented is not None
+    near = presented.secret[:-1] + ("B" if presented.secret[-1] != "B" else "C")
+
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"{PREFIX}{key.public_id}-{near}")
+    assert (await auth.authenticate(text)).public_id == key.public_id
+
+
+async def test_a_forgotten_key_forgets_its_proven_secret(store: CountingStore, clock: Clock) -> None:
+    text, key = await stored_key(store)
+    auth = authenticator(store, clock)
+    await auth.authenticate(text)
+    await store.put_key(
+        replace(key, secret_hash=hash_secret("x" * 43, PEPPER))
+    )  # rotated elsewhere, no grace
+
+    auth.forget(key.public_id)
+
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(text)
