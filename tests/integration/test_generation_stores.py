@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -21,11 +18,11 @@ from llmgw.infrastructure.storage import postgres, rows, sqlite
 from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
+from tests.stores import fresh_postgres_schema, opened
 
 # Makes a new, unopened store over one and the same database.
 StoreFactory = Callable[[], GenerationStore]
 
-POSTGRES_DSN_VARIABLE = "LLMGW_TEST_POSTGRES_DSN"
 ALL_STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 DURABLE_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -80,31 +77,6 @@ ZEROS = dataclasses.replace(
 
 def record(generation_id: str, created_at: float = 1_700_000_000.0) -> GenerationRecord:
     return dataclasses.replace(FULL, id=generation_id, created_at=created_at)
-
-
-@asynccontextmanager
-async def opened(store: GenerationStore) -> AsyncIterator[GenerationStore]:
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@asynccontextmanager
-async def fresh_postgres_schema() -> AsyncIterator[tuple[str, str]]:
-    """A DSN and an empty schema of its own, dropped afterwards, so tests may run in parallel."""
-    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
-    if not dsn:
-        pytest.skip(f"{POSTGRES_DSN_VARIABLE} is not set: Postgres store tests need a server")
-    schema = f"llmgw_test_{secrets.token_hex(6)}"
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(f"CREATE SCHEMA {schema}")
-        yield dsn, schema
-    finally:
-        await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await connection.close()
 
 
 @pytest.fixture(params=ALL_STORES)

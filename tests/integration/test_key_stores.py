@@ -4,15 +4,11 @@ in memory, in a SQLite file, in Postgres."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
 import aiosqlite
-import asyncpg
 import pytest
 
 from llmgw.application.ports import GenerationStore, KeyStore
@@ -22,8 +18,7 @@ from llmgw.infrastructure.storage import rows, sqlite
 from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
-
-POSTGRES_DSN_VARIABLE = "LLMGW_TEST_POSTGRES_DSN"
+from tests.stores import fresh_postgres_schema, opened
 
 
 class Store(GenerationStore, KeyStore, Protocol):
@@ -67,31 +62,6 @@ def key(public_id: str, team_id: str = "", last_used_at: float | None = None) ->
 
 def audit(entry_id: str) -> AuditEntry:
     return AuditEntry(id=entry_id, at=1.5, actor="cli", action="key.create", target="abc", details={})
-
-
-@asynccontextmanager
-async def opened(store: Store) -> AsyncIterator[Store]:
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@asynccontextmanager
-async def fresh_postgres_schema() -> AsyncIterator[tuple[str, str]]:
-    """A DSN and an empty schema of its own, dropped afterwards, so tests may run in parallel."""
-    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
-    if not dsn:
-        pytest.skip(f"{POSTGRES_DSN_VARIABLE} is not set: Postgres store tests need a server")
-    schema = f"llmgw_test_{secrets.token_hex(6)}"
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(f"CREATE SCHEMA {schema}")
-        yield dsn, schema
-    finally:
-        await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await connection.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
