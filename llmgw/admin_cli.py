@@ -19,9 +19,7 @@ from llmgw.domain.errors import GatewayError, InvalidRequest
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.infrastructure.admin_json import audit_json, key_json, team_json
 from llmgw.infrastructure.config.settings import Settings
-from llmgw.infrastructure.config.show import mask_url_password
 from llmgw.infrastructure.config.validation import parse_duration
-from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.factory import create_store
 
 COMMANDS = ("keys", "teams", "audit")
@@ -144,7 +142,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except GatewayError as exc:
         _err(f"llmgw: {exc.message}")
         return 1
-    except StoreUnavailable as exc:
+    except StartupError as exc:  # the store cannot be opened
         _err(f"llmgw: {exc}")
         return 1
     return 0
@@ -157,20 +155,13 @@ async def _run(settings: Settings, action: Action, args: argparse.Namespace) -> 
 
 @asynccontextmanager
 async def _admin(settings: Settings, *, publish: bool) -> AsyncIterator[Admin]:
+    from llmgw.bootstrap import close_store, open_store
+
     storage = settings.storage
     store = create_store(storage.url, timeout=storage.timeout)
     async with AsyncExitStack() as stack:
-        where = f"cannot open the store at storage.url = {mask_url_password(storage.url)}"
-        try:
-            async with asyncio.timeout(storage.timeout):
-                await store.open()
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"{where}: no answer within storage.timeout ({storage.timeout:g} s)"
-            ) from None
-        except StoreUnavailable as exc:
-            raise StoreUnavailable(f"{where}: {exc}") from exc
-        stack.push_async_callback(store.close)
+        await open_store(store, storage)
+        stack.push_async_callback(close_store, store, storage.timeout)
         keys = cast(KeyStore, store)
         auth = Authenticator(keys, pepper=settings.auth.pepper.encode(), store_timeout=storage.timeout)
         if publish and settings.cache.redis_url:

@@ -48,8 +48,8 @@ async def build_gateway(
     storage = settings.storage
     async with AsyncExitStack() as stack:
         store = store if store is not None else create_store(storage.url, timeout=storage.timeout)
-        await _open(store, storage)
-        stack.push_async_callback(_close, store, storage.timeout)
+        await open_store(store, storage)
+        stack.push_async_callback(close_store, store, storage.timeout)
         recorder = GenerationRecorder(store, retention_days=storage.retention_days, timeout=storage.timeout)
         recorder.start()
         # Registered after the store, so it runs first: pending records are flushed before the store closes.
@@ -131,7 +131,8 @@ def _retry_policy(settings: Settings, provider: str) -> RetryPolicy:
     return replace(configured.retry or settings.retry, timeout=configured.timeout)
 
 
-async def _open(store: GenerationStore, storage: StorageSettings) -> None:
+async def open_store(store: GenerationStore, storage: StorageSettings) -> None:
+    """Open `store` within `storage.timeout`, or raise `StartupError` naming `storage.url` (masked)."""
     where = f"cannot open the generation store at storage.url = {mask_url_password(storage.url)}"
     try:
         async with asyncio.timeout(storage.timeout):
@@ -142,7 +143,7 @@ async def _open(store: GenerationStore, storage: StorageSettings) -> None:
         raise StartupError(f"{where}: {exc}") from exc
 
 
-async def _close(store: GenerationStore, within: float) -> None:
+async def close_store(store: GenerationStore, within: float) -> None:
     try:
         async with asyncio.timeout(within):
             await store.close()

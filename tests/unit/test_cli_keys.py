@@ -250,3 +250,16 @@ def test_an_invalid_configuration_exits_2(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "default.toml").write_text('[storage]\nurl = "sqlite:///x.db"\n[auth]\npepper = "short"\n')
     assert main(["keys", "list", "--config-path", str(tmp_path)]) == 2
     assert "auth.pepper" in capsys.readouterr().err
+
+
+def test_a_store_that_cannot_be_opened_exits_1_naming_the_url_with_its_password_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "default.toml").write_text(
+        f'[storage]\nurl = "postgresql://llmgw:s3cret@127.0.0.1:1/llmgw"\ntimeout = "1s"\n'
+        f'[auth]\npepper = "{PEPPER}"\n'
+    )
+    status, _, err = Llmgw(tmp_path, capsys)("keys", "list")
+    assert status == 1
+    assert "cannot open the generation store at storage.url = postgresql://llmgw:***@127.0.0.1:1" in err
+    assert "s3cret" not in err
