@@ -728,7 +728,7 @@ def test_answer_nulls_of_fields_the_proto_defines_are_unset_and_never_in_extra()
     assert (call.function.name, call.function.arguments) == (None, "{}")
     assert (second.message, second.logprobs, second.extra) == (None, None, None)
     assert (msg.usage.cost, msg.usage.prompt_tokens_details) == (None, None)
-    assert msg.usage.completion_tokens_details.reasoning_tokens == 0
+    assert msg.usage.completion_tokens_details.reasoning_tokens is None
     assert msg.usage.extra.to_dict() == {"is_byok": None}
     assert defined_nulls_in_extras(msg) == []
 
@@ -791,7 +791,22 @@ def test_zero_usage_details_are_written_back_while_typed_counts_stay_readable() 
 
     assert msg.usage.completion_tokens_details.reasoning_tokens == 3
     assert msg.usage.prompt_tokens_details.cached_tokens == 0
+    # Zeros are the typed (optional) fields' values, set (issue 14): none of the usage waits in an `extra`.
+    assert msg.usage.completion_tokens_details.rejected_prediction_tokens == 0
+    assert msg.usage.extra is None
+    assert msg.usage.prompt_tokens_details.extra is None
+    assert msg.usage.completion_tokens_details.extra is None
     assert chat_completion_from_proto(msg) == body
+
+
+def test_usage_details_the_proto_does_not_name_travel_in_the_details_own_extra() -> None:
+    msg = over_the_wire(chat_completion_to_proto(OPENROUTER_COMPLETION))
+
+    details = msg.usage.completion_tokens_details
+    assert (details.reasoning_tokens, details.extra.to_dict()) == (20, {"image_tokens": 0})
+    assert msg.usage.prompt_tokens_details.audio_tokens == 0
+    assert "completion_tokens_details" not in msg.usage.extra.to_dict()
+    assert "prompt_tokens_details" not in msg.usage.extra.to_dict()
 
 
 def test_a_proto_built_answer_gets_the_openai_object_name() -> None:

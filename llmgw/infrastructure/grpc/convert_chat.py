@@ -370,21 +370,19 @@ def _usage_in(r: Reader) -> Fields:
         "completion_tokens": r.scalar("completion_tokens", "int64") or 0,
         "total_tokens": r.scalar("total_tokens", "int64") or 0,
         "prompt_tokens_details": r.message(
-            "prompt_tokens_details",
-            lambda s: dict(**_details_in(s, _PROMPT_DETAILS)),
+            "prompt_tokens_details", lambda s: _details_in(s, _PROMPT_DETAILS)
         ),
         "completion_tokens_details": r.message(
-            "completion_tokens_details",
-            lambda s: dict(**_details_in(s, _COMPLETION_DETAILS)),
+            "completion_tokens_details", lambda s: _details_in(s, _COMPLETION_DETAILS)
         ),
         "cost": r.scalar("cost", "double"),
         "extra": r.leftover(),
     }
 
 
-def _details_in(r: Reader, keys: tuple[str, ...]) -> dict[str, int]:
-    # Zeros stay behind (in usage.extra) so a reported `"audio_tokens": 0` is written back.
-    return {key: r.scalar(key, "int64", skip_zero=True) or 0 for key in keys}
+def _details_in(r: Reader, keys: tuple[str, ...]) -> Fields:
+    # `optional` fields: a reported `"audio_tokens": 0` is set, an absent one unset.
+    return {**r.optionals(keys, "int64"), "extra": r.leftover()}
 
 
 def _usage_out(usage: Any) -> dict[str, Any]:
@@ -398,5 +396,5 @@ def _usage_out(usage: Any) -> dict[str, Any]:
         ("completion_tokens_details", _COMPLETION_DETAILS),
     ):
         if (details := field(usage, key)) is not None:
-            out[key] = {k: getattr(details, k) for k in keys if getattr(details, k)}
+            out[key] = merged(present(details, keys), details)
     return merged(out | present(usage, ("cost",)), usage)

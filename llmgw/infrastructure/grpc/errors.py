@@ -1,4 +1,9 @@
-"""The gRPC edge's one table from domain errors to status codes."""
+"""The gRPC edge's one table from domain errors to status codes, and the trailers that carry the rest.
+
+A refused call's trailers hold what REST puts in its error body and headers: the OpenAI error `code`
+(`x-llmgw-error-code`), the `param` it names (`x-llmgw-error-param`) and, for rate limits, `retry-after`
+in whole seconds, beside the request and generation ids every answer carries.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,10 @@ from llmgw.domain import errors
 from llmgw.infrastructure.request_ids import current_attempts, current_generation_id
 
 log = logging.getLogger(__name__)
+
+ERROR_CODE_HEADER = "x-llmgw-error-code"
+ERROR_PARAM_HEADER = "x-llmgw-error-param"
+RETRY_AFTER_HEADER = "retry-after"
 
 # Most specific first: the first matching class wins.
 _TABLE: tuple[tuple[type[errors.GatewayError], Status], ...] = (
@@ -38,6 +47,26 @@ def grpc_status(exc: errors.GatewayError) -> Status:
     raise AssertionError("GatewayError is the last row")  # pragma: no cover
 
 
+class MappedError(GRPCError):
+    """A domain error as the call's status, with the `trailers` that carry its code and retry-after."""
+
+    def __init__(self, exc: errors.GatewayError) -> None:
+        super().__init__(grpc_status(exc), exc.message)
+        self.trailers = error_trailers(exc)
+
+
+def error_trailers(exc: errors.GatewayError) -> dict[str, str]:
+    trailers = {}
+    if exc.code is not None:
+        trailers[ERROR_CODE_HEADER] = exc.code
+    if exc.param is not None:
+        trailers[ERROR_PARAM_HEADER] = exc.param
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        trailers[RETRY_AFTER_HEADER] = str(max(0, round(retry_after)))
+    return trailers
+
+
 @contextmanager
 def mapped_errors() -> Iterator[None]:
     """Turn domain errors into `GRPCError`s; a bug becomes INTERNAL, logged with its traceback."""
@@ -48,7 +77,7 @@ def mapped_errors() -> Iterator[None]:
             current_generation_id.set(exc.generation_id)
         if exc.attempts:
             current_attempts.set((exc.attempts, exc.provider))
-        raise GRPCError(grpc_status(exc), exc.message) from exc
+        raise MappedError(exc) from exc
     except GRPCError:
         raise
     except Exception as exc:  # the edge: never leak a bug's details to the client

@@ -26,7 +26,7 @@ from llmgw.application.auth import Authenticator
 from llmgw.domain.errors import GatewayError
 from llmgw.domain.keys import ApiKey, Scope
 from llmgw.infrastructure.credentials import credential
-from llmgw.infrastructure.grpc.errors import grpc_status
+from llmgw.infrastructure.grpc.errors import MappedError
 from llmgw.infrastructure.http2_guard import current_connection
 from llmgw.infrastructure.request_ids import (
     GENERATION_ID_HEADER,
@@ -64,7 +64,7 @@ class Gate:
         try:
             current_caller.set(await auth.admit(credential(metadata), self.scope_of(rpc)))
         except GatewayError as exc:
-            raise GRPCError(grpc_status(exc), exc.message) from exc
+            raise MappedError(exc) from exc
 
 
 def with_ids(service: object, mapping: dict[str, Handler], gate: Gate | None = None) -> dict[str, Handler]:
@@ -178,9 +178,13 @@ def _ids() -> dict[str, str]:
 
 
 async def _fail(stream: Stream[Any, Any], exc: GRPCError) -> None:
-    """The error's status, with the ids, in the trailers (a trailers-only answer if nothing was sent)."""
+    """The error's status, with the ids (and a domain error's code and retry-after), in the trailers (a
+    trailers-only answer if nothing was sent)."""
+    metadata = _ids()
+    if isinstance(exc, MappedError):
+        metadata |= exc.trailers
     await stream.send_trailing_metadata(
-        status=exc.status, status_message=exc.message, status_details=exc.details, metadata=_ids()
+        status=exc.status, status_message=exc.message, status_details=exc.details, metadata=metadata
     )
 
 
