@@ -1,0 +1,215 @@
+"""The admin service's typed results, whose `to_dict()` is the JSON the REST admin API (`/admin/v1`) answers
+for the same object, and their construction from the proto messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from llmgw_client._messages import admin_v1
+from llmgw_client._transport import CallInfo
+
+__all__ = ["ApiKey", "ApiKeyDeleted", "AuditEntry", "IssuedKey", "Page", "Team", "TeamDeleted"]
+
+
+class _Result:
+    """What every admin result offers besides its attributes."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+R = TypeVar("R", bound=_Result)
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiKey(_Result):
+    """A key as stored: everything but its secret. `team_id` None: no team; `expires_at` None: never;
+    `last_used_at` None: never used; `previous_secret_valid_until`: after a rotation, until when the old
+    secret still works (None: it does not)."""
+
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    team_id: str | None
+    scopes: list[str]
+    models: list[str]
+    expires_at: float | None
+    disabled: bool
+    metadata: dict[str, str]
+    created_at: float
+    last_used_at: float | None
+    previous_secret_valid_until: float | None
+    request_id: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "name": self.name,
+            "team_id": self.team_id,
+            "scopes": list(self.scopes),
+            "models": list(self.models),
+            "expires_at": self.expires_at,
+            "disabled": self.disabled,
+            "metadata": dict(self.metadata),
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "previous_secret_valid_until": self.previous_secret_valid_until,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class IssuedKey(ApiKey):
+    """A key just created or rotated: `key` is its full text (sk-llmgw-<id>-<secret>), shown this once."""
+
+    key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        # Not super(): a slotted dataclass is a new class, which zero-argument super() does not know.
+        return {**ApiKey.to_dict(self), "key": self.key}
+
+
+@dataclass(slots=True, kw_only=True)
+class Team(_Result):
+    id: str
+    object: Literal["team"] = "team"
+    name: str
+    metadata: dict[str, str]
+    created_at: float
+    request_id: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "name": self.name,
+            "metadata": dict(self.metadata),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class AuditEntry(_Result):
+    """One admin action: `actor` is the acting key's id ("config" for `auth.admin_key`), `target` the key
+    or team acted on (None for listings), `details` the fields the call gave (never a secret)."""
+
+    id: str
+    object: Literal["audit_entry"] = "audit_entry"
+    at: float
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiKeyDeleted(_Result):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    deleted: bool
+    request_id: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "deleted": self.deleted}
+
+
+@dataclass(slots=True, kw_only=True)
+class TeamDeleted(_Result):
+    id: str
+    object: Literal["team"] = "team"
+    deleted: bool
+    request_id: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "deleted": self.deleted}
+
+
+@dataclass(slots=True, kw_only=True)
+class Page(_Result, Generic[R]):
+    """One page of a listing, iterable over its `data`; `next_cursor` (None when `has_more` is false) asks
+    for the next page as `after=` (the audit trail: `before=`)."""
+
+    object: Literal["list"] = "list"
+    data: list[R]
+    has_more: bool
+    next_cursor: str | None
+    request_id: str | None = field(default=None, compare=False)
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "object": self.object,
+            "data": [item.to_dict() for item in self.data],
+            "has_more": self.has_more,
+            "next_cursor": self.next_cursor,
+        }
+
+
+K = TypeVar("K", bound=ApiKey)
+
+
+def key_result(cls: type[K], msg: admin_v1.ApiKey, **extra: Any) -> K:
+    return cls(
+        id=msg.id,
+        name=msg.name,
+        team_id=msg.team_id or None,
+        scopes=msg.scopes,
+        models=msg.models,
+        expires_at=msg.expires_at,
+        disabled=msg.disabled,
+        metadata=msg.metadata,
+        created_at=msg.created_at,
+        last_used_at=msg.last_used_at,
+        previous_secret_valid_until=msg.previous_secret_valid_until,
+        **extra,
+    )
+
+
+def issued_key(key_info: admin_v1.ApiKey | None, text: str, info: CallInfo) -> IssuedKey:
+    # The server always sets key_info; an empty one rather than a crash should it ever not.
+    return key_result(IssuedKey, key_info or admin_v1.ApiKey(), key=text, request_id=info.request_id)
+
+
+def team_result(msg: admin_v1.Team, info: CallInfo | None = None) -> Team:
+    return Team(
+        id=msg.id,
+        name=msg.name,
+        metadata=msg.metadata,
+        created_at=msg.created_at,
+        request_id=info.request_id if info is not None else None,
+    )
+
+
+def audit_entry(msg: admin_v1.AuditEntry) -> AuditEntry:
+    return AuditEntry(
+        id=msg.id,
+        at=msg.at,
+        actor=msg.actor,
+        action=msg.action,
+        target=msg.target or None,
+        details=msg.details.to_dict() if msg.details is not None else {},
+    )
