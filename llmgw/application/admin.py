@@ -161,7 +161,7 @@ class Admin:
         _known(fields, _KEY_FIELDS)
         values: dict[str, Any] = {}
         if creating or "name" in fields:
-            values["name"] = _name(fields.get("name"), required=creating)
+            values["name"] = _name(fields.get("name"))
         if "scopes" in fields:
             values["scopes"] = _scopes(fields["scopes"])
         if "models" in fields:
@@ -194,7 +194,7 @@ class Admin:
             _known(fields, _TEAM_FIELDS)
             team = Team(
                 id=new_team_id(),
-                name=_name(fields.get("name"), required=True),
+                name=_name(fields.get("name")),
                 metadata=_metadata(fields.get("metadata", {})),
                 created_at=self._wall(),
             )
@@ -217,7 +217,7 @@ class Admin:
             _known(fields, _TEAM_FIELDS)
             team = await self._team(team_id)
             if "name" in fields:
-                team = replace(team, name=_name(fields["name"], required=True))
+                team = replace(team, name=_name(fields["name"]))
             if "metadata" in fields:
                 team = replace(team, metadata=_metadata(fields["metadata"]))
             await self._store.put_team(team)
@@ -307,9 +307,8 @@ def _known(fields: Mapping[str, Any], known: frozenset[str]) -> None:
             )
 
 
-def _name(value: Any, *, required: bool) -> str:
-    if value is None and not required:
-        return ""
+def _name(value: Any) -> str:
+    """A key's or team's name: given whenever the field is (a null name is refused, not emptied)."""
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME or not value.isprintable():
         raise InvalidRequest(f"name is a line of text of 1 to {_MAX_NAME} characters.", param="name")
     return value

@@ -209,6 +209,8 @@ async def test_a_stream_with_include_usage_ends_with_a_usage_chunk_and_null_usag
     assert last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (wire.PROMPT_TOKENS, 3)
     assert all(chunk.usage is None for chunk in chunks)
+    # the OpenAI-shaped upstream sends `"usage": null` on those chunks; gRPC carries it in `null_fields`
+    assert all("usage" in chunk.null_fields for chunk in chunks)
     assert all("usage" in chunk.to_dict() and chunk.to_dict()["usage"] is None for chunk in chunks)
 
 

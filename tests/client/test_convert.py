@@ -211,7 +211,31 @@ def test_unknown_keys_and_unfit_values_reach_the_upstream_unchanged() -> None:
     assert sent["tool_choice"] == body["tool_choice"]
     assert (sent["n"], sent["temperature"], sent["seed"]) == (2**40, "hot", True)
     assert sent["thinking_budget"] == 1000
-    assert "top_p" not in sent
+    assert request.top_p is None
+    assert request.null_fields == ["top_p"]
+    assert sent["top_p"] is None
+
+
+def test_the_nulls_a_caller_writes_reach_the_upstream_as_nulls() -> None:
+    body = CHAT_BODIES["an assistant turn with tool calls and the tool's answer"]
+    request = _requests.chat_request(body)
+    assert request.messages[1].null_fields == ["content", "refusal"]
+    assert chat_request_to_json(request) == body
+
+
+def test_a_null_inside_a_message_without_null_fields_reaches_the_upstream_as_absent() -> None:
+    image = {"type": "image_url", "image_url": {"url": "u", "detail": None}}
+    call = {"id": None, "type": "function", "function": {"name": "f", "arguments": None}}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [image]},
+            {"role": "assistant", "tool_calls": [call]},
+        ],
+    }
+    sent = chat_request_to_json(_requests.chat_request(body))
+    assert sent["messages"][0]["content"] == [{"type": "image_url", "image_url": {"url": "u"}}]
+    assert sent["messages"][1]["tool_calls"] == [{"type": "function", "function": {"name": "f"}}]
 
 
 def test_a_string_stop_is_sent_as_a_one_element_list() -> None:
@@ -237,6 +261,7 @@ EMBEDDING_BODIES: dict[str, dict[str, Any]] = {
         "input_type": "query",
         "truncate": None,
     },
+    "null parameters": {"model": "e", "input": "a", "dimensions": None, "user": None},
 }
 
 
@@ -249,15 +274,20 @@ def test_an_embeddings_request_is_the_message_the_server_builds(body: dict[str, 
     assert embeddings_request_to_json(client) == embeddings_request_to_json(server)
 
 
+def test_the_nulls_in_an_embeddings_request_reach_the_upstream_as_nulls() -> None:
+    body = EMBEDDING_BODIES["null parameters"]
+    request = _requests.embeddings_request(body)
+    assert request.null_fields == ["dimensions", "user"]
+    assert embeddings_request_to_json(request) == body
+
+
 def _completion(body: dict[str, Any]) -> ChatCompletion:
     message = v1.ChatCompletion.parse(encode_chat_completion(body).data)
     return _convert.chat_completion(message, INFO)
 
 
-def _chunk(body: dict[str, Any], *, usage_null: bool) -> ChatCompletionChunk:
-    return _convert.chat_chunk(
-        v1.ChatCompletionChunk.parse(encode_chat_chunk(body)), INFO, usage_null=usage_null
-    )
+def _chunk(body: dict[str, Any]) -> ChatCompletionChunk:
+    return _convert.chat_chunk(v1.ChatCompletionChunk.parse(encode_chat_chunk(body)), INFO)
 
 
 OPENAI_COMPLETION: dict[str, Any] = {
@@ -358,6 +388,57 @@ COMPLETIONS: dict[str, dict[str, Any]] = {
             "is_byok": False,
         },
     },
+    "nulls in every object the proto gives null_fields": {
+        "id": "gen-4",
+        "object": "chat.completion",
+        "created": 3,
+        "model": "m",
+        "system_fingerprint": None,
+        "service_tier": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "hi",
+                    "refusal": None,
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                    "name": None,
+                },
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": 7,
+            "total_tokens": 12,
+            "prompt_tokens_details": {"cached_tokens": None, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": None,
+                "audio_tokens": None,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": None,
+            },
+            "cost": None,
+        },
+    },
+    "a null usage and null details": {
+        "id": "gen-5",
+        "object": "chat.completion",
+        "created": 4,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
+        ],
+        "usage": None,
+    },
 }
 
 
@@ -367,6 +448,27 @@ def test_a_completion_reads_back_as_the_json_the_upstream_sent(body: dict[str, A
     assert completion.to_dict() == body
     assert (completion.request_id, completion.generation_id) == ("req-1", "gen-1")
     assert "request_id" not in completion.to_dict()
+
+
+def test_a_null_reads_as_none_and_is_noted_in_null_fields() -> None:
+    completion = _completion(COMPLETIONS["nulls in every object the proto gives null_fields"])
+    assert (completion.system_fingerprint, completion.null_fields) == (
+        None,
+        ("system_fingerprint", "service_tier"),
+    )
+    choice = completion.choices[0]
+    assert (choice.finish_reason, choice.logprobs) == (None, None)
+    assert choice.null_fields == ("finish_reason", "logprobs")
+    assert (choice.message.refusal, choice.message.tool_calls) == (None, None)
+    assert choice.message.null_fields == ("tool_calls", "name", "reasoning_content", "refusal")
+    assert choice.message.model_extra == {}
+    usage = completion.usage
+    assert usage is not None
+    assert (usage.cost, usage.null_fields, usage.model_extra) == (None, ("cost",), {})
+    assert usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens is None
+    assert usage.completion_tokens_details.accepted_prediction_tokens == 0
+    assert usage.completion_tokens_details.model_extra == {}
 
 
 def test_usage_details_are_typed_fields_with_the_upstreams_zeros() -> None:
@@ -416,21 +518,44 @@ def test_a_tool_calls_own_keys_are_its_own_extra() -> None:
     assert second.function.model_extra == {"thought_signature": "t"}
 
 
-def test_a_completion_without_the_nullable_keys_reads_them_as_null() -> None:
+def test_a_completion_without_the_nullable_keys_reads_without_them() -> None:
     body = {
         "id": "x",
         "object": "chat.completion",
         "created": 0,
         "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "choices": [{"index": 0, "message": {"role": "assistant"}}],
     }
-    choice = _completion(body).to_dict()["choices"][0]
-    assert choice == {
-        "index": 0,
-        "message": {"role": "assistant", "content": "hi", "refusal": None},
-        "finish_reason": None,
-        "logprobs": None,
+    completion = _completion(body)
+    assert completion.to_dict() == body
+    choice = completion.choices[0]
+    assert (choice.finish_reason, choice.logprobs, choice.null_fields) == (None, None, ())
+    assert (choice.message.content, choice.message.refusal) == (None, None)
+
+
+def test_a_null_inside_a_tool_call_reads_as_absent_and_a_completions_call_keeps_its_required_keys() -> None:
+    # ToolCall and FunctionCall have no null_fields: the server reads their nulls as absent.
+    call = {"id": None, "type": "function", "function": {"name": "f", "arguments": None}}
+    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
     }
+    sent = _completion(body).to_dict()["choices"][0]["message"]["tool_calls"]
+    assert sent == [{"id": "", "type": "function", "function": {"name": "f", "arguments": ""}}]
+
+    delta = {"tool_calls": [{"index": 0, "id": None, "function": {"arguments": None}}]}
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta}],
+    }
+    assert _chunk(chunk).to_dict()["choices"][0]["delta"] == {"tool_calls": [{"index": 0, "function": {}}]}
 
 
 def test_to_dict_is_a_copy_and_to_json_is_its_text() -> None:
@@ -450,7 +575,7 @@ STREAM: list[dict[str, Any]] = [
         "created": 1,
         "model": "m",
         "service_tier": "default",
-        "system_fingerprint": "fp",
+        "system_fingerprint": None,
         "choices": [
             {
                 "index": 0,
@@ -527,20 +652,31 @@ STREAM: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("body", STREAM, ids=[f"chunk {i}" for i in range(len(STREAM))])
-def test_a_chunk_with_usage_requested_reads_back_as_openai_sent_it(body: dict[str, Any]) -> None:
-    assert _chunk(body, usage_null=True).to_dict() == body
+def test_a_chunk_reads_back_as_openai_sent_it_nulls_included(body: dict[str, Any]) -> None:
+    assert _chunk(body).to_dict() == body
 
 
-def test_chunks_read_no_usage_key_when_usage_was_not_requested() -> None:
-    body = {key: value for key, value in STREAM[0].items() if key != "usage"}
-    chunk = _chunk(body, usage_null=False)
+def test_a_chunk_without_the_nullable_keys_reads_without_them() -> None:
+    nullable = ("usage", "system_fingerprint", "logprobs", "finish_reason")
+    body = {key: value for key, value in STREAM[0].items() if key not in nullable}
+    body["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": ""}}]
+    chunk = _chunk(body)
     assert chunk.to_dict() == body
-    assert chunk.usage is None
+    assert (chunk.usage, chunk.system_fingerprint, chunk.null_fields) == (None, None, ())
+    assert chunk.choices[0].finish_reason is None
     assert chunk.model_extra == {"obfuscation": "ab"}
 
 
+def test_a_chunks_null_usage_is_noted_not_kept_as_extra() -> None:
+    chunk = _chunk(STREAM[0])
+    assert chunk.usage is None
+    assert chunk.null_fields == ("system_fingerprint", "usage")
+    assert "usage" not in chunk.model_extra
+    assert chunk.choices[0].null_fields == ("finish_reason", "logprobs")
+
+
 def test_chunk_attributes_read_the_deltas() -> None:
-    first, tool, arguments, last, usage = (_chunk(body, usage_null=True) for body in STREAM)
+    first, tool, arguments, last, usage = (_chunk(body) for body in STREAM)
     assert first.choices[0].delta.role == "assistant"
     assert first.choices[0].delta.content == ""
     assert first.choices[0].finish_reason is None
@@ -564,6 +700,7 @@ def test_content_parts_in_an_answer_read_back_as_parts() -> None:
     parts = [
         {"type": "text", "text": "a", "annotations": []},
         {"type": "image_url", "image_url": {"url": "u"}},
+        {"type": "refusal", "refusal": None, "text": None},
     ]
     body = {
         "id": "x",

@@ -1,8 +1,9 @@
 """Explicit nulls of fields the proto defines, on both fronts (issue 11, point 7).
 
 REST passes the upstream's JSON through: a client (and the openai SDK) sees `"refusal": null` where the
-upstream sent it. gRPC carries such a field unset, and the null never shows in an `extra`. Requests alike:
-REST sends a client's nulls upstream as written; over gRPC a defined field left null is simply absent.
+upstream sent it. gRPC carries such a field unset, the null never shows in an `extra`, and the message's
+`null_fields` names it (issue 14), so a client writing the JSON back writes the null. Requests alike: REST
+sends a client's nulls upstream as written, and so does gRPC for the nulls its `null_fields` name.
 """
 
 from __future__ import annotations
@@ -162,11 +163,15 @@ async def test_a_grpc_answer_leaves_null_fields_unset_and_out_of_extra(
     assert choice.message.refusal is None
     assert choice.message.content == "tok0 tok1 tok2 "
     assert extra_keys(answer) & DEFINED_NULLS == set()
+    # ...and named, so the JSON written back (a client's `to_dict()`) has them as the upstream sent them.
+    assert set(answer.null_fields) == set(TOP_NULLS)
+    assert (choice.null_fields, choice.message.null_fields) == (["logprobs"], ["refusal"])
     message = calling.choices[0].message
     assert message is not None
     assert (message.content, message.refusal) == (None, None)
     assert [call.id for call in message.tool_calls] == ["call_0"]
     assert extra_keys(calling) & DEFINED_NULLS == set()
+    assert message.null_fields == ["content", "refusal"]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -182,6 +187,7 @@ async def test_a_grpc_stream_leaves_null_fields_unset_and_out_of_extra(
         assert (chunk.system_fingerprint, chunk.service_tier) == (None, None)
         assert chunk.choices[0].logprobs is None
         assert extra_keys(chunk) & DEFINED_NULLS == set()
+        assert "logprobs" in chunk.choices[0].null_fields
     if model.startswith("openrouter/"):
         # A null of a key the proto does not define is the upstream's JSON: `extra` carries it.
         extra = chunks[0].choices[0].extra
@@ -221,12 +227,13 @@ async def test_rest_sends_a_clients_nulls_upstream_as_written(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
-async def test_grpc_leaves_a_clients_null_defined_fields_out_of_the_upstream_request(
+async def test_grpc_sends_a_clients_nulls_upstream_as_rest_does(
     gw: Running, fakes: dict[str, FakeUpstream], stream: bool
 ) -> None:
     request = chat_request_from_json({"model": "local/llama", "messages": HI, **REQUEST_NULLS})
     assert request.extra is not None
     assert request.extra.to_dict() == {"top_k": None}
+    assert sorted(request.null_fields) == sorted(key for key in REQUEST_NULLS if key != "top_k")
 
     if stream:
         chunks = [chunk async for chunk in gw.grpc.create_chat_completion_stream(request)]
@@ -236,7 +243,7 @@ async def test_grpc_leaves_a_clients_null_defined_fields_out_of_the_upstream_req
         assert answer.choices[0].finish_reason == "stop"
 
     sent = fakes["local"].requests[-1].json
-    expected: Json = {"model": "llama", "messages": HI, "top_k": None}
+    expected: Json = {"model": "llama", "messages": HI, **REQUEST_NULLS}
     if stream:
         expected |= {"stream": True, "stream_options": {"include_usage": True}}
     assert sent == expected

@@ -91,6 +91,20 @@ async def test_bad_fields_are_refused_naming_the_field(
     assert refused.value.param == param
 
 
+@pytest.mark.parametrize("name", [None, "", "   "])
+async def test_an_update_cannot_empty_a_name(admin: Admin, name: str | None) -> None:
+    issued = await admin.create_key("config", {"name": "ci"})
+    team = await admin.create_team("config", {"name": "research"})
+
+    with pytest.raises(InvalidRequest) as refused:
+        await admin.update_key("config", issued.key.public_id, {"name": name})
+    with pytest.raises(InvalidRequest):
+        await admin.update_team("config", team.id, {"name": name})
+
+    assert refused.value.param == "name"
+    assert (await admin.get_key("config", issued.key.public_id)).name == "ci"
+
+
 async def test_expiry_reads_unix_seconds_or_iso_8601_with_an_offset(admin: Admin) -> None:
     by_number = await admin.create_key("config", {"name": "a", "expires_at": NOW + 60})
     by_text = await admin.create_key("config", {"name": "b", "expires_at": "2030-01-01T00:00:00Z"})

@@ -190,6 +190,28 @@ def _without_nulls_in(value: Any, nested: Descriptor | None) -> Any:
     return without_defined_nulls(value, nested) if isinstance(value, dict) else value
 
 
+def as_the_trip_gives_it(obj: Json, descriptor: Descriptor) -> Json:
+    """`obj`, the JSON of a `descriptor` message, as the trip through proto gives it back: a message with
+    `null_fields` keeps its nulls; one without (a tool call, its function, ...) loses those of its fields."""
+    keeps_nulls = "null_fields" in descriptor.fields_by_name
+    out = {}
+    for key, value in obj.items():
+        field = _field_for(descriptor, key, value)
+        if field is None or (value is None and keeps_nulls):
+            out[key] = value
+        elif value is not None:
+            out[key] = _as_the_trip_gives_it_in(value, field.message_type)
+    return out
+
+
+def _as_the_trip_gives_it_in(value: Any, nested: Descriptor | None) -> Any:
+    if nested is None or nested.GetOptions().map_entry:
+        return value
+    if isinstance(value, list):
+        return [_as_the_trip_gives_it_in(item, nested) for item in value]
+    return as_the_trip_gives_it(value, nested) if isinstance(value, dict) else value
+
+
 def extras(msg: Message) -> Iterator[tuple[Json, Descriptor]]:
     """Every `extra` set in `msg` (a upb message) and the messages in it, with its message's descriptor."""
     for field, value in msg.ListFields():
@@ -479,7 +501,7 @@ def test_request_values_the_proto_cannot_hold_travel_verbatim_in_extra() -> None
     assert msg.messages[0].content_parts[0].image_url.url == "u"
 
 
-def test_request_nulls_of_fields_the_proto_defines_leave_them_unset_and_out_of_extra() -> None:
+def test_request_nulls_of_fields_the_proto_defines_leave_them_unset_out_of_extra_and_named() -> None:
     body: Json = {
         "model": "m",
         "messages": [
@@ -529,20 +551,29 @@ def test_request_nulls_of_fields_the_proto_defines_leave_them_unset_and_out_of_e
     assert assistant.extra.to_dict() == {"reasoning": None}
     assert msg.extra.to_dict() == {"top_k": None}
     assert defined_nulls_in_extras(msg) == []
+    # Messages with an `extra` name their null fields, so the upstream gets them as the client wrote them.
+    assert msg.null_fields[:3] == ["temperature", "seed", "user"]
+    assert (user.null_fields, user.content_parts[0].null_fields) == (["name"], ["refusal", "image_url"])
+    assert assistant.null_fields == ["content", "tool_calls", "refusal"]
+    # Nested messages without an `extra` (tools' functions, json_schema, stream_options) drop theirs.
     assert request_round_trip(body) == {
         "model": "m",
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-            {"role": "assistant", "content": None, "reasoning": None},  # content null: see `convert`
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi", "refusal": None, "image_url": None}],
+                "name": None,
+            },
+            {"role": "assistant", "content": None, "tool_calls": None, "refusal": None, "reasoning": None},
         ],
         "tools": [{"type": "function", "function": {"name": "f"}}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "s"}},
         "stream_options": {},
-        "top_k": None,
+        **{key: None for key in body if body[key] is None},
     }
 
 
-def test_embeddings_request_nulls_of_fields_the_proto_defines_leave_them_unset() -> None:
+def test_embeddings_request_nulls_of_fields_the_proto_defines_leave_them_unset_and_come_back() -> None:
     body = {"model": "m", "input": None, "dimensions": None, "encoding_format": None, "user": None, "k": None}
 
     msg = over_the_wire(embeddings_request_from_json(body))
@@ -555,7 +586,8 @@ def test_embeddings_request_nulls_of_fields_the_proto_defines_leave_them_unset()
         None,
     )
     assert msg.extra.to_dict() == {"k": None}
-    assert embeddings_request_to_json(msg) == {"model": "m", "k": None}
+    assert msg.null_fields == ["input", "dimensions", "encoding_format", "user"]
+    assert embeddings_request_to_json(msg) == body
 
 
 def test_an_extra_key_overrides_the_modelled_field_of_the_same_name() -> None:
@@ -636,16 +668,11 @@ def completion_round_trip(body: Json) -> Json:
     return chat_completion_from_proto(over_the_wire(chat_completion_to_proto(body)))
 
 
-def test_an_openrouter_completion_survives_the_trip_through_proto_bytes_but_for_defined_nulls() -> None:
-    expected = copy.deepcopy(OPENROUTER_COMPLETION)
-    del expected["system_fingerprint"], expected["choices"][1]["logprobs"]
-    del expected["choices"][0]["message"]["content"], expected["choices"][0]["message"]["refusal"]
-
+def test_an_openrouter_completion_survives_the_trip_through_proto_bytes_nulls_included() -> None:
     out = completion_round_trip(OPENROUTER_COMPLETION)
 
-    assert out == expected
-    assert out == without_defined_nulls(OPENROUTER_COMPLETION, COMPLETION)
-    assert orjson.loads(orjson.dumps(out)) == expected
+    assert out == OPENROUTER_COMPLETION
+    assert orjson.loads(orjson.dumps(out)) == OPENROUTER_COMPLETION
 
 
 def test_a_completion_exposes_usage_and_messages_as_typed_fields() -> None:
@@ -733,36 +760,17 @@ def test_answer_nulls_of_fields_the_proto_defines_are_unset_and_never_in_extra()
     assert defined_nulls_in_extras(msg) == []
 
 
-def test_answer_nulls_of_defined_fields_come_back_as_missing_keys() -> None:
+def test_answer_nulls_of_defined_fields_come_back_as_nulls() -> None:
     usage_chunk = {**HEAD, "choices": [], "usage": None}
 
-    assert completion_round_trip(ANSWER_WITH_NULLS) == {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "tool_calls": [{"id": "c", "function": {"arguments": "{}"}}],
-                    "annotations": None,
-                },
-                "native_finish_reason": None,
-            },
-            {"index": 1, "finish_reason": "stop"},
-        ],
-        "usage": {
-            "prompt_tokens": 1,
-            "completion_tokens": 2,
-            "total_tokens": 3,
-            "completion_tokens_details": {},
-            "is_byok": None,
-        },
-    }
-    assert completion_round_trip(ANSWER_WITH_NULLS) == without_defined_nulls(ANSWER_WITH_NULLS, COMPLETION)
-    assert chunk_round_trip(usage_chunk) == {**HEAD, "choices": []}
+    out = completion_round_trip(ANSWER_WITH_NULLS)
+
+    assert out == as_the_trip_gives_it(ANSWER_WITH_NULLS, COMPLETION)
+    # Only a tool call's own nulls are lost: it has no `null_fields`.
+    assert out["choices"][0]["message"]["tool_calls"] == [{"id": "c", "function": {"arguments": "{}"}}]
+    assert out["choices"][1] == {"index": 1, "message": None, "finish_reason": "stop", "logprobs": None}
+    assert out["usage"]["completion_tokens_details"] == {"reasoning_tokens": None}
+    assert chunk_round_trip(usage_chunk) == usage_chunk
 
 
 def test_zero_usage_details_are_written_back_while_typed_counts_stay_readable() -> None:
@@ -949,15 +957,10 @@ def chunk_round_trip(chunk: Json) -> Json:
     return chat_chunk_from_proto(over_the_wire(chat_chunk_to_proto(chunk)))
 
 
-def test_a_dashscope_thinking_stream_survives_chunk_by_chunk_but_for_defined_nulls() -> None:
+def test_a_dashscope_thinking_stream_survives_chunk_by_chunk_nulls_included() -> None:
     out = [chunk_round_trip(chunk) for chunk in DASHSCOPE_STREAM]
 
-    assert out == [without_defined_nulls(chunk, CHUNK) for chunk in DASHSCOPE_STREAM]
-    assert out[0] == {
-        **HEAD,
-        "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Let me think"}}],
-    }
-    assert out[-1] == DASHSCOPE_STREAM[-1]
+    assert out == DASHSCOPE_STREAM
 
 
 @pytest.mark.parametrize(
@@ -993,7 +996,7 @@ def test_reasoning_content_deltas_and_the_usage_chunk_are_typed() -> None:
 def test_parallel_tool_call_deltas_keep_their_index_through_the_trip() -> None:
     protos = [over_the_wire(chat_chunk_to_proto(chunk)) for chunk in PARALLEL_TOOL_CALL_STREAM]
 
-    expected = [without_defined_nulls(chunk, CHUNK) for chunk in PARALLEL_TOOL_CALL_STREAM]
+    expected = [as_the_trip_gives_it(chunk, CHUNK) for chunk in PARALLEL_TOOL_CALL_STREAM]
     assert [chat_chunk_from_proto(msg) for msg in protos] == expected
     indexes = [call.index for msg in protos for choice in msg.choices for call in choice.delta.tool_calls]
     assert indexes == [0, 0, 1, 1]

@@ -13,7 +13,7 @@ from grpclib.client import Channel
 
 from llmgw_client import _convert, _requests
 from llmgw_client._messages import v1
-from llmgw_client._transport import NOT_GIVEN, AnswerStream, Backoff, Caller, CallInfo, NotGiven
+from llmgw_client._transport import NOT_GIVEN, AnswerStream, Backoff, Caller, NotGiven
 from llmgw_client.admin import Admin
 from llmgw_client.types import (
     ChatCompletion,
@@ -168,12 +168,9 @@ class Completions:
         request = _requests.chat_request(body)
         options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
         if stream:
-            usage_null = _asks_usage(body)
-
-            def convert(chunk: v1.ChatCompletionChunk, info: CallInfo) -> ChatCompletionChunk:
-                return _convert.chat_chunk(chunk, info, usage_null=usage_null)
-
-            return await self._caller.stream(_CHAT_STREAM, request, v1.ChatCompletionChunk, options, convert)
+            return await self._caller.stream(
+                _CHAT_STREAM, request, v1.ChatCompletionChunk, options, _convert.chat_chunk
+            )
         reply, info = await self._caller.unary(_CHAT, request, v1.ChatCompletion, options)
         return _convert.chat_completion(reply, info)
 
@@ -267,11 +264,6 @@ def _body(
     if extra_body:
         body.update(extra_body)
     return body
-
-
-def _asks_usage(body: Mapping[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
 def _host_port(target: str) -> tuple[str, int]:

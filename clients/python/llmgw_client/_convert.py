@@ -1,6 +1,7 @@
 """The gateway's answer messages → the typed results, field by field (the server's `*_from_proto` rules).
 
-An `extra` Struct becomes the `model_extra` of the object it belongs to. Tool calls have no `extra` of
+An `extra` Struct becomes the `model_extra` of the object it belongs to, and `null_fields` its
+`null_fields` (the keys the upstream sent null, which `to_dict()` writes back). Tool calls have no `extra` of
 their own: what they carry beyond the proto travels in their message's, as a list with one object per
 call, and is handed back to each call (and its function) here, so each object's `model_extra` holds its
 own keys.
@@ -64,14 +65,13 @@ def chat_completion(msg: v1.ChatCompletion, info: CallInfo) -> ChatCompletion:
         system_fingerprint=msg.system_fingerprint,
         service_tier=msg.service_tier,
         model_extra=plain_or_empty(msg.extra),
+        null_fields=tuple(msg.null_fields),
         request_id=info.request_id,
         generation_id=info.generation_id,
     )
 
 
-def chat_chunk(msg: v1.ChatCompletionChunk, info: CallInfo, *, usage_null: bool) -> ChatCompletionChunk:
-    """`usage_null`: the request set `stream_options.include_usage`, so chunks without usage read
-    `"usage": null` in `to_dict()`, as OpenAI sends them."""
+def chat_chunk(msg: v1.ChatCompletionChunk, info: CallInfo) -> ChatCompletionChunk:
     usage = msg.usage
     return ChatCompletionChunk(
         id=msg.id,
@@ -83,9 +83,9 @@ def chat_chunk(msg: v1.ChatCompletionChunk, info: CallInfo, *, usage_null: bool)
         system_fingerprint=msg.system_fingerprint,
         service_tier=msg.service_tier,
         model_extra=plain_or_empty(msg.extra),
+        null_fields=tuple(msg.null_fields),
         request_id=info.request_id,
         generation_id=info.generation_id,
-        usage_null=usage_null,
     )
 
 
@@ -98,6 +98,7 @@ def _choice(choice: v1.Choice) -> Choice:
         finish_reason=choice.finish_reason,
         logprobs=None if logprobs is None else plain(logprobs),
         model_extra=plain_or_empty(choice.extra),
+        null_fields=tuple(choice.null_fields),
     )
 
 
@@ -110,6 +111,7 @@ def _chunk_choice(choice: v1.ChunkChoice) -> ChunkChoice:
         finish_reason=choice.finish_reason,
         logprobs=None if logprobs is None else plain(logprobs),
         model_extra=plain_or_empty(choice.extra),
+        null_fields=tuple(choice.null_fields),
     )
 
 
@@ -124,6 +126,7 @@ def _message(m: v1.ChatMessage) -> ChatCompletionMessage:
         name=m.name,
         tool_call_id=m.tool_call_id,
         model_extra=extra,
+        null_fields=tuple(m.null_fields),
     )
 
 
@@ -138,6 +141,7 @@ def _delta(m: v1.ChatMessage) -> ChoiceDelta:
         name=m.name,
         tool_call_id=m.tool_call_id,
         model_extra=extra,
+        null_fields=tuple(m.null_fields),
     )
 
 
@@ -172,6 +176,8 @@ def _part(p: v1.ContentPart) -> dict[str, Any]:
             )
             if value is not None
         }
+    for name in p.null_fields:
+        out.setdefault(name, None)
     if p.extra is not None:
         out = merged(out, plain(p.extra))
     return out
@@ -251,6 +257,7 @@ def _usage(usage: v1.Usage) -> CompletionUsage:
             cached_tokens=prompt.cached_tokens,
             audio_tokens=prompt.audio_tokens,
             model_extra=plain_or_empty(prompt.extra),
+            null_fields=tuple(prompt.null_fields),
         ),
         completion_tokens_details=None
         if completion is None
@@ -260,9 +267,11 @@ def _usage(usage: v1.Usage) -> CompletionUsage:
             accepted_prediction_tokens=completion.accepted_prediction_tokens,
             rejected_prediction_tokens=completion.rejected_prediction_tokens,
             model_extra=plain_or_empty(completion.extra),
+            null_fields=tuple(completion.null_fields),
         ),
         cost=usage.cost,
         model_extra=plain_or_empty(usage.extra),
+        null_fields=tuple(usage.null_fields),
     )
 
 

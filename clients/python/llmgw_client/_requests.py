@@ -1,8 +1,9 @@
 """OpenAI JSON request bodies → the gateway's request messages, built as the server builds them.
 
 The rules are the server's (`chat_request_from_json`, `embeddings_request_from_json`): a field the proto
-defines takes a value it holds exactly, a null is that field unset, and anything else (unknown keys, wrong
-types, empty lists, out-of-range numbers) travels verbatim in the nearest `extra`, so the gateway sends the
+defines takes a value it holds exactly, a null is that field unset with its name in the message's
+`null_fields` (read as absent in messages without one), and anything else (unknown keys, wrong types,
+empty lists, out-of-range numbers) travels verbatim in the nearest `extra`, so the gateway sends the
 upstream the JSON the caller wrote. A string `stop` becomes a one-element list.
 """
 
@@ -55,20 +56,23 @@ def _fits(value: Any, kind: Kind) -> bool:
 
 
 class _Reader:
-    """One JSON object being read into a message; what no method consumes stays in `rest` (the server's
-    `json_fields.Reader`, building betterproto2 messages)."""
+    """One JSON object being read into a message; what no method consumes stays in `rest`, and the keys
+    read null are noted in `nulls`, in reading order (the server's `json_fields.Reader`, building
+    betterproto2 messages)."""
 
-    __slots__ = ("rest",)
+    __slots__ = ("nulls", "rest")
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
         self.rest: dict[str, Any] = dict(obj)
+        self.nulls: list[str] = []
 
     def read(self, key: str) -> Any:
-        """The value of a key the proto defines, None when absent or null (a null is consumed)."""
+        """The value of a key the proto defines, None when absent or null (a null is consumed and noted)."""
         rest = self.rest
         value = rest.get(key)
         if value is None and key in rest:
             del rest[key]
+            self.nulls.append(key)
         return value
 
     def scalar(self, key: str, kind: Kind, *, skip_zero: bool = False) -> Any:
@@ -131,6 +135,10 @@ class _Reader:
         rest, self.rest = self.rest, {}
         return to_struct(rest) if rest else None
 
+    def remainder(self) -> dict[str, Any]:
+        """The `extra` and `null_fields` of a message that has both."""
+        return {"extra": self.leftover(), "null_fields": self.nulls}
+
     def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
         if any(remainder) if isinstance(remainder, list) else remainder:
             self.rest[key] = remainder
@@ -158,7 +166,7 @@ def chat_request(body: Mapping[str, Any]) -> v1.CreateChatCompletionRequest:
         ),
         audio=r.struct("audio"),
         prediction=r.struct("prediction"),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -175,7 +183,7 @@ def _message_in(r: _Reader) -> v1.ChatMessage:
         content_parts=[] if content is not None else r.messages("content", _part_in),
         tool_calls=r.messages("tool_calls", _tool_call_in),
         **r.optionals(_MESSAGE_STRINGS, "str"),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -195,7 +203,7 @@ def _part_in(r: _Reader) -> v1.ContentPart:
             ),
         ),
         file=r.message("file", lambda s: v1.FileContent(**s.optionals(_FILE_STRINGS, "str"))),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -275,7 +283,7 @@ def embeddings_request(body: Mapping[str, Any]) -> v1.CreateEmbeddingsRequest:
         dimensions=r.scalar("dimensions", "int32"),
         encoding_format=r.scalar("encoding_format", "str"),
         user=r.scalar("user", "str"),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 

@@ -1,5 +1,5 @@
 """The admin resource, `client.admin.keys / .teams / .audit`, over `AdminService`; its typed results are
-in `admin_types`."""
+in `llmgw_client.types.admin`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeAlias
 
 from llmgw_client._messages import admin_v1
 from llmgw_client._transport import NOT_GIVEN, Caller, NotGiven
-from llmgw_client.admin_types import (
+from llmgw_client.types.admin import (
     ApiKey,
     ApiKeyDeleted,
     AuditEntry,

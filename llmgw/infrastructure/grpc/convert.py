@@ -1,14 +1,16 @@
 """Pure conversions between the gRPC API's proto messages and the OpenAI JSON the use cases work on.
 
-Chat is lossless up to nulls. A field the proto defines is unset whether the JSON leaves it out or sets
-it to null (`"refusal": null`, `"logprobs": null`, `"finish_reason": null`, `"usage": null`), and comes
-back missing: a defined field never appears in `extra`. A value no proto field holds exactly (unknown keys
-and their nulls, wrong types, empty lists) travels verbatim in the nearest `extra` and is merged back
-(deep, `extra` wins). Known losses: missing keys the OpenAI schema requires (`id`, `model`, `choices`,
-`index`, usage token counts, a tool's `type`, ...) come back with their defaults; a string `stop` comes
-back as a one-element list; a request message without `content` gets `"content": null`; numbers inside
-Struct values are doubles (whole ones up to 2**53 come back as ints, larger ones as doubles). Embeddings:
-one input comes back as a plain string, and responses keep only modelled fields.
+Chat is lossless. A field the proto defines is unset whether the JSON leaves it out or sets it to null
+(`"refusal": null`, `"logprobs": null`, `"finish_reason": null`, `"usage": null`): a defined field never
+appears in `extra`. An explicit null is named in its message's `null_fields` and comes back as null.
+A value no proto field holds exactly (unknown keys and their nulls, wrong types, empty lists) travels
+verbatim in the nearest `extra` and is merged back (deep, `extra` wins). Known losses: nulls inside the
+nested messages that have no `extra` (a tool call, its function, an image URL, a tool's definition)
+come back missing; missing keys the OpenAI schema requires (`id`, `model`, `choices`, `index`, usage
+token counts, a tool's `type`, ...) come back with their defaults; a string `stop` comes back as a
+one-element list; a request message without `content` gets `"content": null`; numbers inside Struct
+values are doubles (whole ones up to 2**53 come back as ints, larger ones as doubles). Embeddings: one
+input comes back as a plain string, and responses keep only modelled fields.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddings
         "dimensions": r.scalar("dimensions", "int32"),
         "encoding_format": r.scalar("encoding_format", "str"),
         "user": r.scalar("user", "str"),
-        "extra": r.leftover(),
+        **r.remainder(),
     }
     return build(v1.CreateEmbeddingsRequest, fields)
 

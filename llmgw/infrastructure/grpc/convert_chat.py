@@ -101,7 +101,7 @@ def _request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         ),
         audio=r.struct("audio"),
         prediction=r.struct("prediction"),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -120,7 +120,7 @@ def _completion_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         **_envelope_in(r, "chat.completion"),
         choices=r.messages("choices", _choice_in, required=True),
         usage=r.message("usage", _usage_in),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -148,7 +148,7 @@ def _chunk_fields(chunk: Mapping[str, Any]) -> dict[str, Any]:
         **_envelope_in(r, "chat.completion.chunk"),
         choices=r.messages("choices", _chunk_choice_in, required=True),
         usage=r.message("usage", _usage_in),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -174,7 +174,7 @@ def _message_in(r: Reader) -> Fields:
         content_parts=[] if content is not None else r.messages("content", _part_in),
         tool_calls=r.messages("tool_calls", _tool_call_in),
         **r.optionals(_MESSAGE_STRINGS, "str"),
-        extra=r.leftover(),
+        **r.remainder(),
     )
 
 
@@ -206,7 +206,7 @@ def _part_in(r: Reader) -> Fields:
             lambda s: {"data": s.scalar("data", "str") or "", "format": s.scalar("format", "str") or ""},
         ),
         "file": r.message("file", lambda s: s.optionals(_FILE_STRINGS, "str")),
-        "extra": r.leftover(),
+        **r.remainder(),
     }
 
 
@@ -351,7 +351,7 @@ def _any_choice_in(r: Reader, body: str) -> Fields:
         body: r.message(body, _message_in),
         "finish_reason": r.scalar("finish_reason", "str"),
         "logprobs": r.struct("logprobs"),
-        "extra": r.leftover(),
+        **r.remainder(),
     }
 
 
@@ -376,13 +376,13 @@ def _usage_in(r: Reader) -> Fields:
             "completion_tokens_details", lambda s: _details_in(s, _COMPLETION_DETAILS)
         ),
         "cost": r.scalar("cost", "double"),
-        "extra": r.leftover(),
+        **r.remainder(),
     }
 
 
 def _details_in(r: Reader, keys: tuple[str, ...]) -> Fields:
     # `optional` fields: a reported `"audio_tokens": 0` is set, an absent one unset.
-    return {**r.optionals(keys, "int64"), "extra": r.leftover()}
+    return {**r.optionals(keys, "int64"), **r.remainder()}
 
 
 def _usage_out(usage: Any) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Lossless reading of OpenAI JSON objects into proto fields, and the merge that undoes it.
 
 What a proto field cannot hold exactly stays in `Reader.rest` and travels in the nearest `extra` Struct;
-a null in a field the proto defines is that field unset. The way back reads upb messages (`upb_codec.upb`):
-unset `optional` and message fields are told by `HasField`. Struct fields are bytes in those messages,
-written and read by `struct_bytes`.
+a null in a field the proto defines is that field unset, and its name travels in the message's
+`null_fields` (messages with an `extra` have one), so the way back writes the null again. The way back
+reads upb messages (`upb_codec.upb`): unset `optional` and message fields are told by `HasField`. Struct
+fields are bytes in those messages, written and read by `struct_bytes`.
 """
 
 from __future__ import annotations
@@ -38,23 +39,28 @@ class Reader:
 
     Each method reads one key the proto defines: it consumes the key when it can represent the value
     exactly and returns the proto value. An explicit null is consumed too and read as unset: for a field
-    the proto defines, null and absent are the same, so a null never reaches `extra`. Anything else (wrong
-    types, empty lists, keys no method reads) stays in `rest`. Nested objects without an `extra` of their
-    own leave their remainder under the same key (a list of remainders, position by position, for lists),
-    so `merged` can put it back.
+    the proto defines, the field stays unset and its key is noted in `nulls`, so a null never reaches
+    `extra`. Anything else (wrong types, empty lists, keys no method reads) stays in `rest`. Nested objects
+    without an `extra` of their own leave their remainder under the same key (a list of remainders,
+    position by position, for lists), so `merged` can put it back; their nulls are read as absent.
     """
 
-    __slots__ = ("rest",)
+    __slots__ = ("nulls", "rest")
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
         self.rest: dict[str, Any] = dict(obj)
+        self.nulls: list[str] | None = None
 
     def read(self, key: str) -> Any:
-        """The value of a key the proto defines, None when absent or null (a null is consumed)."""
+        """The value of a key the proto defines, None when absent or null (a null is consumed and noted)."""
         rest = self.rest
         value = rest.get(key)
         if value is None and key in rest:
             del rest[key]
+            if self.nulls is None:
+                self.nulls = [key]
+            else:
+                self.nulls.append(key)
         return value
 
     def scalar(self, key: str, kind: Kind, *, skip_zero: bool = False) -> Any:
@@ -130,6 +136,12 @@ class Reader:
         rest, self.rest = self.rest, {}
         return struct_bytes(rest) if rest else None
 
+    def remainder(self) -> dict[str, Any]:
+        """The `extra` and `null_fields` of a message that has both: `leftover()`, and the keys read null."""
+        if self.nulls is None:
+            return {"extra": self.leftover()}
+        return {"extra": self.leftover(), "null_fields": self.nulls}
+
     def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
         if any(remainder) if isinstance(remainder, list) else remainder:
             self.rest[key] = remainder
@@ -148,7 +160,10 @@ def field(msg: Message, name: str) -> Any:
 
 
 def merged(typed: dict[str, Any], msg: Message) -> dict[str, Any]:
-    """`typed` with `msg.extra` deep-merged over it: objects key by key, equal-length lists item by item."""
+    """`typed` with `msg`'s `null_fields` as nulls and `msg.extra` deep-merged over it: objects key by key,
+    equal-length lists item by item."""
+    for name in msg.null_fields:
+        typed.setdefault(name, None)
     if not msg.HasField("extra"):
         return typed
     result: dict[str, Any] = _merge(typed, plain(msg.extra))

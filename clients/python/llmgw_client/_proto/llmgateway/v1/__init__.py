@@ -130,6 +130,11 @@ class ChatCompletion(betterproto2.Message):
     Upstream fields not modelled above.
     """
 
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "ChatCompletion", ChatCompletion)
 
@@ -165,6 +170,11 @@ class ChatCompletionChunk(betterproto2.Message):
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
 
 
 default_message_pool.register_message("llmgateway.v1", "ChatCompletionChunk", ChatCompletionChunk)
@@ -211,6 +221,11 @@ class ChatMessage(betterproto2.Message):
     Message fields not modelled above (reasoning, annotations, audio, ...).
     """
 
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "ChatMessage", ChatMessage)
 
@@ -234,6 +249,11 @@ class Choice(betterproto2.Message):
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
 
 
 default_message_pool.register_message("llmgateway.v1", "Choice", Choice)
@@ -259,6 +279,11 @@ class ChunkChoice(betterproto2.Message):
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
 
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "ChunkChoice", ChunkChoice)
 
@@ -283,6 +308,11 @@ class CompletionTokensDetails(betterproto2.Message):
     )
     """
     Other breakdowns the upstream sent (image_tokens, ...).
+    """
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
     """
 
 
@@ -315,6 +345,11 @@ class ContentPart(betterproto2.Message):
     )
     """
     Part fields not modelled above.
+    """
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
     """
 
 
@@ -409,6 +444,11 @@ class CreateChatCompletionRequest(betterproto2.Message):
     Any other request field (enable_thinking, functions, provider options...).
     """
 
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
+
 
 default_message_pool.register_message(
     "llmgateway.v1", "CreateChatCompletionRequest", CreateChatCompletionRequest
@@ -445,6 +485,11 @@ class CreateEmbeddingsRequest(betterproto2.Message):
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
 
 
 default_message_pool.register_message("llmgateway.v1", "CreateEmbeddingsRequest", CreateEmbeddingsRequest)
@@ -867,6 +912,11 @@ class PromptTokensDetails(betterproto2.Message):
     Other breakdowns the upstream sent (cache_write_tokens, ...).
     """
 
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "PromptTokensDetails", PromptTokensDetails)
 
@@ -995,6 +1045,11 @@ class Usage(betterproto2.Message):
     extra: "__google__protobuf__.Struct | None" = betterproto2.field(
         100, betterproto2.TYPE_MESSAGE, optional=True
     )
+
+    null_fields: "list[str]" = betterproto2.field(101, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Fields above that the JSON set to null: unset here, and null again in the JSON written back.
+    """
 
 
 default_message_pool.register_message("llmgateway.v1", "Usage", Usage)
