@@ -139,7 +139,7 @@ async def run(port: int, calls: int, rounds: int) -> list[Row]:
                     total.setdefault((kind, name), []).append((user_s + system_s) / (batches * BATCH) * 1e6)
     finally:
         channel.close()
-        client.close()
+        await client.close()
     return [Row(kind, name, cpu, total[(kind, name)]) for (kind, name), cpu in user.items()]
 
 

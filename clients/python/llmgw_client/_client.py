@@ -66,9 +66,8 @@ class LLMGateway:
         backoff: Backoff | None = None,
     ) -> None:
         host, port = _host_port(target or os.environ.get("LLMGW_TARGET") or DEFAULT_TARGET)
-        self.channel = Channel(host, port, ssl=tls or None)
         self._caller = Caller(
-            self.channel,
+            lambda: Channel(host, port, ssl=tls or None),
             api_key=api_key if api_key is not None else os.environ.get("LLMGW_API_KEY"),
             timeout=timeout,
             max_retries=max_retries,
@@ -81,9 +80,9 @@ class LLMGateway:
         self.generations = Generations(self._caller)
         self.admin = Admin(self._caller)
 
-    def close(self) -> None:
-        """Close the connection; calls in flight fail."""
-        self.channel.close()
+    async def close(self) -> None:
+        """Close the connection; calls in flight fail (`await client.close()`, as with the openai SDK)."""
+        self._caller.close()
 
     async def __aenter__(self) -> LLMGateway:
         return self
@@ -91,7 +90,7 @@ class LLMGateway:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        await self.close()
 
 
 class Chat:

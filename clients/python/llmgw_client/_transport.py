@@ -88,13 +88,14 @@ class CallOptions:
 
 
 class Caller:
-    """Makes the calls of one client over its channel."""
+    """Makes the calls of one client over its channel, opened by `connect` at the first call (so a client
+    can be built outside the event loop that will use it)."""
 
-    __slots__ = ("backoff", "channel", "max_retries", "metadata", "timeout")
+    __slots__ = ("_channel", "backoff", "connect", "max_retries", "metadata", "timeout")
 
     def __init__(
         self,
-        channel: Channel,
+        connect: Callable[[], Channel],
         *,
         api_key: str | None,
         timeout: float | None,
@@ -102,7 +103,8 @@ class Caller:
         default_headers: Mapping[str, str] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self.channel = channel
+        self.connect = connect
+        self._channel: Channel | None = None
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
@@ -110,6 +112,19 @@ class Caller:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self.metadata = tuple(headers.items())
+
+    @property
+    def channel(self) -> Channel:
+        channel = self._channel
+        if channel is None:
+            channel = self._channel = self.connect()
+        return channel
+
+    def close(self) -> None:
+        """Close the channel, if one was opened; the next call opens a new one."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def options(
         self,
