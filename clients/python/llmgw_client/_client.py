@@ -51,7 +51,8 @@ class LLMGateway:
     `target` is `host:port` (default `LLMGW_TARGET`, else `localhost:50051`); `api_key` defaults to
     `LLMGW_API_KEY` (none: the gateway must run without keys). `tls`: True for the system's trust store,
     or an `ssl.SSLContext`. `timeout` (seconds, None for none) and `max_retries` apply to every call
-    unless the call gives its own. Use it as `async with LLMGateway(...) as client:` or call `close()`.
+    unless the call gives its own. Use it as `async with LLMGateway(...) as client:`, or call
+    `await client.close()` when done. The connection opens at the first call.
     """
 
     def __init__(
