@@ -15,6 +15,7 @@ from llmgw.domain.chat import (
 )
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
+from llmgw.domain.limits import Admission, Demand, Scope, ScopeStatus
 
 
 class Provider(Protocol):
@@ -114,3 +115,29 @@ class Revocations(Protocol):
     drop it from their caches instead of waiting out the TTL."""
 
     async def publish(self, public_id: str) -> None: ...
+
+
+class LimitStore(Protocol):
+    """The counters behind limits and budgets: per process, or shared by every worker and replica (Redis).
+    Raises `LimitStoreUnavailable` when it cannot be reached."""
+
+    async def admit(self, scopes: Sequence[Scope], demand: Demand, now: float) -> Admission:
+        """Check `demand` against every scope's limits and, only if all pass, reserve it in all of them,
+        in one atomic step."""
+        ...
+
+    async def settle(
+        self, scopes: Sequence[Scope], demand: Demand, actual: Demand, now: float, *, reached_upstream: bool
+    ) -> None:
+        """The request ended: its reservation is replaced by `actual` (tokens and micros from its record);
+        one that never reached an upstream gives it back (its request still counts). Always frees its
+        parallel slot."""
+        ...
+
+    async def status(self, scope: Scope, now: float) -> ScopeStatus:
+        """What a scope has used and has left now (the usage API)."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

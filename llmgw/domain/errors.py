@@ -84,6 +84,12 @@ class ServiceUnavailable(GatewayError):
     default_code = "service_unavailable"
 
 
+class LimitStoreUnavailable(ServiceUnavailable):
+    """The store that counts requests, tokens and spend against limits cannot be reached."""
+
+    default_code = "limits_unavailable"
+
+
 class ShuttingDown(ServiceUnavailable):
     """The gateway is stopping: a new request is refused, and a stream still running when the shutdown
     grace ends is ended with this error (recorded `cancelled`, not `error`)."""
