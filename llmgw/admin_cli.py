@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from llmgw.application.admin import CLI_ACTOR, MAX_PAGE, Admin, IssuedKey
 from llmgw.application.auth import Authenticator
+from llmgw.application.limit_fields import LIMIT_FIELDS
 from llmgw.application.ports import KeyStore
 from llmgw.domain.errors import GatewayError, InvalidRequest
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
@@ -90,6 +91,27 @@ def _key_fields(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metadata", action="append", type=_pair, metavar="K=V", help="repeatable; replaces all metadata"
     )
+    _limit_options(parser)
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """The limits of a key or team; given alone, each changes that limit only, and `none` clears it."""
+    limits = parser.add_argument_group("limits (none: no such limit)")
+    # SUPPRESS: an option not given leaves no attribute, so `none` (None) can mean "clear it".
+    for option, kind, metavar, text in (
+        ("--rpm", _count, "N", "requests per minute"),
+        ("--tpm", _count, "N", "tokens (prompt + completion) per minute"),
+        ("--max-parallel", _count, "N", "requests in flight at once"),
+        ("--budget-usd", _usd, "USD", "US dollars per budget period"),
+        ("--budget-period", _period, "PERIOD", "day, week or month; none: the key's or team's lifetime"),
+        ("--soft-budget-usd", _usd, "USD", "US dollars per budget period past which requests only warn"),
+    ):
+        limits.add_argument(option, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=text)
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The limit options given, as the admin use cases take them (None: clear the limit)."""
+    return {name: getattr(args, name) for name in LIMIT_FIELDS if hasattr(args, name)}
 
 
 def _add_teams(teams: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -97,12 +119,14 @@ def _add_teams(teams: argparse.ArgumentParser, common: argparse.ArgumentParser) 
     create = sub.add("create", _teams_create, "create a team; prints it as JSON")
     create.add_argument("--name", required=True)
     create.add_argument("--metadata", action="append", type=_pair, metavar="K=V", help="repeatable")
+    _limit_options(create)
     listing = sub.add("list", _teams_list, "print every team")
     listing.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     sub.add("show", _teams_show, "print one team as JSON").add_argument("id")
-    update = sub.add("update", _teams_update, "rename a team")
+    update = sub.add("update", _teams_update, "rename a team or change its limits, keep the rest")
     update.add_argument("id")
-    update.add_argument("--name", required=True)
+    update.add_argument("--name")
+    _limit_options(update)
     sub.add("delete", _teams_delete, "delete a team without keys").add_argument("id")
 
 
@@ -267,11 +291,11 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = getattr(args, name)
     if args.metadata is not None:
         fields["metadata"] = dict(args.metadata)
-    return fields
+    return {**fields, **_limits(args)}
 
 
 async def _teams_create(admin: Admin, args: argparse.Namespace) -> None:
-    fields: dict[str, Any] = {"name": args.name}
+    fields: dict[str, Any] = {"name": args.name, **_limits(args)}
     if args.metadata is not None:
         fields["metadata"] = dict(args.metadata)
     _print_json(team_json(await admin.create_team(CLI_ACTOR, fields)))
@@ -297,7 +321,12 @@ async def _teams_show(admin: Admin, args: argparse.Namespace) -> None:
 
 
 async def _teams_update(admin: Admin, args: argparse.Namespace) -> None:
-    _print_json(team_json(await admin.update_team(CLI_ACTOR, args.id, {"name": args.name})))
+    fields = _limits(args)
+    if args.name is not None:
+        fields["name"] = args.name
+    if not fields:
+        raise InvalidRequest("Nothing to change: give at least one field (see `llmgw teams update -h`).")
+    _print_json(team_json(await admin.update_team(CLI_ACTOR, args.id, fields)))
 
 
 async def _teams_delete(admin: Admin, args: argparse.Namespace) -> None:
@@ -348,6 +377,29 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return number
+
+
+def _count(value: str) -> int | None:
+    """A whole number, or `none`; whether it is in range is the use case's to say."""
+    if value == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {value!r}") from None
+
+
+def _usd(value: str) -> float | None:
+    if value == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of US dollars or none, got {value!r}") from None
+
+
+def _period(value: str) -> str | None:
+    return None if value == "none" else value
 
 
 def _duration(value: str) -> float:

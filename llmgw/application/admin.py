@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from llmgw.application.auth import Authenticator
+from llmgw.application.limit_fields import LIMIT_FIELDS, changed_limits
 from llmgw.application.ports import KeyStore
 from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
 from llmgw.domain.keys import (
@@ -30,6 +31,7 @@ from llmgw.domain.keys import (
     new_audit_id,
     new_team_id,
 )
+from llmgw.domain.limits import NO_LIMITS, Limits
 
 T = TypeVar("T")
 
@@ -43,8 +45,10 @@ _MAX_NAME = 200
 _MAX_METADATA = 32
 _MAX_METADATA_TEXT = 500
 _MAX_MODELS = 100
-_KEY_FIELDS = frozenset({"name", "scopes", "models", "team_id", "expires_at", "metadata", "disabled"})
-_TEAM_FIELDS = frozenset({"name", "metadata"})
+_KEY_FIELDS = frozenset(
+    {"name", "scopes", "models", "team_id", "expires_at", "metadata", "disabled", *LIMIT_FIELDS}
+)
+_TEAM_FIELDS = frozenset({"name", "metadata", *LIMIT_FIELDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,7 @@ class Admin:
     async def create_key(self, actor: str, fields: Mapping[str, Any]) -> IssuedKey:
         async with self._audited(actor, "key.create", "", fields) as call:
             now = self._wall()
-            values = await self._key_fields(fields, creating=True, now=now)
+            values = await self._key_fields(fields, creating=True, now=now, limits=NO_LIMITS)
             text, presented = mint_key()
             key = ApiKey(
                 public_id=presented.public_id,
@@ -112,7 +116,7 @@ class Admin:
     async def update_key(self, actor: str, public_id: str, fields: Mapping[str, Any]) -> ApiKey:
         async with self._audited(actor, "key.update", public_id, fields):
             key = await self._key(public_id)
-            values = await self._key_fields(fields, creating=False, now=self._wall())
+            values = await self._key_fields(fields, creating=False, now=self._wall(), limits=key.limits)
             key = replace(key, **values)
             await self._store.put_key(key)
             await self._auth.changed(public_id)
@@ -157,7 +161,10 @@ class Admin:
             raise _key_not_found(public_id)
         return key
 
-    async def _key_fields(self, fields: Mapping[str, Any], *, creating: bool, now: float) -> dict[str, Any]:
+    async def _key_fields(
+        self, fields: Mapping[str, Any], *, creating: bool, now: float, limits: Limits
+    ) -> dict[str, Any]:
+        """The key's fields from `fields`: all on creation, else those given; `limits` are the key's."""
         _known(fields, _KEY_FIELDS)
         values: dict[str, Any] = {}
         if creating or "name" in fields:
@@ -178,6 +185,8 @@ class Admin:
                     "disabled is true or false, and only on an existing key.", param="disabled"
                 )
             values["disabled"] = fields["disabled"]
+        if (changed := changed_limits(limits, fields)) is not None:
+            values["limits"] = changed
         return values
 
     async def _team_id(self, value: Any) -> str:
@@ -192,10 +201,12 @@ class Admin:
     async def create_team(self, actor: str, fields: Mapping[str, Any]) -> Team:
         async with self._audited(actor, "team.create", "", fields) as call:
             _known(fields, _TEAM_FIELDS)
+            limits = changed_limits(NO_LIMITS, fields)
             team = Team(
                 id=new_team_id(),
                 name=_name(fields.get("name")),
                 metadata=_metadata(fields.get("metadata", {})),
+                limits=NO_LIMITS if limits is None else limits,
                 created_at=self._wall(),
             )
             call.target = team.id
@@ -220,6 +231,8 @@ class Admin:
                 team = replace(team, name=_name(fields["name"]))
             if "metadata" in fields:
                 team = replace(team, metadata=_metadata(fields["metadata"]))
+            if (limits := changed_limits(team.limits, fields)) is not None:
+                team = replace(team, limits=limits)
             await self._store.put_team(team)
             return team
 

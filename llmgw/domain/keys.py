@@ -19,6 +19,8 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from llmgw.domain.limits import NO_LIMITS, Limits
+
 PREFIX = "sk-llmgw-"
 PUBLIC_ID_LENGTH = 12
 SECRET_BYTES = 32
@@ -69,6 +71,7 @@ class ApiKey:
 
     `models` are glob patterns over gateway model ids (`gpt-4o*`, `dashscope/*`); none means every model.
     After a rotation `previous_hash` is the old secret's, accepted until `previous_valid_until`.
+    `limits` are the key's own; its team's apply as well.
     """
 
     public_id: str
@@ -84,6 +87,7 @@ class ApiKey:
     last_used_at: float | None = None
     previous_hash: bytes | None = field(default=None, repr=False)
     previous_valid_until: float | None = None
+    limits: Limits = NO_LIMITS
 
     def matches(self, secret: str, pepper: bytes, now: float) -> bool:
         """Whether `secret` is this key's (or, within the rotation grace, its previous one)."""
@@ -125,12 +129,14 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Team:
-    """A group of keys: their records and (with limits) their spending roll up to it."""
+    """A group of keys: their records and their spending roll up to it; its `limits` hold for all its keys
+    together."""
 
     id: str
     name: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0
+    limits: Limits = NO_LIMITS
 
 
 def new_team_id() -> str:

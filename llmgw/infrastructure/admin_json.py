@@ -1,11 +1,13 @@
 """Keys, teams and audit rows as the JSON the admin API and the CLI show: never a secret nor its hash.
-Times are Unix seconds, as OpenAI's `created`."""
+Times are Unix seconds, as OpenAI's `created`; a key's and a team's limits are six fields of the object
+itself, each null when there is no such limit."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
+from llmgw.domain.limits import Limits
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -21,6 +23,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "expires_at": key.expires_at,
         "disabled": key.disabled,
         "metadata": dict(key.metadata),
+        **limits_json(key.limits),
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
         "previous_secret_valid_until": key.previous_valid_until,
@@ -33,7 +36,21 @@ def team_json(team: Team) -> dict[str, Any]:
         "object": "team",
         "name": team.name,
         "metadata": dict(team.metadata),
+        **limits_json(team.limits),
         "created_at": team.created_at,
+    }
+
+
+def limits_json(limits: Limits) -> dict[str, Any]:
+    """`budget_period` null: the budgets hold for the object's lifetime."""
+    period = limits.budget_period
+    return {
+        "rpm": limits.rpm,
+        "tpm": limits.tpm,
+        "max_parallel": limits.max_parallel,
+        "budget_usd": limits.budget_usd,
+        "budget_period": None if period is None else period.value,
+        "soft_budget_usd": limits.soft_budget_usd,
     }
 
 

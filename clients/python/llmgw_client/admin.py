@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from llmgw_client._messages import admin_v1
 from llmgw_client._transport import NOT_GIVEN, Caller, NotGiven
@@ -43,6 +43,9 @@ _SERVICE = "/llmgateway.admin.v1.AdminService/"
 Time: TypeAlias = float | datetime | str
 Timeout: TypeAlias = float | NotGiven | None
 Retries: TypeAlias = int | NotGiven
+#: A budget's period; None: the key's or team's lifetime.
+Period: TypeAlias = Literal["day", "week", "month"]
+_LIMITS = ("rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "soft_budget_usd")
 
 
 class _Resource:
@@ -66,12 +69,19 @@ class Keys(_Resource):
         models: Sequence[str] | None = None,
         expires_at: Time | None = None,
         metadata: Mapping[str, str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: Period | None = None,
+        soft_budget_usd: float | None = None,
         timeout: Timeout = NOT_GIVEN,
         max_retries: Retries = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> IssuedKey:
         """Issue a key; `scopes` None: inference only; `models` None: every model; `expires_at` None:
-        never. Its full text is the answer's `key`, shown this once."""
+        never; each limit None: no such limit (`budget_period` None: the key's lifetime). Its full text is
+        the answer's `key`, shown this once."""
         request = admin_v1.CreateKeyRequest(
             name=name,
             team_id=team_id or "",
@@ -79,6 +89,14 @@ class Keys(_Resource):
             models=list(models or ()),
             expires_at=None if expires_at is None else _seconds(expires_at),
             metadata=dict(metadata or {}),
+            limits=_new_limits(
+                rpm=rpm,
+                tpm=tpm,
+                max_parallel=max_parallel,
+                budget_usd=budget_usd,
+                budget_period=budget_period,
+                soft_budget_usd=soft_budget_usd,
+            ),
         )
         options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
         reply, info = await self._caller.unary(
@@ -135,13 +153,39 @@ class Keys(_Resource):
         expires_at: Time | NotGiven | None = NOT_GIVEN,
         disabled: bool | NotGiven = NOT_GIVEN,
         metadata: Mapping[str, str] | NotGiven = NOT_GIVEN,
+        rpm: int | NotGiven | None = NOT_GIVEN,
+        tpm: int | NotGiven | None = NOT_GIVEN,
+        max_parallel: int | NotGiven | None = NOT_GIVEN,
+        budget_usd: float | NotGiven | None = NOT_GIVEN,
+        budget_period: Period | NotGiven | None = NOT_GIVEN,
+        soft_budget_usd: float | NotGiven | None = NOT_GIVEN,
         timeout: Timeout = NOT_GIVEN,
         max_retries: Retries = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> ApiKey:
         """Change the fields given, and only those: `team_id` None: no team; `models` []: every model;
-        `expires_at` None: never; `disabled=False` re-enables; `metadata` replaces the whole map."""
+        `expires_at` None: never; `disabled=False` re-enables; `metadata` replaces the whole map; a limit
+        None: no such limit.
+
+        `UpdateKey` replaces a key's limits all at once, so when some limits are given and not all six,
+        the others are first read with `retrieve` (one more call, and a change another admin makes in
+        between is overwritten)."""
         request = admin_v1.UpdateKeyRequest(id=key_id)
+        changes = _given(
+            rpm=rpm,
+            tpm=tpm,
+            max_parallel=max_parallel,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
+            soft_budget_usd=soft_budget_usd,
+        )
+        if changes:
+            current = None
+            if len(changes) < len(_LIMITS):
+                current = await self.retrieve(
+                    key_id, timeout=timeout, max_retries=max_retries, extra_headers=extra_headers
+                )
+            request.limits = _replaced(current, changes)
         if not isinstance(name, NotGiven):
             request.name = name
         if not isinstance(team_id, NotGiven):
@@ -221,11 +265,29 @@ class Teams(_Resource):
         *,
         name: str,
         metadata: Mapping[str, str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: Period | None = None,
+        soft_budget_usd: float | None = None,
         timeout: Timeout = NOT_GIVEN,
         max_retries: Retries = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Team:
-        request = admin_v1.CreateTeamRequest(name=name, metadata=dict(metadata or {}))
+        """Create a team; its limits (each None: no such limit) hold for all its keys together."""
+        request = admin_v1.CreateTeamRequest(
+            name=name,
+            metadata=dict(metadata or {}),
+            limits=_new_limits(
+                rpm=rpm,
+                tpm=tpm,
+                max_parallel=max_parallel,
+                budget_usd=budget_usd,
+                budget_period=budget_period,
+                soft_budget_usd=soft_budget_usd,
+            ),
+        )
         options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
         reply, info = await self._caller.unary(_SERVICE + "CreateTeam", request, admin_v1.Team, options)
         return team_result(reply, info)
@@ -271,12 +333,34 @@ class Teams(_Resource):
         *,
         name: str | NotGiven = NOT_GIVEN,
         metadata: Mapping[str, str] | NotGiven = NOT_GIVEN,
+        rpm: int | NotGiven | None = NOT_GIVEN,
+        tpm: int | NotGiven | None = NOT_GIVEN,
+        max_parallel: int | NotGiven | None = NOT_GIVEN,
+        budget_usd: float | NotGiven | None = NOT_GIVEN,
+        budget_period: Period | NotGiven | None = NOT_GIVEN,
+        soft_budget_usd: float | NotGiven | None = NOT_GIVEN,
         timeout: Timeout = NOT_GIVEN,
         max_retries: Retries = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Team:
-        """Change the fields given, and only those; `metadata` replaces the whole map."""
+        """Change the fields given, and only those; `metadata` replaces the whole map; a limit None: no
+        such limit. Some limits given but not all six: the others are read first, as in `Keys.update`."""
         request = admin_v1.UpdateTeamRequest(id=team_id)
+        changes = _given(
+            rpm=rpm,
+            tpm=tpm,
+            max_parallel=max_parallel,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
+            soft_budget_usd=soft_budget_usd,
+        )
+        if changes:
+            current = None
+            if len(changes) < len(_LIMITS):
+                current = await self.retrieve(
+                    team_id, timeout=timeout, max_retries=max_retries, extra_headers=extra_headers
+                )
+            request.limits = _replaced(current, changes)
         if not isinstance(name, NotGiven):
             request.name = name
         if not isinstance(metadata, NotGiven):
@@ -340,6 +424,30 @@ class Admin:
         self.keys = Keys(caller)
         self.teams = Teams(caller)
         self.audit = Audit(caller)
+
+
+def _new_limits(**values: Any) -> admin_v1.Limits | None:
+    """The limits a create request sets; None when it sets none."""
+    given = {name: value for name, value in values.items() if value is not None}
+    return admin_v1.Limits(**given) if given else None
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if not isinstance(value, NotGiven)}
+
+
+def _replaced(current: ApiKey | Team | None, changes: Mapping[str, Any]) -> admin_v1.Limits:
+    """All the limits an update sets: `current`'s (None when every one is in `changes`) with `changes`.
+    A period kept from `current` goes when no budget is left for it, as in a REST PATCH."""
+    values = {name: getattr(current, name) for name in _LIMITS} if current is not None else {}
+    values.update(changes)
+    if (
+        "budget_period" not in changes
+        and values.get("budget_usd") is None
+        and values.get("soft_budget_usd") is None
+    ):
+        values["budget_period"] = None
+    return admin_v1.Limits(**{name: value for name, value in values.items() if value is not None})
 
 
 def _seconds(value: Time) -> float:

@@ -14,9 +14,10 @@ from grpclib.const import Handler
 
 from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, IssuedKey
 from llmgw.application.gateway import Gateway
+from llmgw.application.limit_fields import LIMIT_FIELDS
 from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.keys import ApiKey, AuditEntry, Scope, Team
-from llmgw.infrastructure.admin_json import audit_json, key_json, team_json
+from llmgw.infrastructure.admin_json import audit_json, key_json, limits_json, team_json
 from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.handlers import Gate, current_caller, with_ids
 from llmgw.infrastructure.grpc.messages import admin_v1, pb
@@ -91,6 +92,8 @@ class AdminService(admin_v1.AdminServiceBase):
             fields: dict[str, Any] = {"name": message.name}
             if message.metadata:
                 fields["metadata"] = dict(message.metadata)
+            if message.HasField("limits"):
+                fields.update(_limit_fields(message.limits, every=False))
             return _team(await admin.create_team(actor, fields))
 
     async def list_teams(self, message: Any) -> admin_v1.ListTeamsResponse:
@@ -116,6 +119,8 @@ class AdminService(admin_v1.AdminServiceBase):
                 fields["name"] = message.name
             if message.HasField("metadata"):
                 fields["metadata"] = dict(message.metadata.values)
+            if message.HasField("limits"):
+                fields.update(_limit_fields(message.limits, every=True))
             return _team(await admin.update_team(actor, message.id, fields))
 
     async def delete_team(self, message: Any) -> admin_v1.DeleteTeamResponse:
@@ -153,6 +158,8 @@ def _new_key_fields(message: Any) -> dict[str, Any]:
         fields["expires_at"] = message.expires_at
     if message.metadata:
         fields["metadata"] = dict(message.metadata)
+    if message.HasField("limits"):
+        fields.update(_limit_fields(message.limits, every=False))
     return fields
 
 
@@ -169,7 +176,19 @@ def _changed_key_fields(message: Any) -> dict[str, Any]:
         fields["expires_at"] = message.expires_at or None
     if message.HasField("metadata"):
         fields["metadata"] = dict(message.metadata.values)
+    if message.HasField("limits"):
+        fields.update(_limit_fields(message.limits, every=True))
     return fields
+
+
+def _limit_fields(limits: Any, *, every: bool) -> dict[str, Any]:
+    """A `Limits` message as the use cases' limit fields: those set; with `every` (an update, which
+    replaces the limits wholesale) the unset ones too, as nulls that clear them."""
+    return {
+        name: getattr(limits, name) if limits.HasField(name) else None
+        for name in LIMIT_FIELDS
+        if every or limits.HasField(name)
+    }
 
 
 def _key(key: ApiKey) -> admin_v1.ApiKey:
@@ -186,6 +205,7 @@ def _key(key: ApiKey) -> admin_v1.ApiKey:
         created_at=shown["created_at"],
         last_used_at=shown["last_used_at"],
         previous_secret_valid_until=shown["previous_secret_valid_until"],
+        limits=admin_v1.Limits(**limits_json(key.limits)),
     )
 
 
@@ -196,7 +216,11 @@ def _issued(issued: IssuedKey) -> Mapping[str, Any]:
 def _team(team: Team) -> admin_v1.Team:
     shown = team_json(team)
     return admin_v1.Team(
-        id=shown["id"], name=shown["name"], metadata=shown["metadata"], created_at=shown["created_at"]
+        id=shown["id"],
+        name=shown["name"],
+        metadata=shown["metadata"],
+        created_at=shown["created_at"],
+        limits=admin_v1.Limits(**limits_json(team.limits)),
     )
 
 

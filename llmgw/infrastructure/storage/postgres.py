@@ -108,6 +108,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "details" TEXT NOT NULL
         )""",
     ),
+    # 4: the rate limits and budget of keys and teams (issue 15), a nullable column each: null, as in every
+    # row written before, is no limit.
+    tuple(
+        f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}'
+        for table in (KEYS_TABLE, TEAMS_TABLE)
+        for column, kind in (
+            ("rpm", "BIGINT"),
+            ("tpm", "BIGINT"),
+            ("max_parallel", "BIGINT"),
+            ("budget_usd", "DOUBLE PRECISION"),
+            ("budget_period", "TEXT"),
+            ("soft_budget_usd", "DOUBLE PRECISION"),
+        )
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.

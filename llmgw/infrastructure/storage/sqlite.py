@@ -112,6 +112,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "details" TEXT NOT NULL
         )""",
     ),
+    # 4: the rate limits and budget of keys and teams (issue 15), a nullable column each: null, as in every
+    # row written before, is no limit.
+    tuple(
+        f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}'
+        for table in (KEYS_TABLE, TEAMS_TABLE)
+        for column, kind in (
+            ("rpm", "INTEGER"),
+            ("tpm", "INTEGER"),
+            ("max_parallel", "INTEGER"),
+            ("budget_usd", "REAL"),
+            ("budget_period", "TEXT"),
+            ("soft_budget_usd", "REAL"),
+        )
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -190,6 +204,9 @@ class SQLiteStore:
         self._db: aiosqlite.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._unchecked_rows = 0
+        # Coroutines share the aiosqlite connection, and SQLite refuses a BEGIN inside another's transaction
+        # (an admin write while the recorder prunes): its write transactions take turns.
+        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         try:
@@ -230,7 +247,7 @@ class SQLiteStore:
         rows = [to_row(record) for record in records]
         db = self._connection()
         if self._writer is None:  # `:memory:` is one database per connection: the aiosqlite one
-            async with _write_transaction(db):
+            async with self._transaction():
                 await db.executemany(_INSERT, rows)
             return
         await _append(self._writer, rows, self._busy_timeout)
@@ -247,7 +264,7 @@ class SQLiteStore:
 
     async def prune(self, older_than: float) -> int:
         db = self._connection()
-        async with _write_transaction(db), db.execute(_PRUNE, (older_than,)) as cursor:
+        async with self._transaction(), db.execute(_PRUNE, (older_than,)) as cursor:
             return cursor.rowcount
 
     async def ping(self) -> bool:
@@ -283,7 +300,7 @@ class SQLiteStore:
         if not used:
             return
         db = self._connection()
-        async with _write_transaction(db):
+        async with self._transaction():
             await db.executemany(_TOUCH_KEY, list(used.items()))
 
     async def get_team(self, team_id: str) -> Team | None:
@@ -320,8 +337,14 @@ class SQLiteStore:
     async def _write(self, statement: str, parameters: tuple[object, ...]) -> int:
         """Run one statement in its own write transaction; the number of rows it changed."""
         db = self._connection()
-        async with _write_transaction(db), db.execute(statement, parameters) as cursor:
+        async with self._transaction(), db.execute(statement, parameters) as cursor:
             return cursor.rowcount
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """A write transaction on the aiosqlite connection, once no other coroutine's is open."""
+        async with self._write_lock, _write_transaction(self._connection()):
+            yield
 
     def _connection(self) -> aiosqlite.Connection:
         if self._db is None:

@@ -33,7 +33,8 @@ R = TypeVar("R", bound=_Result)
 class ApiKey(_Result):
     """A key as stored: everything but its secret. `team_id` None: no team; `expires_at` None: never;
     `last_used_at` None: never used; `previous_secret_valid_until`: after a rotation, until when the old
-    secret still works (None: it does not)."""
+    secret still works (None: it does not). The limits (`rpm`, `tpm`, `max_parallel`, `budget_usd`,
+    `budget_period`, `soft_budget_usd`): None, no such limit; `budget_period` None: the key's lifetime."""
 
     id: str
     object: Literal["api_key"] = "api_key"
@@ -47,6 +48,12 @@ class ApiKey(_Result):
     created_at: float
     last_used_at: float | None
     previous_secret_valid_until: float | None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    soft_budget_usd: float | None = None
     request_id: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,6 +67,7 @@ class ApiKey(_Result):
             "expires_at": self.expires_at,
             "disabled": self.disabled,
             "metadata": dict(self.metadata),
+            **_limits_dict(self),
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
             "previous_secret_valid_until": self.previous_secret_valid_until,
@@ -79,11 +87,19 @@ class IssuedKey(ApiKey):
 
 @dataclass(slots=True, kw_only=True)
 class Team(_Result):
+    """A team; its limits (as on `ApiKey`) hold for all its keys together."""
+
     id: str
     object: Literal["team"] = "team"
     name: str
     metadata: dict[str, str]
     created_at: float
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    soft_budget_usd: float | None = None
     request_id: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,8 +108,33 @@ class Team(_Result):
             "object": self.object,
             "name": self.name,
             "metadata": dict(self.metadata),
+            **_limits_dict(self),
             "created_at": self.created_at,
         }
+
+
+def _limits_dict(result: ApiKey | Team) -> dict[str, Any]:
+    return {
+        "rpm": result.rpm,
+        "tpm": result.tpm,
+        "max_parallel": result.max_parallel,
+        "budget_usd": result.budget_usd,
+        "budget_period": result.budget_period,
+        "soft_budget_usd": result.soft_budget_usd,
+    }
+
+
+def _limits(msg: admin_v1.Limits | None) -> dict[str, Any]:
+    """A `Limits` message as the results' six fields (unset, or no message from an older server: None)."""
+    limits = msg or admin_v1.Limits()
+    return {
+        "rpm": limits.rpm,
+        "tpm": limits.tpm,
+        "max_parallel": limits.max_parallel,
+        "budget_usd": limits.budget_usd,
+        "budget_period": limits.budget_period,
+        "soft_budget_usd": limits.soft_budget_usd,
+    }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -185,6 +226,7 @@ def key_result(cls: type[K], msg: admin_v1.ApiKey, **extra: Any) -> K:
         created_at=msg.created_at,
         last_used_at=msg.last_used_at,
         previous_secret_valid_until=msg.previous_secret_valid_until,
+        **_limits(msg.limits),
         **extra,
     )
 
@@ -200,6 +242,7 @@ def team_result(msg: admin_v1.Team, info: CallInfo | None = None) -> Team:
         name=msg.name,
         metadata=msg.metadata,
         created_at=msg.created_at,
+        **_limits(msg.limits),
         request_id=info.request_id if info is not None else None,
     )
 

@@ -18,6 +18,7 @@ __all__ = (
     "DisableKeyRequest",
     "GetKeyRequest",
     "GetTeamRequest",
+    "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
     "ListKeysRequest",
@@ -111,6 +112,11 @@ class ApiKey(betterproto2.Message):
     )
     """
     After a rotation, until when the old secret still works; unset: it does not.
+    """
+
+    limits: "Limits | None" = betterproto2.field(12, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The key's rate limits and budget; always set, each unset field inside: no such limit.
     """
 
 
@@ -210,6 +216,11 @@ class CreateKeyRequest(betterproto2.Message):
     Up to 32 entries of text.
     """
 
+    limits: "Limits | None" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Unset: no limits.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "CreateKeyRequest", CreateKeyRequest)
 
@@ -259,6 +270,11 @@ class CreateTeamRequest(betterproto2.Message):
     )
     """
     Up to 32 entries of text.
+    """
+
+    limits: "Limits | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Unset: no limits.
     """
 
 
@@ -386,6 +402,53 @@ class GetTeamRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "GetTeamRequest", GetTeamRequest)
+
+
+@dataclass(eq=False, repr=False)
+class Limits(betterproto2.Message):
+    """
+    Limits are the rate limits and budget of a key or a team; an unset field is no such limit.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["Limits"]
+
+    rpm: "int | None" = betterproto2.field(1, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests per minute, 1 or more.
+    """
+
+    tpm: "int | None" = betterproto2.field(2, betterproto2.TYPE_INT64, optional=True)
+    """
+    Tokens (prompt + completion) per minute, 1 or more.
+    """
+
+    max_parallel: "int | None" = betterproto2.field(3, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests in flight at once, 1 or more.
+    """
+
+    budget_usd: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    US dollars that may be spent per budget_period, more than 0.
+    """
+
+    budget_period: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
+    """
+    "day", "week" or "month"; unset: the budgets hold for the object's lifetime. Only with a budget
+    (budget_usd or soft_budget_usd, which share it).
+    """
+
+    soft_budget_usd: "float | None" = betterproto2.field(6, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    US dollars per budget_period past which requests are still served, with a warning (a log line and
+    a response header).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "Limits", Limits)
 
 
 @dataclass(eq=False, repr=False)
@@ -649,6 +712,12 @@ class Team(betterproto2.Message):
 
     created_at: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
+    limits: "Limits | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The team's rate limits and budget, shared by all its keys; always set, each unset field inside: no
+    such limit.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "Team", Team)
 
@@ -703,6 +772,13 @@ class UpdateKeyRequest(betterproto2.Message):
     Replaces the whole metadata map.
     """
 
+    limits: "Limits | None" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set: replaces all the key's limits at once, each field unset inside clearing its limit (an empty
+    Limits clears them all); unset: the limits stay as they are. The REST API (PATCH) changes them one
+    field at a time instead.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "UpdateKeyRequest", UpdateKeyRequest)
 
@@ -725,6 +801,13 @@ class UpdateTeamRequest(betterproto2.Message):
     metadata: "StringMap | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Replaces the whole metadata map.
+    """
+
+    limits: "Limits | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set: replaces all the team's limits at once, each field unset inside clearing its limit (an empty
+    Limits clears them all); unset: the limits stay as they are. The REST API (PATCH) changes them one
+    field at a time instead.
     """
 
 
@@ -1020,7 +1103,7 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
 from ....google import protobuf as ___google__protobuf__
 
 LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto"\x83\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xb0\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xfd\x02\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadataB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xcb\x01\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xb6\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x81\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadataB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details2\xf6\x0b\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/auditb\x06proto3'
+    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto"\xb8\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x123\n\x06limits\x18\x0c \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"\xaf\x02\n\x06Limits\x12\x15\n\x03rpm\x18\x01 \x01(\x03H\x00R\x03rpm\x88\x01\x01\x12\x15\n\x03tpm\x18\x02 \x01(\x03H\x01R\x03tpm\x88\x01\x01\x12&\n\x0cmax_parallel\x18\x03 \x01(\x03H\x02R\x0bmaxParallel\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12(\n\rbudget_period\x18\x05 \x01(\tH\x04R\x0cbudgetPeriod\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x06 \x01(\x01H\x05R\rsoftBudgetUsd\x88\x01\x01B\x06\n\x04_rpmB\x06\n\x04_tpmB\x0f\n\r_max_parallelB\r\n\x0b_budget_usdB\x10\n\x0e_budget_periodB\x12\n\x10_soft_budget_usd"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xe5\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x07 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb2\x03\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\t \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x80\x02\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x123\n\x06limits\x18\x05 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xeb\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x03 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb6\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details2\xf6\x0b\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/auditb\x06proto3'
 )
 
 

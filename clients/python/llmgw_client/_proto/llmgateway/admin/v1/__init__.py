@@ -17,6 +17,7 @@ __all__ = (
     "DisableKeyRequest",
     "GetKeyRequest",
     "GetTeamRequest",
+    "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
     "ListKeysRequest",
@@ -101,6 +102,11 @@ class ApiKey(betterproto2.Message):
     )
     """
     After a rotation, until when the old secret still works; unset: it does not.
+    """
+
+    limits: "Limits | None" = betterproto2.field(12, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The key's rate limits and budget; always set, each unset field inside: no such limit.
     """
 
 
@@ -190,6 +196,11 @@ class CreateKeyRequest(betterproto2.Message):
     Up to 32 entries of text.
     """
 
+    limits: "Limits | None" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Unset: no limits.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "CreateKeyRequest", CreateKeyRequest)
 
@@ -229,6 +240,11 @@ class CreateTeamRequest(betterproto2.Message):
     )
     """
     Up to 32 entries of text.
+    """
+
+    limits: "Limits | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Unset: no limits.
     """
 
 
@@ -321,6 +337,48 @@ class GetTeamRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "GetTeamRequest", GetTeamRequest)
+
+
+@dataclass(eq=False, repr=False)
+class Limits(betterproto2.Message):
+    """
+    Limits are the rate limits and budget of a key or a team; an unset field is no such limit.
+    """
+
+    rpm: "int | None" = betterproto2.field(1, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests per minute, 1 or more.
+    """
+
+    tpm: "int | None" = betterproto2.field(2, betterproto2.TYPE_INT64, optional=True)
+    """
+    Tokens (prompt + completion) per minute, 1 or more.
+    """
+
+    max_parallel: "int | None" = betterproto2.field(3, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests in flight at once, 1 or more.
+    """
+
+    budget_usd: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    US dollars that may be spent per budget_period, more than 0.
+    """
+
+    budget_period: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
+    """
+    "day", "week" or "month"; unset: the budgets hold for the object's lifetime. Only with a budget
+    (budget_usd or soft_budget_usd, which share it).
+    """
+
+    soft_budget_usd: "float | None" = betterproto2.field(6, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    US dollars per budget_period past which requests are still served, with a warning (a log line and
+    a response header).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "Limits", Limits)
 
 
 @dataclass(eq=False, repr=False)
@@ -529,6 +587,12 @@ class Team(betterproto2.Message):
 
     created_at: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
+    limits: "Limits | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The team's rate limits and budget, shared by all its keys; always set, each unset field inside: no
+    such limit.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "Team", Team)
 
@@ -578,6 +642,13 @@ class UpdateKeyRequest(betterproto2.Message):
     Replaces the whole metadata map.
     """
 
+    limits: "Limits | None" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set: replaces all the key's limits at once, each field unset inside clearing its limit (an empty
+    Limits clears them all); unset: the limits stay as they are. The REST API (PATCH) changes them one
+    field at a time instead.
+    """
+
 
 default_message_pool.register_message("llmgateway.admin.v1", "UpdateKeyRequest", UpdateKeyRequest)
 
@@ -595,6 +666,13 @@ class UpdateTeamRequest(betterproto2.Message):
     metadata: "StringMap | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Replaces the whole metadata map.
+    """
+
+    limits: "Limits | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set: replaces all the team's limits at once, each field unset inside clearing its limit (an empty
+    Limits clears them all); unset: the limits stay as they are. The REST API (PATCH) changes them one
+    field at a time instead.
     """
 
 
