@@ -13,12 +13,15 @@ from llmgw.application.admin import Admin
 from llmgw.application.auth import Authenticator
 from llmgw.application.circuits import Circuits
 from llmgw.application.gateway import Gateway
-from llmgw.application.ports import GenerationStore, KeyStore, Provider
+from llmgw.application.limits import Limiter
+from llmgw.application.ports import GenerationStore, KeyStore, LimitStore, Provider
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
+from llmgw.domain.limits import NO_LIMITS, Limits
 from llmgw.infrastructure.config.settings import AuthSettings, Settings, StorageSettings
 from llmgw.infrastructure.config.show import mask_url_password
+from llmgw.infrastructure.limits.memory import MemoryLimitStore
 from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_transport
 from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.factory import create_store
@@ -70,7 +73,8 @@ async def build_gateway(
             opened_first=circuits.opened_first,
             claim=circuits.claim,
         )
-        yield Gateway(
+        limiter = await stack.enter_async_context(_limiter(settings, cast(KeyStore, store)))
+        gateway = Gateway(
             router,
             recorder,
             max_in_flight=settings.server.max_in_flight,
@@ -79,7 +83,13 @@ async def build_gateway(
             retry_policies={name: _retry_policy(settings, name) for name in providers},
             auth=auth,
             admin=Admin(cast(KeyStore, store), auth, rotation_grace=settings.auth.rotation_grace),
+            limiter=limiter,
         )
+        try:
+            yield gateway
+        finally:
+            # Reservations of the requests that ended are settled before the limit store closes.
+            await gateway.settled()
 
 
 def check_auth(settings: AuthSettings) -> None:
@@ -121,6 +131,37 @@ async def _authenticator(settings: Settings, store: GenerationStore) -> AsyncIte
             auth.start()
             stack.push_async_callback(auth.stop)
         yield auth
+
+
+@asynccontextmanager
+async def _limiter(settings: Settings, keys: KeyStore) -> AsyncIterator[Limiter]:
+    """Admission against limits: counters in Redis with `cache.redis_url` (every worker and replica
+    shares them), else in this process."""
+    limits = settings.limits
+    store: LimitStore
+    if settings.cache.redis_url:
+        from llmgw.infrastructure.limits.redis import RedisLimitStore
+
+        store = RedisLimitStore(settings.cache.redis_url)
+    else:
+        store = MemoryLimitStore()
+
+    async def team_limits(team_id: str) -> Limits:
+        team = await keys.get_team(team_id)
+        return team.limits if team is not None else NO_LIMITS
+
+    try:
+        yield Limiter(
+            store,
+            global_limits=limits.gateway,
+            team_limits=team_limits,
+            team_cache_ttl=settings.auth.cache_ttl,
+            default_max_tokens=limits.default_max_tokens,
+            on_budget_store_error=limits.on_store_error,
+            on_rate_store_error=limits.on_store_error_rates,
+        )
+    finally:
+        await store.close()
 
 
 def _retry_policy(settings: Settings, provider: str) -> RetryPolicy:

@@ -6,14 +6,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from llmgw.application.admin import Admin
 from llmgw.application.admission import Admission
 from llmgw.application.auth import Authenticator, hidden_generation, may_read, require_model
-from llmgw.application.circuits import Circuits, CircuitView
+from llmgw.application.circuits import Circuits
 from llmgw.application.failover import Failover
+from llmgw.application.limits import Limiter
+from llmgw.application.readiness import ProviderState, Readiness
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.retries import RetryBudgets, RetryPolicy
 from llmgw.application.routing import Route, Router
@@ -25,6 +26,7 @@ from llmgw.domain.chat import (
     Embeddings,
     EmbeddingsRequest,
     JSONObject,
+    has_images,
 )
 from llmgw.domain.errors import GatewayError, InvalidRequest, ShuttingDown
 from llmgw.domain.generation import (
@@ -39,27 +41,6 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _STREAM_ENDED = "The gateway shut down before the stream ended; retry on another replica."
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderState:
-    name: str
-    has_credentials: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    """What `/readyz` reports: ready when the store answers and the gateway is not draining; providers
-    without keys are not an error, nor are open circuits (`circuits` lists the deployments whose circuit
-    is open or half-open; closed ones are not listed)."""
-
-    ready: bool
-    store_up: bool
-    pending_records: int
-    dropped_records: int
-    providers: Sequence[ProviderState]
-    draining: bool = False
-    circuits: Sequence[CircuitView] = ()
 
 
 class _Running:
@@ -133,9 +114,12 @@ class Gateway:
         retry_policies: Mapping[str, RetryPolicy] | None = None,
         auth: Authenticator | None = None,
         admin: Admin | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.auth = auth
         self.admin = admin
+        self.limiter = limiter
+        self._settling: set[asyncio.Task[None]] = set()
         self._router = router
         self._recorder = recorder
         self._circuits = circuits
@@ -167,11 +151,17 @@ class Gateway:
             dropped_records=self._recorder.dropped,
             providers=[ProviderState(p.name, p.has_credentials) for p in self._router.providers.values()],
             circuits=self._circuits.views() if self._circuits is not None else (),
+            limits_up=await self.limiter.store.ping() if self.limiter is not None else None,
         )
 
     @property
     def recorder(self) -> GenerationRecorder:
         return self._recorder
+
+    async def settled(self) -> None:
+        """Until the limit reservations of the requests that ended are settled (tests, shutdown)."""
+        while self._settling:
+            await asyncio.gather(*self._settling)
 
     def drain(self) -> None:
         """Take no more work: readiness fails from now on and new chat and embeddings requests are
@@ -267,6 +257,8 @@ class Gateway:
         model = self._chat_model(request, ctx.key)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
+            if self.limiter is not None:
+                ctx.limits = await self.limiter.admit(ctx.key, model, request.body)
             with self._recorded(tracker, GenerationKind.CHAT):
                 result = await self._attempts(
                     self._failover(model, Capability.CHAT, ctx),
@@ -295,6 +287,8 @@ class Gateway:
         # The slot is taken here, in the generator's body, so that its exit always gives it back: a stream
         # never started holds none.
         with self._admitted():
+            if self.limiter is not None:
+                tracker.ctx.limits = await self.limiter.admit(tracker.ctx.key, model, request.body)
             include_usage = request.include_usage
             gen_id = tracker.gen_id
             task = asyncio.current_task()
@@ -352,6 +346,8 @@ class Gateway:
         require_model(ctx.key, model.id)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
+            if self.limiter is not None:
+                ctx.limits = await self.limiter.admit(ctx.key, model, request.body, completes=False)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
                 result = await self._attempts(
                     self._failover(model, Capability.EMBEDDINGS, ctx),
@@ -385,7 +381,7 @@ class Gateway:
                 code="model_not_supported",
                 param="tools",
             )
-        if not model.can(Capability.VISION) and _has_images(request):
+        if not model.can(Capability.VISION) and has_images(request):
             raise InvalidRequest(
                 f"The model '{model.id}' does not support image input.",
                 code="model_not_supported",
@@ -396,6 +392,11 @@ class Gateway:
     def _finish(self, tracker: Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
         record = tracker.record(kind, outcome)
         self._recorder.record(record)
+        admitted = tracker.ctx.limits
+        if admitted is not None and self.limiter is not None:
+            task = asyncio.create_task(self.limiter.settle_record(admitted, record))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
         log.info(
             "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s%s",
             kind,
@@ -471,19 +472,6 @@ async def _opened(
         await _aclose(upstream)
         raise
     return upstream, first
-
-
-def _has_images(request: ChatRequest) -> bool:
-    messages = request.body.get("messages")
-    if not isinstance(messages, list):
-        return False
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "image_url":
-                    return True
-    return False
 
 
 async def _aclose(iterator: AsyncIterator[list[JSONObject]]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from llmgw.application.limits import Admitted
 from llmgw.application.routing import Route
 from llmgw.domain.chat import JSONObject
 from llmgw.domain.errors import GatewayError, ShuttingDown
@@ -27,6 +28,8 @@ class RequestContext:
     provider: str = ""
     # The caller's key (None: auth is off); the record names it and its team.
     key: ApiKey | None = None
+    # The request's reservation against limits (None: no limit applies), for its headers and settling.
+    limits: Admitted | None = None
 
 
 class Tracker:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from llmgw.domain.limits import NO_LIMITS, Limits
+
 
 class Capability(enum.StrEnum):
     """What a model can be asked to do (a StrEnum: its members are hashed on every request)."""
@@ -61,6 +63,8 @@ class ModelSpec:
     fallbacks: tuple[str, ...] = ()
     #: Model ids (larger contexts) tried in order when an upstream refuses a request as too long.
     fallbacks_on_context: tuple[str, ...] = ()
+    #: What requests for this model may use, whoever sends them (`llm.models[].limits`).
+    limits: Limits = NO_LIMITS
 
     def __post_init__(self) -> None:
         if not self.deployments:

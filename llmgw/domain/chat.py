@@ -136,3 +136,17 @@ def _valid_input(value: Any) -> bool:
         isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
         for item in value
     )
+
+
+def has_images(request: ChatRequest) -> bool:
+    """Whether a chat request's messages hold an image part."""
+    messages = request.body.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    return True
+    return False

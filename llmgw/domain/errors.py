@@ -74,6 +74,9 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        #: a limit's refusal: the state of every scope the request counted against (`ScopeStatus`es), for
+        #: the answer's rate-limit headers
+        self.limit_statuses: tuple[object, ...] = ()
 
 
 class Overloaded(RateLimited):

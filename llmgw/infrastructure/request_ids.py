@@ -20,6 +20,10 @@ current_generation_id: contextvars.ContextVar[str | None] = contextvars.ContextV
 current_attempts: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
     "attempts", default=None
 )
+# Set once a request was admitted against limits: its rate-limit headers (gRPC metadata).
+current_limit_headers: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "limit_headers", default=None
+)
 # A gRPC call's deadline, on the event loop's clock, when the client set one.
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 

@@ -6,8 +6,10 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from llmgw.application.limits import OnStoreError
 from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import ModelSpec
+from llmgw.domain.limits import NO_LIMITS, Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,19 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """`[limits]`: the gateway-wide limits (`[limits.gateway]`) and how admission estimates and fails."""
+
+    gateway: Limits = NO_LIMITS
+    #: completion tokens reserved for a chat request that sets no max_tokens / max_completion_tokens
+    default_max_tokens: int = 4096
+    #: budgets while the limit store (Redis) is unreachable: refuse (closed) or let through (open)
+    on_store_error: OnStoreError = OnStoreError.CLOSED
+    #: rpm, tpm and max_parallel while it is unreachable
+    on_store_error_rates: OnStoreError = OnStoreError.OPEN
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs, validated."""
 
@@ -205,6 +220,7 @@ class Settings:
     circuit: CircuitSettings = CircuitSettings()
     auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
+    limits: LimitsSettings = LimitsSettings()
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
     # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.

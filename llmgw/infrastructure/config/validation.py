@@ -13,8 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from llmgw.application.limit_fields import LIMIT_FIELDS, changed_limits
+from llmgw.application.limits import OnStoreError
 from llmgw.application.retries import RetryPolicy
 from llmgw.domain.catalog import Capability, Deployment, ModelSpec, Pricing
+from llmgw.domain.errors import InvalidRequest
+from llmgw.domain.limits import NO_LIMITS, Limits
 from llmgw.infrastructure.config.settings import (
     AuthSettings,
     CacheSettings,
@@ -24,6 +28,7 @@ from llmgw.infrastructure.config.settings import (
     GrpcSettings,
     HealthSettings,
     HttpSettings,
+    LimitsSettings,
     ListenAddress,
     LogFormat,
     LogSettings,
@@ -299,6 +304,11 @@ _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
         },
     ),
 }
+_LIMITS_FIELDS: dict[str, Parse] = {
+    "default_max_tokens": at_least(1),
+    "on_store_error": member(OnStoreError),
+    "on_store_error_rates": member(OnStoreError),
+}
 _PROVIDER_FIELDS: dict[str, Parse] = {
     "kind": member(ProviderKind),
     "base_url": http_url,
@@ -339,7 +349,7 @@ _PRICES = dict.fromkeys(("prompt", "completion", "cached_prompt"), non_negative_
 
 
 #: The config's top-level tables.
-TOP_LEVEL = frozenset({"llm", *_SECTIONS})
+TOP_LEVEL = frozenset({"llm", "limits", *_SECTIONS})
 
 
 def build_settings(
@@ -357,6 +367,7 @@ def build_settings(
     sections = {
         name: make(**check.section(data, (name,), parsers)) for name, (make, parsers) in _SECTIONS.items()
     }
+    limits = limits_settings(data, check)
     if check.problems:
         raise ConfigError(check.problems, check.warnings)
     return Settings(
@@ -365,6 +376,7 @@ def build_settings(
         **sections,
         retry=retry,
         circuit=circuit,
+        limits=limits,
         sources=sources,
         warnings=tuple(check.warnings),
     )
@@ -574,7 +586,9 @@ def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) ->
             check.fail((*anonymous, "id"), "is required")
         return None
     path = (*MODELS_PATH, f"[{model_id}]")
-    check.warn_unknown(entry, path, {"id", "pricing", "deployments", *_FALLBACK_KEYS, *_MODEL_FIELDS})
+    check.warn_unknown(
+        entry, path, {"id", "pricing", "deployments", "limits", *_FALLBACK_KEYS, *_MODEL_FIELDS}
+    )
     fields = check.parse(entry, path, _MODEL_FIELDS)
     if entry.get("deployments") is not None:
         for key in ("provider", "upstream_model"):
@@ -593,6 +607,7 @@ def _model(entry: Any, index: int, check: Checker, providers: frozenset[str]) ->
         deployments=deployments or (first,),
         capabilities=fields.get("capabilities", frozenset({Capability.CHAT})),
         pricing=_pricing(entry, path, check),
+        limits=limits_table(entry, "limits", path, check),
         created=fields.get("created", 0),
         owned_by=fields.get("owned_by", first.provider),
     )
@@ -689,3 +704,30 @@ def _pricing(entry: Mapping[str, Any], path: KeyPath, check: Checker) -> Pricing
         if entry["pricing"].get(key) is None:
             check.fail((*pricing_path, key), "is required")
     return Pricing(**{"prompt": 0.0, "completion": 0.0, **prices})
+
+
+def limits_table(parent: Mapping[str, Any], key: str, parent_path: KeyPath, check: Checker) -> Limits:
+    """The limit fields (`rpm`, `tpm`, `max_parallel`, `budget_usd`, `budget_period`, `soft_budget_usd`)
+    of the table `parent[key]`, checked as the admin API checks a key's."""
+    path = (*parent_path, key)
+    table = parent.get(key)
+    if table is None:
+        return NO_LIMITS
+    if not isinstance(table, Mapping):
+        check.fail(path, f"must be a table, got {table!r}")
+        return NO_LIMITS
+    check.warn_unknown(table, path, LIMIT_FIELDS)
+    try:
+        return changed_limits(NO_LIMITS, table) or NO_LIMITS
+    except InvalidRequest as exc:
+        check.fail((*path, exc.param or ""), exc.message)
+        return NO_LIMITS
+
+
+def limits_settings(data: Mapping[str, Any], check: Checker) -> LimitsSettings:
+    """`[limits]`: its settings, and the gateway-wide limits in `[limits.gateway]`."""
+    path: KeyPath = ("limits",)
+    table = check.table(data, path)
+    check.warn_unknown(table, path, {*_LIMITS_FIELDS, "gateway"})
+    fields = check.parse(table, path, _LIMITS_FIELDS)
+    return LimitsSettings(gateway=limits_table(table, "gateway", path, check), **fields)

@@ -8,12 +8,14 @@ in whole seconds, beside the request and generation ids every answer carries.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from grpclib import GRPCError, Status
 
 from llmgw.domain import errors
+from llmgw.infrastructure.limit_headers import refusal_headers
 from llmgw.infrastructure.request_ids import current_attempts, current_generation_id
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,8 @@ def error_trailers(exc: errors.GatewayError) -> dict[str, str]:
         trailers[ERROR_PARAM_HEADER] = exc.param
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        trailers[RETRY_AFTER_HEADER] = str(max(0, round(retry_after)))
-    return trailers
+        trailers[RETRY_AFTER_HEADER] = str(max(0, math.ceil(retry_after)))
+    return trailers | refusal_headers(exc)
 
 
 @contextmanager

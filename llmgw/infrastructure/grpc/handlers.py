@@ -36,6 +36,7 @@ from llmgw.infrastructure.request_ids import (
     current_attempts,
     current_deadline,
     current_generation_id,
+    current_limit_headers,
     current_request_id,
 )
 
@@ -160,6 +161,7 @@ def _begin(stream: Stream[Any, Any]) -> None:
     current_request_id.set(accept_or_mint(value if isinstance(value, str) else None))
     current_generation_id.set(None)
     current_attempts.set(None)
+    current_limit_headers.set(None)
     deadline = stream.deadline
     current_deadline.set(
         None if deadline is None else asyncio.get_running_loop().time() + deadline.time_remaining()
@@ -174,6 +176,9 @@ def _ids() -> dict[str, str]:
     attempts = current_attempts.get()
     if attempts is not None:
         ids.update(attempt_headers(*attempts))
+    limits = current_limit_headers.get()
+    if limits:
+        ids.update(limits)
     return ids
 
 

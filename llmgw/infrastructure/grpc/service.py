@@ -25,10 +25,12 @@ from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import Gate, current_caller, with_ids
 from llmgw.infrastructure.grpc.messages import v1
 from llmgw.infrastructure.grpc.upb_codec import Encoded
+from llmgw.infrastructure.limit_headers import admitted_headers
 from llmgw.infrastructure.request_ids import (
     current_attempts,
     current_deadline,
     current_generation_id,
+    current_limit_headers,
     current_request_id,
 )
 
@@ -59,6 +61,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
             result = await self._gateway.create_chat_completion(request, ctx)
             current_generation_id.set(result.body["id"])
             current_attempts.set((ctx.attempts, ctx.provider))
+            current_limit_headers.set(admitted_headers(ctx.limits))
             return cast(v1.ChatCompletion, encode_chat_completion(result.body))
 
     async def create_chat_completion_stream(self, message: Any) -> AsyncIterator[v1.ChatCompletionChunk]:
@@ -72,6 +75,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
                 async for chunks in stream:
                     if not announced:  # the attempts are over once the first chunks came
                         current_attempts.set((ctx.attempts, ctx.provider))
+                        current_limit_headers.set(admitted_headers(ctx.limits))
                         announced = True
                     for chunk in chunks:
                         yield cast(v1.ChatCompletionChunk, Encoded(encode_chat_chunk(chunk)))
@@ -83,6 +87,7 @@ class GatewayService(v1.LlmGatewayServiceBase):
             result = await self._gateway.create_embeddings(request, ctx)
             current_generation_id.set(result.body["id"])
             current_attempts.set((ctx.attempts, ctx.provider))
+            current_limit_headers.set(admitted_headers(ctx.limits))
             body = result.body if result.text is None else orjson.loads(result.text) | result.body
             return cast(v1.CreateEmbeddingsResponse, encode_embeddings_response(body))
 

@@ -12,6 +12,7 @@ from aiohttp_sse import EventSourceResponse
 from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
+from llmgw.infrastructure.limit_headers import admitted_headers
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER, attempt_headers
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
@@ -34,7 +35,11 @@ async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse
     ctx = RequestContext(request_id=request_id(request), key=request[CALLER])
     if not chat.stream:
         result = await gateway.create_chat_completion(chat, ctx)
-        headers = {GENERATION_ID_HEADER: result.body["id"], **attempt_headers(ctx.attempts, ctx.provider)}
+        headers = {
+            GENERATION_ID_HEADER: result.body["id"],
+            **attempt_headers(ctx.attempts, ctx.provider),
+            **admitted_headers(ctx.limits),
+        }
         return json_response(result.body, headers=headers)
     stream = gateway.stream_chat_completion(chat, ctx)
     async with contextlib.aclosing(stream):
@@ -51,6 +56,7 @@ async def _stream(request: web.Request, stream: ChatStream, ctx: RequestContext)
         GENERATION_ID_HEADER: stream.generation_id,
         REQUEST_ID_HEADER: request_id(request),
         **attempt_headers(ctx.attempts, ctx.provider),
+        **admitted_headers(ctx.limits),
     }
     response = EventSourceResponse(headers=headers, sep="\n", allow_all_methods=True, send_timeout=None)
     try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from llmgw.domain import errors
+from llmgw.infrastructure.limit_headers import refusal_headers
 from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, attempt_headers
 
 # Most specific first: the first matching class wins.
@@ -43,10 +45,10 @@ def error_body(exc: errors.GatewayError) -> dict[str, Any]:
 
 def error_response(exc: errors.GatewayError) -> web.Response:
     status, _ = status_and_type(exc)
-    headers = attempt_headers(exc.attempts, exc.provider)
+    headers = attempt_headers(exc.attempts, exc.provider) | refusal_headers(exc)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(0, round(retry_after)))
+        headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
     if exc.generation_id is not None:
         headers[GENERATION_ID_HEADER] = exc.generation_id
     return web.Response(

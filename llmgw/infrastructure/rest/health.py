@@ -42,6 +42,11 @@ def readiness_body(readiness: Readiness) -> dict[str, Any]:
             "pending_records": readiness.pending_records,
             "dropped_records": readiness.dropped_records,
         },
+        # The counters of limits and budgets (Redis, or this process's); down does not make the gateway
+        # unready: `limits.on_store_error` decides what limited requests meet meanwhile.
+        "limits": {"state": "up" if readiness.limits_up else "down"}
+        if readiness.limits_up is not None
+        else None,
         # Open and half-open circuits only, earliest opened first; they do not make the gateway unready.
         "circuits": [
             {
