@@ -1,6 +1,6 @@
 """`python -m benchmarks`: start the fake upstream, the reference proxy and llmgw (one and two workers, one
-with the aiohttp transport and one with auth on), measure interleaved rounds of every row, write
-`benchmarks/RESULTS.md`; `--profile` adds a profile."""
+with the aiohttp transport, one with auth on and one with auth and limits on, its counters in Redis),
+measure interleaved rounds of every row, write `benchmarks/RESULTS.md`; `--profile` adds a profile."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import os
 import resource
 import shutil
 import sys
@@ -19,10 +20,23 @@ import uvloop
 
 from benchmarks import machine, procfs, profiling, report, wrk
 from benchmarks.grpc_load import LoadProcess
-from benchmarks.plan import GRPC_ECHO, LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH, REFERENCE, UPSTREAM, Plan
+from benchmarks.plan import (
+    GRPC_ECHO,
+    LLMGW,
+    LLMGW_2,
+    LLMGW_AIOHTTP,
+    LLMGW_AUTH,
+    LLMGW_LIMITS,
+    REFERENCE,
+    UPSTREAM,
+    Plan,
+)
 from benchmarks.processes import (
+    LIMITED_KEY_REQUEST,
     REPO_ROOT,
     Server,
+    public_url,
+    redis_unanswered,
     start_grpc_echo,
     start_llmgw,
     start_reference,
@@ -35,11 +49,13 @@ from benchmarks.summary import Summaries, judge
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 PROFILE = REPO_ROOT / "benchmarks" / "PROFILE.md"
 PROFILE_BEFORE = REPO_ROOT / "benchmarks" / "PROFILE-before.md"
+#: where the limits on llmgw keeps its counters (`[cache] redis_url`), unless LLMGW_BENCH_REDIS_URL says
+REDIS_URL = "redis://127.0.0.1:6379/0"
 # Five rounds, not three: on a shared 2-core machine one server's CPU per request moves by a third between
 # identical rows seconds apart (the reference proxy's REST stream at c128, eight 4-s rows: 0.30-0.42 ms),
 # and a ratio of two such rows moves more; the median of five rounds' ratios is steadier than of three.
-# Rows of 1 s instead of 1.25 kept the run near seven minutes; the paced stream, aiohttp transport and auth
-# on rows bring it near eleven.
+# Rows of 1 s instead of 1.25 kept the run near seven minutes; the paced stream, aiohttp transport, auth on
+# and limits on rows bring it near twelve.
 ROUNDS = 5
 QUICK = Settings(duration=0.35, warmup=0.1, settle=0.1, ttfb_samples=6, ttfb_warmup=1)
 
@@ -47,7 +63,7 @@ QUICK = Settings(duration=0.35, warmup=0.1, settle=0.1, ttfb_samples=6, ttfb_war
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="one short round (under a minute), for development"
+        "--quick", action="store_true", help="one short round (about a minute), for development"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, --quick 1)")
     parser.add_argument("--duration", type=float, help="seconds of load per row (default 1, --quick 0.35)")
@@ -121,6 +137,7 @@ async def _run(args: argparse.Namespace, settings: Settings, rounds: int) -> int
         final_peaks=final_peaks,
         coverage=coverage,
         skipped=skipped,
+        redis_url=public_url(_redis_url()) if LLMGW_LIMITS in servers else "",
     )
     summaries = Summaries(bench.samples)
     args.output.write_text(
@@ -143,6 +160,11 @@ async def _start(workdir: Path, servers: dict[str, Server], *, full: bool) -> di
     servers[GRPC_ECHO] = await start_grpc_echo(workdir)
     # Auth on: a key minted through the admin API once llmgw is ready; every request to it carries it.
     servers[LLMGW_AUTH] = await start_llmgw(workdir, servers[UPSTREAM], LLMGW_AUTH, auth=True)
+    skipped = {}
+    reason = await _start_limits(workdir, servers)
+    if reason:
+        print(f"{reason}\nthe limits on rows are left out", file=sys.stderr, flush=True)
+        skipped[LLMGW_LIMITS] = reason
     try:
         servers[LLMGW_AIOHTTP] = await start_llmgw(
             workdir, servers[UPSTREAM], LLMGW_AIOHTTP, transport="aiohttp"
@@ -151,8 +173,34 @@ async def _start(workdir: Path, servers: dict[str, Server], *, full: bool) -> di
         # An llmgw without the `transport` key refuses the config: the run goes on without these rows.
         reason = f'llmgw did not start with `transport = "aiohttp"`: {_last_line(str(exc))}'
         print(f"{reason}\nthe aiohttp transport rows are left out", file=sys.stderr, flush=True)
-        return {LLMGW_AIOHTTP: reason}
-    return {}
+        skipped[LLMGW_AIOHTTP] = reason
+    return skipped
+
+
+async def _start_limits(workdir: Path, servers: dict[str, Server]) -> str | None:
+    """Limits on: auth on, `[cache] redis_url`, and a key whose limits are all checked and never refuse.
+    Without a Redis that answers, or an llmgw that starts with it, the run goes on without these rows:
+    the reason why."""
+    url = _redis_url()
+    reason = await redis_unanswered(url)
+    if reason:
+        return f"limits on rows: {reason} (LLMGW_BENCH_REDIS_URL sets the URL)"
+    try:
+        servers[LLMGW_LIMITS] = await start_llmgw(
+            workdir,
+            servers[UPSTREAM],
+            LLMGW_LIMITS,
+            auth=True,
+            key_request=LIMITED_KEY_REQUEST,
+            redis_url=url,
+        )
+    except RuntimeError as exc:
+        return f"limits on rows: llmgw did not start with Redis at {public_url(url)}: {_last_line(str(exc))}"
+    return None
+
+
+def _redis_url() -> str:
+    return os.environ.get("LLMGW_BENCH_REDIS_URL") or REDIS_URL
 
 
 def _last_line(text: str) -> str:

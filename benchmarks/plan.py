@@ -16,6 +16,8 @@ LLMGW_2 = "llmgw-2w"
 LLMGW_AIOHTTP = "llmgw-aiohttp"
 #: llmgw with `[auth] enabled = true`: every request carries a key minted through its admin API
 LLMGW_AUTH = "llmgw-auth"
+#: llmgw with auth on and `[cache] redis_url`: every request carries a key with limits that never refuse
+LLMGW_LIMITS = "llmgw-limits"
 GRPC_ECHO = "grpc-echo"
 
 
@@ -51,7 +53,7 @@ class Target:
 
     @property
     def gateway(self) -> bool:
-        return self.server in (LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH)
+        return self.server in (LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH, LLMGW_LIMITS)
 
 
 DIRECT = Target("direct (upstream)", UPSTREAM, Front.REST)
@@ -64,17 +66,22 @@ LLMGW_REST_AIOHTTP = Target("llmgw REST, aiohttp transport", LLMGW_AIOHTTP, Fron
 LLMGW_GRPC_AIOHTTP = Target("llmgw gRPC, aiohttp transport", LLMGW_AIOHTTP, Front.GRPC)
 LLMGW_REST_AUTH = Target("llmgw REST, auth on", LLMGW_AUTH, Front.REST)
 LLMGW_GRPC_AUTH = Target("llmgw gRPC, auth on", LLMGW_AUTH, Front.GRPC)
+LLMGW_REST_LIMITS = Target("llmgw REST, limits on", LLMGW_LIMITS, Front.REST)
+LLMGW_GRPC_LIMITS = Target("llmgw gRPC, limits on", LLMGW_LIMITS, Front.GRPC)
 BARE_GRPC = Target("bare grpclib echo", GRPC_ECHO, Front.GRPC)
-#: in the order of the report's tables: each auth on and aiohttp transport row beside llmgw's plain one
+#: in the order of the report's tables: each auth on, limits on and aiohttp transport row beside llmgw's
+#: plain one
 TARGETS = (
     DIRECT,
     REFERENCE_PROXY,
     LLMGW_REST,
     LLMGW_REST_AUTH,
+    LLMGW_REST_LIMITS,
     LLMGW_REST_AIOHTTP,
     BARE_GRPC,
     LLMGW_GRPC,
     LLMGW_GRPC_AUTH,
+    LLMGW_GRPC_LIMITS,
     LLMGW_GRPC_AIOHTTP,
     LLMGW_REST_2,
     LLMGW_GRPC_2,
@@ -119,48 +126,80 @@ class Plan:
         (Kind.PACED_STREAM, 32),
         (Kind.EMBEDDINGS, 32),
     )
+    #: (kind, concurrency) pairs also run against llmgw with limits on (auth on, a key with limits, Redis),
+    #: each right after the auth on row of the same round, which is the same row without limits
+    limits_rows: tuple[tuple[Kind, int], ...] = (
+        (Kind.CHAT, 32),
+        (Kind.PACED_STREAM, 32),
+        (Kind.EMBEDDINGS, 32),
+    )
     #: servers that are not running (an optional one that did not start): their rows are left out
     missing: frozenset[str] = frozenset()
 
     def round(self, index: int) -> list[Row]:
-        """One round: for each kind and concurrency every target in turn, the order rotated per round."""
+        """One round: for each kind and concurrency every target in turn, the order rotated per round (by
+        groups: a plain llmgw row and its auth on and limits on rows stay together, in that order)."""
         rows: list[Row] = []
         for kind in Kind:
             for concurrency in self.concurrencies_for(kind):
                 pair = (kind, concurrency)
-                targets = [
-                    target
-                    for target in _targets(
-                        kind, pair in self.workers_rows, pair in self.transport_rows, pair in self.auth_rows
-                    )
-                    if target.server not in self.missing
+                wanted = _Wanted(
+                    workers=pair in self.workers_rows,
+                    aiohttp=pair in self.transport_rows,
+                    auth=pair in self.auth_rows,
+                    limits=pair in self.limits_rows,
+                )
+                groups = [
+                    kept
+                    for group in _groups(kind, wanted)
+                    if (kept := [target for target in group if target.server not in self.missing])
                 ]
-                shift = index % len(targets)
-                rows.extend(Row(target, kind, concurrency) for target in targets[shift:] + targets[:shift])
+                shift = index % len(groups)
+                for group in groups[shift:] + groups[:shift]:
+                    rows.extend(Row(target, kind, concurrency) for target in group)
         return rows
 
     def concurrencies_for(self, kind: Kind) -> tuple[int, ...]:
         return dict(self.kind_concurrencies).get(kind, self.concurrencies)
 
 
-def _targets(kind: Kind, with_workers: bool, with_aiohttp: bool, with_auth: bool = False) -> list[Target]:
-    """In a cyclic order where one server's rows rarely follow each other (see `Bench.measure`); each auth
-    on row right after llmgw's plain one, so that the two are measured seconds apart."""
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """Which optional targets a (kind, concurrency) pair is also run against."""
+
+    workers: bool
+    aiohttp: bool
+    auth: bool
+    limits: bool
+
+
+def _groups(kind: Kind, wanted: _Wanted) -> list[list[Target]]:
+    """The targets in a cyclic order where one server's rows rarely follow each other (see
+    `Bench.measure`), in groups that a round's rotation keeps whole: each auth on row right after llmgw's
+    plain one and each limits on row right after the auth on one, so that the rows compared are measured
+    seconds apart."""
     grpc = kind is not Kind.EMBEDDINGS  # the issue asks for gRPC unary and streamed chat
     candidates = [
-        (DIRECT, True),
-        (LLMGW_REST, True),
-        (LLMGW_REST_AUTH, with_auth),
-        (LLMGW_REST_AIOHTTP, with_aiohttp),
-        (LLMGW_REST_2, with_workers),
-        (REFERENCE_PROXY, True),
-        (LLMGW_GRPC, grpc),
-        (LLMGW_GRPC_AUTH, grpc and with_auth),
-        (BARE_GRPC, grpc and kind is not Kind.TTFB),
-        (LLMGW_GRPC_AIOHTTP, grpc and with_aiohttp),
-        (LLMGW_GRPC_2, grpc and with_workers),
+        [(DIRECT, True)],
+        [
+            (LLMGW_REST, True),
+            (LLMGW_REST_AUTH, wanted.auth),
+            (LLMGW_REST_LIMITS, wanted.auth and wanted.limits),
+        ],
+        [(LLMGW_REST_AIOHTTP, wanted.aiohttp)],
+        [(LLMGW_REST_2, wanted.workers)],
+        [(REFERENCE_PROXY, True)],
+        [
+            (LLMGW_GRPC, grpc),
+            (LLMGW_GRPC_AUTH, grpc and wanted.auth),
+            (LLMGW_GRPC_LIMITS, grpc and wanted.auth and wanted.limits),
+        ],
+        [(BARE_GRPC, grpc and kind is not Kind.TTFB)],
+        [(LLMGW_GRPC_AIOHTTP, grpc and wanted.aiohttp)],
+        [(LLMGW_GRPC_2, grpc and wanted.workers)],
     ]
-    return [target for target, wanted in candidates if wanted]
+    groups = [[target for target, want in group if want] for group in candidates]
+    return [group for group in groups if group]
 
 
 def model(target: Target, kind: Kind) -> str:

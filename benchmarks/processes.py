@@ -11,15 +11,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
 
 from benchmarks.rawhttp import call_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 _READY_TIMEOUT = 60.0
+_REDIS_TIMEOUT = 2.0
 # `python -m llmgw` exactly, under a command line that a broad `pkill -f "llmgw serve"` elsewhere on the
 # machine does not match: such kills stopped benchmark runs half-way.
 _LLMGW_MAIN = "from llmgw.cli import main; raise SystemExit(main())"
@@ -27,7 +33,16 @@ _NOT_PASSED = frozenset({"CONFIG_PATH", "MODE", "HTTP_PROXY", "HTTPS_PROXY", "AL
 # llmgw writes generation records at least every second: its CPU for a row is read once that is done.
 LLMGW_FLUSH_SECONDS = 1.1
 #: what the key minted for an auth on llmgw's load may do
-BENCH_KEY_REQUEST = {"name": "bench", "scopes": ["inference"]}
+BENCH_KEY_REQUEST: Mapping[str, Any] = {"name": "bench", "scopes": ["inference"]}
+#: the key of the limits on llmgw: every limit set, all far above what a run sends, so each is checked and
+#: reserved on every request (the bench models are priced, so the budget too) and none ever refuses
+LIMITED_KEY_REQUEST: Mapping[str, Any] = {
+    **BENCH_KEY_REQUEST,
+    "rpm": 100_000_000,
+    "tpm": 100_000_000_000,
+    "max_parallel": 100_000,
+    "budget_usd": 1_000_000,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +131,18 @@ def llmgw_config(
     transport: str | None = None,
     *,
     auth: AuthSecrets | None = None,
+    redis_url: str = "",
 ) -> str:
     """The config of one llmgw: provider `bench` on the upstream, with `transport` if given (else the
-    default transport, whatever llmgw's default is); auth off unless `auth` gives its secrets."""
+    default transport, whatever llmgw's default is); auth off unless `auth` gives its secrets; with
+    `redis_url`, `[cache] redis_url` (limit counters and key revocations in Redis)."""
     rest, grpc, health = ports
     transport_line = f'transport = "{transport}"\n' if transport else ""
     if auth is None:
         auth_lines = "enabled = false"
     else:
         auth_lines = f'enabled = true\npepper = "{auth.pepper}"\nadmin_key = "{auth.admin_key}"'
+    cache_lines = f'\n[cache]\nredis_url = "{redis_url}"\n' if redis_url else ""
     return f"""\
 [log]
 level = "info"
@@ -144,7 +162,7 @@ url = "sqlite:///{workdir / "bench.db"}"
 
 [auth]
 {auth_lines}
-
+{cache_lines}
 [server]
 workers = {workers}
 shutdown_grace = "5s"
@@ -180,18 +198,23 @@ async def start_llmgw(
     wrapper: tuple[str, ...] = (),
     transport: str | None = None,
     auth: bool = False,
+    key_request: Mapping[str, Any] = BENCH_KEY_REQUEST,
+    redis_url: str = "",
 ) -> Server:
     """`llmgw serve` (REST, gRPC, health) with a config dir of its own holding one provider, `bench`.
 
     `wrapper` runs `-m llmgw` under another module (e.g. cProfile); `transport` sets the provider's
     `transport` key (llmgw refuses unknown keys, so it starts only where the key exists). With `auth`,
-    `[auth]` is on and, once llmgw is ready, a key is minted for the load (`Server.api_key`).
+    `[auth]` is on and, once llmgw is ready, a key is minted for the load (`Server.api_key`) with
+    `key_request` as the body; `redis_url` sets `[cache] redis_url`.
     """
     config_dir = workdir / name
     config_dir.mkdir(parents=True, exist_ok=True)
     ports = (free_port(), free_port(), free_port())
     auth_secrets = AuthSecrets.generate() if auth else None
-    config = llmgw_config(config_dir, upstream, ports, workers, transport, auth=auth_secrets)
+    config = llmgw_config(
+        config_dir, upstream, ports, workers, transport, auth=auth_secrets, redis_url=redis_url
+    )
     (config_dir / "default.toml").write_text(config)
     # Only the config file speaks: no LLMGW_ settings, keys or proxies from the caller's environment (a
     # proxy variable would also change which transport llmgw picks by default).
@@ -209,23 +232,50 @@ async def start_llmgw(
         await _wait_ready(server, ports[2], "/readyz")
         await _wait_ready(server, ports[1], None)
         if auth_secrets is not None:
-            server.api_key = await mint_key(server, auth_secrets.admin_key)
+            server.api_key = await mint_key(server, auth_secrets.admin_key, key_request)
     except BaseException:
         stop(server)  # not ready in time: no process left behind
         raise
     return server
 
 
-async def mint_key(server: Server, admin_key: str) -> str:
+async def mint_key(server: Server, admin_key: str, request: Mapping[str, Any] = BENCH_KEY_REQUEST) -> str:
     """A key of the normal kind (scope `inference`, not the config's admin key), created through the
-    admin API and tried once on `GET /v1/models`: the full key."""
+    admin API with `request` as the body and tried once on `GET /v1/models`: the full key."""
     admin = {"Authorization": f"Bearer {admin_key}"}
-    issued = await call_json(HOST, server.port, "/admin/v1/keys", "POST", BENCH_KEY_REQUEST, headers=admin)
+    issued = await call_json(HOST, server.port, "/admin/v1/keys", "POST", dict(request), headers=admin)
     key = issued.get("key") if isinstance(issued, dict) else None
     if not isinstance(key, str) or not key:
         raise RuntimeError(f"{server.name}: POST /admin/v1/keys answered no key")
     await call_json(HOST, server.port, "/v1/models", headers={"Authorization": f"Bearer {key}"})
     return key
+
+
+async def redis_unanswered(url: str) -> str | None:
+    """Why Redis at `url` does not answer a PING within `_REDIS_TIMEOUT`; None when it does."""
+    try:
+        client = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=_REDIS_TIMEOUT, socket_timeout=_REDIS_TIMEOUT
+        )
+    except ValueError as exc:
+        return f"{public_url(url)} is not a Redis URL: {exc}"
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        return f"Redis at {public_url(url)} did not answer: {type(exc).__name__}: {exc}"
+    finally:
+        await client.aclose()
+    return None
+
+
+def public_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`, fit for a report."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 async def _wait_ready(server: Server, port: int, path: str | None) -> None:

@@ -1,5 +1,5 @@
-"""Write `benchmarks/RESULTS.md`: machine and commit, the table, targets, auth on vs off, 1 vs 2 workers,
-method, profile."""
+"""Write `benchmarks/RESULTS.md`: machine and commit, the table, targets, auth on vs off, limits on vs off,
+1 vs 2 workers, method, profile."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from benchmarks.plan import (
     LLMGW_GRPC_2,
     LLMGW_GRPC_AIOHTTP,
     LLMGW_GRPC_AUTH,
+    LLMGW_GRPC_LIMITS,
+    LLMGW_LIMITS,
     LLMGW_REST,
     LLMGW_REST_2,
     LLMGW_REST_AIOHTTP,
     LLMGW_REST_AUTH,
+    LLMGW_REST_LIMITS,
     TARGETS,
     UPSTREAM,
     Kind,
@@ -24,7 +27,17 @@ from benchmarks.plan import (
 )
 from benchmarks.procfs import PeakMemory
 from benchmarks.runner import Settings
-from benchmarks.summary import AIOHTTP, AUTH_LIMIT_US, AUTH_PAIRS, Summaries, Summary, Verdict
+from benchmarks.summary import (
+    AIOHTTP,
+    AUTH_LIMIT_US,
+    AUTH_PAIRS,
+    LIMITS_CPU_LIMIT_US,
+    LIMITS_P50_LIMIT_MS,
+    LIMITS_PAIRS,
+    Summaries,
+    Summary,
+    Verdict,
+)
 
 PROFILE_START = "<!-- profile:start -->"
 PROFILE_END = "<!-- profile:end -->"
@@ -56,6 +69,8 @@ class RunInfo:
     coverage: dict[str, float]
     #: optional servers that did not start, with the reason: their rows are missing
     skipped: dict[str, str]
+    #: the Redis of the limits on rows, its password masked ("": those rows did not run)
+    redis_url: str = ""
 
 
 def _f(value: float, digits: int = 2, suffix: str = "") -> str:
@@ -108,10 +123,12 @@ def _ratio_table(summaries: Summaries) -> list[str]:
         "| llmgw row | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
         "|---|" + "--:|" * len(concurrencies),
     ]
-    # The headline stream (paced) first; each auth on and aiohttp transport row under llmgw's plain one.
+    # The headline stream (paced) first; each auth on, limits on and aiohttp transport row under llmgw's
+    # plain one.
     kinds = (Kind.CHAT, Kind.PACED_STREAM, Kind.BURST_STREAM, Kind.EMBEDDINGS)
-    rest = (LLMGW_REST, LLMGW_REST_AUTH, LLMGW_REST_AIOHTTP)
-    for targets in (rest, (LLMGW_GRPC, LLMGW_GRPC_AUTH, LLMGW_GRPC_AIOHTTP)):
+    rest = (LLMGW_REST, LLMGW_REST_AUTH, LLMGW_REST_LIMITS, LLMGW_REST_AIOHTTP)
+    grpc = (LLMGW_GRPC, LLMGW_GRPC_AUTH, LLMGW_GRPC_LIMITS, LLMGW_GRPC_AIOHTTP)
+    for targets in (rest, grpc):
         for kind in kinds:
             for target in targets:
                 cells = [summaries.get(target, kind, c) for c in concurrencies]
@@ -136,8 +153,7 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
     for verdict in verdicts:
         digits = 1 if verdict.unit in ("MiB", "µs") else 3 if verdict.unit == "ms" else 2
         unit = verdict.unit if verdict.unit == "x" else f" {verdict.unit}"
-        # An added figure (µs over another row) keeps its sign: noise can make it negative.
-        show = _signed if verdict.unit == "µs" else _f
+        show = _signed if verdict.signed else _f
         label, beside = verdict.beside or ("", {})
         measured = ", ".join(
             f"{where} {show(value, digits)}{unit}"
@@ -173,6 +189,50 @@ def _auth_lines(summaries: Summaries, plan: Plan) -> list[str]:
                 f"| ≤ {AUTH_LIMIT_US:g} µs | {state} | {on.errors} |"
             )
     return lines
+
+
+def _limits_lines(summaries: Summaries, plan: Plan) -> list[str]:
+    """Per limits on row: server CPU per request and p50 latency without limits (the auth on row) and with
+    them, and what limits on added, the medians of each round's difference (in parentheses: the lowest
+    and highest round's)."""
+    lines = [
+        "| llmgw row | conc | CPU ms/req, off | CPU ms/req, on | limits on add | verdict "
+        "| p50 ms, off | p50 ms, on | limits on add | verdict | errors, limits on |",
+        "|---|--:|--:|--:|---|---|--:|--:|---|---|--:|",
+    ]
+    for limited, plain in LIMITS_PAIRS:
+        for kind, concurrency in plan.limits_rows:
+            on, off = summaries.get(limited, kind, concurrency), summaries.get(plain, kind, concurrency)
+            if on is None or off is None:
+                continue
+            cpu = _added(
+                summaries.added_cpu_us(on, plain),
+                summaries.added_cpus_us(on, plain),
+                LIMITS_CPU_LIMIT_US,
+                (1, "µs CPU/request"),
+            )
+            p50 = _added(
+                summaries.added_p50_ms(on, plain),
+                summaries.added_p50s_ms(on, plain),
+                LIMITS_P50_LIMIT_MS,
+                (3, "ms p50"),
+            )
+            lines.append(
+                f"| llmgw {limited.front.value} {kind.value} | {concurrency} | {_f(off.server_ms, 3)} "
+                f"| {_f(on.server_ms, 3)} | {cpu} | {_f(off.p50_ms, 3)} | {_f(on.p50_ms, 3)} | {p50} "
+                f"| {on.errors} |"
+            )
+    return lines
+
+
+def _added(median: float, rounds: list[float], limit: float, shown: tuple[int, str]) -> str:
+    """Two cells: the median of the rounds' differences with their range (`shown`: digits and unit), and
+    its verdict against `limit`."""
+    digits, unit = shown
+    spread = f" ({min(rounds):+.{digits}f} to {max(rounds):+.{digits}f})" if len(rounds) > 1 else ""
+    met = None if math.isnan(median) else median <= limit
+    state = {True: "**met**", False: "**not met**", None: "not measured"}[met]
+    return f"{_signed(median, digits)} {unit}{spread}, limit ≤ {limit:g} | {state}"
 
 
 def _workers_table(summaries: Summaries, plan: Plan) -> list[str]:
@@ -239,9 +299,33 @@ def _method(info: RunInfo, summaries: Summaries) -> list[str]:
         "- +p50/+p99: the row's latency minus the direct row's at the same kind and concurrency (gRPC rows: "
         "minus direct REST). Peak RSS: VmHWM, summed over the process tree (2 workers: supervisor, workers "
         "and multiprocessing's helper).",
+        *_limits_method(info),
         f"- Run took {info.wall_seconds:.0f} s. The machine was busy {info.machine_busy_s:.0f} core-seconds "
         f"of {available:.0f}; {max(0.0, foreign):.0f} of them were other processes than this benchmark's "
         "(other work on the machine makes latency and req/s noisier; CPU per request much less so).",
+    ]
+
+
+def _limits_method(info: RunInfo) -> list[str]:
+    if not info.redis_url:
+        return []
+    return [
+        "- Limits on: with Redis, llmgw's limit store makes a round trip to Redis per admission (one Lua "
+        "script checks and reserves every limit) and another when the request ends (settling the reservation "
+        "with the real tokens and cost). The server CPU per request includes llmgw's side of both (redis-py "
+        "client work: encoding the call, reading the answer), not Redis's own CPU, which runs in a process "
+        f"outside the measured tree ({info.redis_url}, shared with whatever else uses it); the added p50 "
+        "includes the admission's round trip, which a request waits for before going upstream."
+    ]
+
+
+def _limits_setup(info: RunInfo) -> list[str]:
+    if not info.redis_url:
+        return []
+    return [
+        f"- Limits on rows (at {_concurrencies(info.plan.limits_rows)}): auth on as above plus "
+        f"`[cache] redis_url = {info.redis_url}` (counters in Redis), every request with a key minted with "
+        "`rpm`, `tpm`, `max_parallel` and `budget_usd` set far above what the run sends."
     ]
 
 
@@ -282,6 +366,7 @@ def render(
         "`log.level = info` to a file. Auth off (`[auth] enabled = false`) but for the auth on rows (at "
         f"{_concurrencies(info.plan.auth_rows)}): `enabled = true`, every request with a key minted through "
         "the admin API, which llmgw's key cache holds after the first.",
+        *_limits_setup(info),
         *(f"- not measured: {reason}" for reason in info.skipped.values()),
         "",
         "## Results",
@@ -317,6 +402,24 @@ def render(
         "refused key would show as errors.",
         "",
         *_auth_lines(summaries, info.plan),
+        "",
+    ]
+    lines += [
+        "## Limits on vs off",
+        "",
+        "llmgw with auth on as above plus `[cache] redis_url`, each request carrying a key minted with every "
+        "limit set far above what the run sends (`rpm`, `tpm`, `max_parallel`, `budget_usd` with no period), "
+        "so each is checked and reserved on admission and settled when the request ends (the bench models "
+        "are priced, so the budget too) and none refuses; beside the auth on row of the same round, measured "
+        "right before it: the same row without limits. Limits on add: the median of the rounds' differences "
+        f"(in parentheses: the lowest and highest round's). Limits: ≤ {LIMITS_CPU_LIMIT_US:g} µs of server CPU "
+        f"and ≤ {LIMITS_P50_LIMIT_MS:g} ms of p50 latency per request. A refusal would show as errors.",
+        "",
+        *(
+            _limits_lines(summaries, info.plan)
+            if info.redis_url
+            else [f"Not measured: {info.skipped.get(LLMGW_LIMITS, 'no limits on rows in this run')}."]
+        ),
         "",
     ]
     lines += ["## Workers: 1 vs 2", "", *_workers_table(summaries, info.plan), ""]

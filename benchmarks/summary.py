@@ -14,9 +14,11 @@ from benchmarks.plan import (
     LLMGW_GRPC,
     LLMGW_GRPC_AIOHTTP,
     LLMGW_GRPC_AUTH,
+    LLMGW_GRPC_LIMITS,
     LLMGW_REST,
     LLMGW_REST_AIOHTTP,
     LLMGW_REST_AUTH,
+    LLMGW_REST_LIMITS,
     REFERENCE_PROXY,
     Front,
     Kind,
@@ -33,6 +35,12 @@ AIOHTTP = "aiohttp transport"
 AUTH_LIMIT_US = 20.0
 #: each auth on target with llmgw's plain target of the same front, which it is compared with
 AUTH_PAIRS = ((LLMGW_REST_AUTH, LLMGW_REST), (LLMGW_GRPC_AUTH, LLMGW_GRPC))
+#: server CPU per request (µs) and p50 latency (ms) that limits on (a key with limits, counters in Redis)
+#: may add over the same row without limits: the auth on row, measured right before it
+LIMITS_CPU_LIMIT_US = 50.0
+LIMITS_P50_LIMIT_MS = 0.3
+#: each limits on target with the auth on target of the same front, which it is compared with
+LIMITS_PAIRS = ((LLMGW_REST_LIMITS, LLMGW_REST_AUTH), (LLMGW_GRPC_LIMITS, LLMGW_GRPC_AUTH))
 #: the kinds' names in the verdicts
 _KIND_NAMES = {
     Kind.CHAT: "chat",
@@ -50,6 +58,8 @@ class Summary:
     rps: float
     p50_ms: float
     p99_ms: float
+    #: p50 latency in each round, for differences between rows measured side by side
+    p50_ms_by_round: dict[int, float]
     server_ms: float
     #: server CPU ms per request in each round, for ratios between rows measured side by side
     server_ms_by_round: dict[int, float]
@@ -74,6 +84,7 @@ def _summary(row: Row, samples: list[Sample]) -> Summary:
         rps=_median(s.load.requests / s.load.seconds if s.load.seconds else math.nan for s in samples),
         p50_ms=_median(s.load.p50_ms for s in samples),
         p99_ms=_median(s.load.p99_ms for s in samples),
+        p50_ms_by_round={s.round: s.load.p50_ms for s in samples},
         server_ms=_median(s.server_ms_per_request for s in samples),
         server_ms_by_round={s.round: s.server_ms_per_request for s in samples},
         upstream_ms=_median(s.upstream_ms_per_request for s in samples),
@@ -135,15 +146,29 @@ class Summaries:
         theirs = self.get(plain, summary.row.kind, summary.row.concurrency)
         if theirs is None:
             return []
-        by_round = theirs.server_ms_by_round
-        return [
-            1000 * (ours - by_round[index])
-            for index, ours in summary.server_ms_by_round.items()
-            if index in by_round and not math.isnan(by_round[index]) and not math.isnan(ours)
-        ]
+        return [1000 * added for added in _differences(summary.server_ms_by_round, theirs.server_ms_by_round)]
+
+    def added_p50_ms(self, summary: Summary, plain: Target) -> float:
+        """p50 latency, in ms, that `summary`'s row added over `plain`'s row of the same kind and
+        concurrency: the median of each round's difference, as for `added_cpu_us`."""
+        return _median(self.added_p50s_ms(summary, plain))
+
+    def added_p50s_ms(self, summary: Summary, plain: Target) -> list[float]:
+        """Each round's difference of `added_p50_ms`."""
+        theirs = self.get(plain, summary.row.kind, summary.row.concurrency)
+        return [] if theirs is None else _differences(summary.p50_ms_by_round, theirs.p50_ms_by_round)
 
     def concurrencies(self, kind: Kind) -> list[int]:
         return sorted({row.concurrency for row in self.rows if row.kind is kind})
+
+
+def _differences(ours: dict[int, float], theirs: dict[int, float]) -> list[float]:
+    """Per round that both measured, ours minus theirs."""
+    return [
+        value - theirs[index]
+        for index, value in ours.items()
+        if index in theirs and not math.isnan(theirs[index]) and not math.isnan(value)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +180,8 @@ class Verdict:
     figures: tuple[tuple[str, float], ...]
     #: another row's figures at the same places, shown beside and not judged (label, {where: value})
     beside: tuple[str, dict[str, float]] | None = None
+    #: a difference from another row, shown with its sign (noise can make it negative)
+    signed: bool = False
 
     @property
     def met(self) -> bool | None:
@@ -190,6 +217,7 @@ def judge(summaries: Summaries, final_peaks: dict[str, PeakMemory]) -> list[Verd
         grpc("paced stream", 1.6, Kind.PACED_STREAM),
     ]
     verdicts += auth_verdicts(summaries)
+    verdicts += limits_verdicts(summaries)
     peak = final_peaks.get(LLMGW_REST.server)
     if peak is not None:
         theirs = final_peaks.get(LLMGW_REST_AIOHTTP.server)
@@ -215,5 +243,25 @@ def auth_verdicts(summaries: Summaries) -> list[Verdict]:
             figures = tuple((f"c{c}", summaries.added_cpu_us(s, plain)) for c, s in found if s is not None)
             if figures:
                 name = f"{auth.front.value} {_KIND_NAMES[kind]}, auth on (cached key): added CPU/request"
-                verdicts.append(Verdict(name, AUTH_LIMIT_US, "µs", figures))
+                verdicts.append(Verdict(name, AUTH_LIMIT_US, "µs", figures, signed=True))
+    return verdicts
+
+
+def limits_verdicts(summaries: Summaries) -> list[Verdict]:
+    """For each limits on row measured, the server CPU per request and the p50 latency that limits on
+    added over the auth on row of the same round (medians of the rounds), judged against
+    `LIMITS_CPU_LIMIT_US` and `LIMITS_P50_LIMIT_MS`."""
+    verdicts = []
+    for limited, plain in LIMITS_PAIRS:
+        for kind in Kind:
+            found = [
+                (f"c{c}", s) for c in summaries.concurrencies(kind) if (s := summaries.get(limited, kind, c))
+            ]
+            if not found:
+                continue
+            name = f"{limited.front.value} {_KIND_NAMES[kind]}, limits on (Redis): added"
+            cpu = tuple((where, summaries.added_cpu_us(s, plain)) for where, s in found)
+            p50 = tuple((where, summaries.added_p50_ms(s, plain)) for where, s in found)
+            verdicts.append(Verdict(f"{name} CPU/request", LIMITS_CPU_LIMIT_US, "µs", cpu, signed=True))
+            verdicts.append(Verdict(f"{name} p50 latency", LIMITS_P50_LIMIT_MS, "ms", p50, signed=True))
     return verdicts
