@@ -1,5 +1,6 @@
 """`llmgw keys|teams|audit`: the admin use cases run straight on the configured store, each call audited
-as `cli`, for bootstrapping and for operators without an admin key at hand."""
+as `cli`, for bootstrapping and for operators without an admin key at hand. `keys|teams usage` reads the
+limit counters the gateways share in Redis (`cache.redis_url`)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,24 @@ from typing import Any, cast
 from llmgw.application.admin import CLI_ACTOR, MAX_PAGE, Admin, IssuedKey
 from llmgw.application.auth import Authenticator
 from llmgw.application.limit_fields import LIMIT_FIELDS
+from llmgw.application.limits import Limiter, LimitUsage
 from llmgw.application.ports import KeyStore
-from llmgw.domain.errors import GatewayError, InvalidRequest
+from llmgw.domain.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
-from llmgw.infrastructure.admin_json import audit_json, key_json, team_json
+from llmgw.infrastructure.admin_json import audit_json, key_json, team_json, usage_json
 from llmgw.infrastructure.config.settings import Settings
 from llmgw.infrastructure.config.validation import parse_duration
 from llmgw.infrastructure.storage.factory import create_store
 
 COMMANDS = ("keys", "teams", "audit")
 Action = Callable[[Admin, argparse.Namespace], Awaitable[None]]
+#: `keys|teams usage`: an action that also reads the limit counters.
+UsageAction = Callable[[Admin, Limiter, argparse.Namespace], Awaitable[LimitUsage]]
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Register `keys`, `teams` and `audit` on the `llmgw` subparsers; each action is `args.admin_action`."""
+    """Register `keys`, `teams` and `audit` on the `llmgw` subparsers; each action is `args.admin_action`
+    (`usage`: `args.usage_action`)."""
     _add_keys(
         commands.add_parser("keys", parents=[common], help="create, list, rotate, disable API keys"), common
     )
@@ -51,6 +56,7 @@ def _add_keys(keys: argparse.ArgumentParser, common: argparse.ArgumentParser) ->
     listing.add_argument("--team", help="only the keys of this team id")
     listing.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     sub.add("show", _keys_show, "print one key as JSON").add_argument("id")
+    sub.add_usage(_keys_usage, "print what the key used of its limits now, as JSON (needs cache.redis_url)")
     rotate = sub.add("rotate", _keys_rotate, "new secret, same id; prints the new key once", changes_key=True)
     rotate.add_argument("id")
     rotate.add_argument(
@@ -123,6 +129,9 @@ def _add_teams(teams: argparse.ArgumentParser, common: argparse.ArgumentParser) 
     listing = sub.add("list", _teams_list, "print every team")
     listing.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     sub.add("show", _teams_show, "print one team as JSON").add_argument("id")
+    sub.add_usage(
+        _teams_usage, "print what the team's keys used of its limits now, as JSON (needs cache.redis_url)"
+    )
     update = sub.add("update", _teams_update, "rename a team or change its limits, keep the rest")
     update.add_argument("id")
     update.add_argument("--name")
@@ -148,6 +157,12 @@ class _Actions:
         parser.set_defaults(admin_action=action, changes_key=changes_key)
         return parser
 
+    def add_usage(self, action: UsageAction, help_text: str) -> None:
+        """`usage ID`: its action gets a limiter too, and its answer is printed as JSON."""
+        parser = self._sub.add_parser("usage", parents=[self._common], help=help_text, description=help_text)
+        parser.set_defaults(admin_action=None, usage_action=action, changes_key=False)
+        parser.add_argument("id")
+
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """0 done; 1 refused (unknown id, bad field) or the store unavailable; 2 no pepper."""
@@ -162,7 +177,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         _err("llmgw: auth.pepper is required to make or check keys, even with auth off")
         return 2
     try:
-        asyncio.run(_run(settings, cast(Action, args.admin_action), args))
+        asyncio.run(_run(settings, args))
     except GatewayError as exc:
         _err(f"llmgw: {exc.message}")
         return 1
@@ -172,9 +187,34 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(settings: Settings, action: Action, args: argparse.Namespace) -> None:
+async def _run(settings: Settings, args: argparse.Namespace) -> None:
     async with _admin(settings, publish=getattr(args, "changes_key", False)) as admin:
-        await action(admin, args)
+        usage_action: UsageAction | None = getattr(args, "usage_action", None)
+        if usage_action is None:
+            await cast(Action, args.admin_action)(admin, args)
+            return
+        async with _limiter(settings) as limiter:
+            usage = await usage_action(admin, limiter, args)
+        _print_json(usage_json(usage))
+
+
+@asynccontextmanager
+async def _limiter(settings: Settings) -> AsyncIterator[Limiter]:
+    """The counters every gateway shares in Redis. Without Redis each gateway process counts alone, in its
+    own memory, where no command can read: the admin API of the gateway itself can."""
+    if not settings.cache.redis_url:
+        raise ServiceUnavailable(
+            "Without cache.redis_url each gateway process counts its limits in its own memory, which this "
+            "command cannot read: ask a running gateway (GET /admin/v1/keys/ID/usage or /teams/ID/usage).",
+            code="limits_unavailable",
+        )
+    from llmgw.infrastructure.limits.redis import RedisLimitStore
+
+    store = RedisLimitStore(settings.cache.redis_url)
+    try:
+        yield Limiter(store)
+    finally:
+        await store.close()
 
 
 @asynccontextmanager
@@ -253,6 +293,10 @@ async def _keys_show(admin: Admin, args: argparse.Namespace) -> None:
     _print_json(key_json(await admin.get_key(CLI_ACTOR, args.id)))
 
 
+async def _keys_usage(admin: Admin, limiter: Limiter, args: argparse.Namespace) -> LimitUsage:
+    return await admin.key_usage(CLI_ACTOR, args.id, limiter)
+
+
 async def _keys_rotate(admin: Admin, args: argparse.Namespace) -> None:
     _print_issued(await admin.rotate_key(CLI_ACTOR, args.id, grace=args.grace))
 
@@ -318,6 +362,10 @@ async def _teams_list(admin: Admin, args: argparse.Namespace) -> None:
 
 async def _teams_show(admin: Admin, args: argparse.Namespace) -> None:
     _print_json(team_json(await admin.get_team(CLI_ACTOR, args.id)))
+
+
+async def _teams_usage(admin: Admin, limiter: Limiter, args: argparse.Namespace) -> LimitUsage:
+    return await admin.team_usage(CLI_ACTOR, args.id, limiter)
 
 
 async def _teams_update(admin: Admin, args: argparse.Namespace) -> None:

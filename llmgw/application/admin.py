@@ -17,8 +17,9 @@ from typing import Any, Generic, TypeVar
 
 from llmgw.application.auth import Authenticator
 from llmgw.application.limit_fields import LIMIT_FIELDS, changed_limits
+from llmgw.application.limits import Limiter, LimitUsage
 from llmgw.application.ports import KeyStore
-from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound
+from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from llmgw.domain.keys import (
     PREFIX,
     ROTATION_GRACE_SECONDS,
@@ -31,7 +32,8 @@ from llmgw.domain.keys import (
     new_audit_id,
     new_team_id,
 )
-from llmgw.domain.limits import NO_LIMITS, Limits
+from llmgw.domain.limits import NO_LIMITS, Limits, ScopeKind
+from llmgw.domain.limits import Scope as LimitScope
 
 T = TypeVar("T")
 
@@ -155,6 +157,13 @@ class Admin:
                 raise _key_not_found(public_id)
             await self._auth.changed(public_id)
 
+    async def key_usage(self, actor: str, public_id: str, limiter: Limiter | None) -> LimitUsage:
+        """What the key has used of its own limits now (not its team's: `team_usage`), from `limiter`'s
+        store: the one the gateway counts in."""
+        async with self._audited(actor, "key.usage", public_id):
+            key = await self._key(public_id)
+            return await _usage(limiter, LimitScope(ScopeKind.KEY, key.public_id, key.limits))
+
     async def _key(self, public_id: str) -> ApiKey:
         key = await self._store.get_key(public_id) if public_id else None
         if key is None:
@@ -246,6 +255,12 @@ class Admin:
                 )
             await self._store.delete_team(team_id)
 
+    async def team_usage(self, actor: str, team_id: str, limiter: Limiter | None) -> LimitUsage:
+        """What the team's keys have used together of the team's limits now (see `key_usage`)."""
+        async with self._audited(actor, "team.usage", team_id):
+            team = await self._team(team_id)
+            return await _usage(limiter, LimitScope(ScopeKind.TEAM, team.id, team.limits))
+
     async def _team(self, team_id: str) -> Team:
         team = await self._store.get_team(team_id) if team_id else None
         if team is None:
@@ -291,6 +306,12 @@ class _Call:
 
     def __init__(self, target: str) -> None:
         self.target = target
+
+
+async def _usage(limiter: Limiter | None, scope: LimitScope) -> LimitUsage:
+    if limiter is None:
+        raise ServiceUnavailable("Limits are not counted on this gateway.", code="limits_unavailable")
+    return await limiter.usage(scope)
 
 
 def _key_not_found(public_id: str) -> NotFound:

@@ -33,6 +33,7 @@ from llmgw.domain.limits import (
     Scope,
     ScopeKind,
     ScopeStatus,
+    format_usd,
     usd_to_micros,
 )
 
@@ -66,6 +67,20 @@ class Admitted:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """What a scope has used of its limits and has left, read from the limit store `at` (Unix seconds).
+    `period`: the current budget period's [start, end), None without a budget or for a lifetime one."""
+
+    status: ScopeStatus
+    at: float
+    period: tuple[float, float] | None
+
+    @property
+    def scope(self) -> Scope:
+        return self.status.scope
+
+
 class Limiter:
     """Admits requests against the limits of their key, team, model and the gateway (see the module)."""
 
@@ -83,6 +98,7 @@ class Limiter:
     ) -> None:
         self.store = store
         self._global = global_limits
+        self._global_set = not global_limits.empty
         self._team_limits = team_limits
         self._team_cache_ttl = team_cache_ttl
         self._teams: dict[str, tuple[float, Limits]] = {}
@@ -156,7 +172,22 @@ class Limiter:
             refused = admission.refusal.error()
             refused.limit_statuses = admission.statuses
             raise refused
+        for status in admission.statuses:
+            if status.soft_exceeded:
+                log.warning(
+                    "soft budget passed: %s has spent %s of its soft budget of %s",
+                    status.scope.name,
+                    format_usd((status.spent_micros or 0) + (status.reserved_micros or 0)),
+                    format_usd(usd_to_micros(status.scope.limits.soft_budget_usd or 0.0)),
+                )
         return Admitted(scopes, demand, admission.statuses)
+
+    def applies(self, key: ApiKey | None, model: ModelSpec) -> bool:
+        """Whether a request by `key` for `model` may count against any limit (a cheap check that spares
+        requests nothing limits an awaited admission)."""
+        if self._global_set or not model.limits.empty:
+            return True
+        return key is not None and (bool(key.team_id) or not key.limits.empty)
 
     async def settle(self, admitted: Admitted, actual: Demand, *, reached_upstream: bool) -> None:
         """Replace the reservation with what the request used (never raises: the store being down then
@@ -177,14 +208,29 @@ class Limiter:
         actual = Demand(tokens=tokens, micros=micros, priced=admitted.demand.priced)
         await self.settle(admitted, actual, reached_upstream=bool(record.attempts))
 
+    async def usage(self, scope: Scope) -> LimitUsage:
+        """The scope's counters now (the usage API); raises `LimitStoreUnavailable` when the store cannot be
+        reached, since a guess would read as "nothing used"."""
+        now = self._clock()
+        try:
+            status = await self.store.status(scope, now)
+        except LimitStoreUnavailable:
+            self.store_up = False
+            raise
+        self.store_up = True
+        limits = scope.limits
+        period = limits.budget_period
+        bounds = period.bounds(now) if period is not None and limits.tracks_budget else None
+        return LimitUsage(status, now, bounds)
+
     def _fails_closed(self, scopes: Sequence[Scope], demand: Demand) -> bool:
         budgets = any(scope.limits.budget_usd is not None for scope in scopes) and demand.priced
         rates = any(
             limits.rpm is not None or limits.tpm is not None or limits.max_parallel is not None
             for limits in (scope.limits for scope in scopes)
         )
-        return (budgets and self._on_budget_error is OnStoreError.CLOSED) or (
-            rates and self._on_rate_error is OnStoreError.CLOSED
+        return (budgets and self._on_budget_error == OnStoreError.CLOSED) or (
+            rates and self._on_rate_error == OnStoreError.CLOSED
         )
 
 

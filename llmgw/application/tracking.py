@@ -131,7 +131,13 @@ class Tracker:
             attempts=tuple(self.attempts),
             key_id=key.public_id if (key := self.ctx.key) is not None else "",
             team_id=key.team_id if key is not None else "",
+            limits=_scope_names(self.ctx.limits),
         )
+
+
+def _scope_names(admitted: Admitted | None) -> tuple[str, ...]:
+    """The scopes a request was admitted under, as its record names them."""
+    return () if admitted is None else tuple(scope.name for scope in admitted.scopes)
 
 
 def describe(exc: BaseException | None) -> tuple[GenerationStatus, str, str]:

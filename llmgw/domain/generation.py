@@ -109,3 +109,7 @@ class GenerationRecord:
     #: The public id of the API key that made the request, and its team ("": none, or auth off).
     key_id: str = ""
     team_id: str = ""
+    #: The limit scopes the request was admitted under and counted against (`key:<id>`, `team:<id>`,
+    #: `model:<id>`, `global`), in admission order; empty when no limit applied (or the limit store was
+    #: unreachable and the limits failed open).
+    limits: tuple[str, ...] = ()

@@ -1,13 +1,14 @@
-"""Keys, teams and audit rows as the JSON the admin API and the CLI show: never a secret nor its hash.
-Times are Unix seconds, as OpenAI's `created`; a key's and a team's limits are six fields of the object
-itself, each null when there is no such limit."""
+"""Keys, teams, their usage of their limits, and audit rows as the JSON the admin API and the CLI show:
+never a secret nor its hash. Times are Unix seconds, as OpenAI's `created`; a key's and a team's limits are
+six fields of the object itself, each null when there is no such limit."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmgw.application.limits import LimitUsage
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
-from llmgw.domain.limits import Limits
+from llmgw.domain.limits import Limits, ScopeKind, micros_to_usd
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -52,6 +53,60 @@ def limits_json(limits: Limits) -> dict[str, Any]:
         "budget_period": None if period is None else period.value,
         "soft_budget_usd": limits.soft_budget_usd,
     }
+
+
+def usage_json(usage: LimitUsage) -> dict[str, Any]:
+    """`GET /admin/v1/keys/{id}/usage` (`key_id`) and `/teams/{id}/usage` (`team_id`): the limits, then the
+    counters of each one set (null: no such limit). `requests` and `tokens`: the sliding window's limit,
+    what is left now and the seconds until it is whole again; `in_flight`: requests running now (with
+    `max_parallel`); `budget` (with `budget_usd` or `soft_budget_usd`): the current period's bounds
+    (null for a lifetime budget), spent and reserved (by requests still running) US dollars, and what is
+    left of `budget_usd` (null with only a soft budget). Only priced models are charged to budgets."""
+    scope, status, limits = usage.scope, usage.status, usage.scope.limits
+    owner = "key_id" if scope.kind is ScopeKind.KEY else "team_id"
+    requests = tokens = budget = None
+    if limits.rpm is not None:
+        requests = {
+            "limit": limits.rpm,
+            "remaining": status.remaining_requests,
+            "reset_seconds": _seconds(status.reset_requests),
+        }
+    if limits.tpm is not None:
+        tokens = {
+            "limit": limits.tpm,
+            "remaining": status.remaining_tokens,
+            "reset_seconds": _seconds(status.reset_tokens),
+        }
+    if limits.tracks_budget:
+        start, end = usage.period if usage.period is not None else (None, None)
+        remaining = status.remaining_micros
+        budget = {
+            "period": None if limits.budget_period is None else limits.budget_period.value,
+            "period_start": start,
+            "period_end": end,
+            "budget_usd": limits.budget_usd,
+            "soft_budget_usd": limits.soft_budget_usd,
+            "spent_usd": micros_to_usd(status.spent_micros or 0),
+            "reserved_usd": micros_to_usd(status.reserved_micros or 0),
+            "remaining_usd": None if remaining is None else micros_to_usd(remaining),
+            "soft_exceeded": status.soft_exceeded,
+            "priced_models_only": True,
+        }
+    return {
+        "object": "usage",
+        owner: scope.id,
+        "at": usage.at,
+        "limits": limits_json(limits),
+        "requests": requests,
+        "tokens": tokens,
+        "in_flight": status.in_flight if limits.max_parallel is not None else None,
+        "budget": budget,
+    }
+
+
+def _seconds(value: float | None) -> float:
+    """To the millisecond: the counters' float noise (60 / rpm steps) is not news to anyone."""
+    return round(value or 0.0, 3)
 
 
 def audit_json(entry: AuditEntry) -> dict[str, Any]:

@@ -13,14 +13,21 @@ from llmgw_client.types.admin import (
     ApiKey,
     ApiKeyDeleted,
     AuditEntry,
+    BudgetUsage,
     IssuedKey,
+    KeyUsage,
+    Limits,
     Page,
+    RateUsage,
     Team,
     TeamDeleted,
+    TeamUsage,
     audit_entry,
     issued_key,
     key_result,
+    key_usage,
     team_result,
+    team_usage,
 )
 
 __all__ = [
@@ -29,11 +36,16 @@ __all__ = [
     "ApiKeyDeleted",
     "Audit",
     "AuditEntry",
+    "BudgetUsage",
     "IssuedKey",
+    "KeyUsage",
     "Keys",
+    "Limits",
     "Page",
+    "RateUsage",
     "Team",
     "TeamDeleted",
+    "TeamUsage",
     "Teams",
 ]
 
@@ -141,6 +153,21 @@ class Keys(_Resource):
         options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
         reply, info = await self._caller.unary(_SERVICE + "GetKey", request, admin_v1.ApiKey, options)
         return key_result(ApiKey, reply, request_id=info.request_id)
+
+    async def usage(
+        self,
+        key_id: str,
+        *,
+        timeout: Timeout = NOT_GIVEN,
+        max_retries: Retries = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> KeyUsage:
+        """What the key has used of its own limits now and what it has left (`GET
+        /admin/v1/keys/{id}/usage`); each part None when its limit is not set."""
+        request = admin_v1.GetKeyUsageRequest(id=key_id)
+        options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
+        reply, info = await self._caller.unary(_SERVICE + "GetKeyUsage", request, admin_v1.Usage, options)
+        return key_usage(reply, info)
 
     async def update(
         self,
@@ -326,6 +353,21 @@ class Teams(_Resource):
         options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
         reply, info = await self._caller.unary(_SERVICE + "GetTeam", request, admin_v1.Team, options)
         return team_result(reply, info)
+
+    async def usage(
+        self,
+        team_id: str,
+        *,
+        timeout: Timeout = NOT_GIVEN,
+        max_retries: Retries = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> TeamUsage:
+        """What the team's keys have used together of the team's limits now (`GET
+        /admin/v1/teams/{id}/usage`)."""
+        request = admin_v1.GetTeamUsageRequest(id=team_id)
+        options = self._caller.options(timeout=timeout, max_retries=max_retries, extra_headers=extra_headers)
+        reply, info = await self._caller.unary(_SERVICE + "GetTeamUsage", request, admin_v1.Usage, options)
+        return team_usage(reply, info)
 
     async def update(
         self,

@@ -15,9 +15,10 @@ from grpclib.const import Handler
 from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, IssuedKey
 from llmgw.application.gateway import Gateway
 from llmgw.application.limit_fields import LIMIT_FIELDS
+from llmgw.application.limits import LimitUsage
 from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.keys import ApiKey, AuditEntry, Scope, Team
-from llmgw.infrastructure.admin_json import audit_json, key_json, limits_json, team_json
+from llmgw.infrastructure.admin_json import audit_json, key_json, limits_json, team_json, usage_json
 from llmgw.infrastructure.grpc.errors import mapped_errors
 from llmgw.infrastructure.grpc.handlers import Gate, current_caller, with_ids
 from llmgw.infrastructure.grpc.messages import admin_v1, pb
@@ -62,6 +63,11 @@ class AdminService(admin_v1.AdminServiceBase):
         with mapped_errors():
             admin, actor = self._admin()
             return _key(await admin.get_key(actor, message.id))
+
+    async def get_key_usage(self, message: Any) -> admin_v1.Usage:
+        with mapped_errors():
+            admin, actor = self._admin()
+            return _usage(await admin.key_usage(actor, message.id, self._gateway.limiter))
 
     async def update_key(self, message: Any) -> admin_v1.ApiKey:
         with mapped_errors():
@@ -110,6 +116,11 @@ class AdminService(admin_v1.AdminServiceBase):
         with mapped_errors():
             admin, actor = self._admin()
             return _team(await admin.get_team(actor, message.id))
+
+    async def get_team_usage(self, message: Any) -> admin_v1.Usage:
+        with mapped_errors():
+            admin, actor = self._admin()
+            return _usage(await admin.team_usage(actor, message.id, self._gateway.limiter))
 
     async def update_team(self, message: Any) -> admin_v1.Team:
         with mapped_errors():
@@ -221,6 +232,22 @@ def _team(team: Team) -> admin_v1.Team:
         metadata=shown["metadata"],
         created_at=shown["created_at"],
         limits=admin_v1.Limits(**limits_json(team.limits)),
+    )
+
+
+def _usage(usage: LimitUsage) -> admin_v1.Usage:
+    """`usage_json`'s object as a message: each null part unset."""
+    shown = usage_json(usage)
+    requests, tokens, budget = shown["requests"], shown["tokens"], shown["budget"]
+    return admin_v1.Usage(
+        key_id=shown.get("key_id", ""),
+        team_id=shown.get("team_id", ""),
+        at=shown["at"],
+        limits=admin_v1.Limits(**shown["limits"]),
+        requests=None if requests is None else admin_v1.RateUsage(**requests),
+        tokens=None if tokens is None else admin_v1.RateUsage(**tokens),
+        in_flight=shown["in_flight"],
+        budget=None if budget is None else admin_v1.BudgetUsage(**budget),
     )
 
 

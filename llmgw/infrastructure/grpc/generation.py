@@ -28,6 +28,7 @@ _CONVERSIONS: dict[str, Callable[[Any], Any]] = {
     "status": _STATUS.__getitem__,
     "created_at": lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.UTC),
     "attempts": lambda attempts: [v1.GenerationAttempt(**dataclasses.asdict(a)) for a in attempts],
+    "limits": list,
 }
 
 

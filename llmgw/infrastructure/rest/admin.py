@@ -1,4 +1,5 @@
-"""`/admin/v1/…`: keys, teams and the audit trail over REST (the edge already checked the `admin` scope).
+"""`/admin/v1/…`: keys, teams, what they used of their limits, and the audit trail over REST (the edge
+already checked the `admin` scope).
 
 A created or rotated key's full text is in the answer's `key`, this once; listings are
 `{"object": "list", "data": [...], "has_more": bool, "next_cursor": str | null}`, and the next page is
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, Page
 from llmgw.domain.errors import InvalidRequest, ServiceUnavailable
-from llmgw.infrastructure.admin_json import audit_json, key_json, team_json
+from llmgw.infrastructure.admin_json import audit_json, key_json, team_json, usage_json
 from llmgw.infrastructure.rest.json_body import json_response, read_json
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
@@ -78,6 +79,12 @@ async def get_key(request: web.Request) -> web.Response:
     return json_response(key_json(await admin.get_key(actor, request.match_info["id"])))
 
 
+async def key_usage(request: web.Request) -> web.Response:
+    admin, actor = _admin(request)
+    usage = await admin.key_usage(actor, request.match_info["id"], request.app[GATEWAY].limiter)
+    return json_response(usage_json(usage))
+
+
 async def update_key(request: web.Request) -> web.Response:
     admin, actor = _admin(request)
     key = await admin.update_key(actor, request.match_info["id"], await _object(request))
@@ -126,6 +133,12 @@ async def get_team(request: web.Request) -> web.Response:
     return json_response(team_json(await admin.get_team(actor, request.match_info["id"])))
 
 
+async def team_usage(request: web.Request) -> web.Response:
+    admin, actor = _admin(request)
+    usage = await admin.team_usage(actor, request.match_info["id"], request.app[GATEWAY].limiter)
+    return json_response(usage_json(usage))
+
+
 async def update_team(request: web.Request) -> web.Response:
     admin, actor = _admin(request)
     team = await admin.update_team(actor, request.match_info["id"], await _object(request))
@@ -152,6 +165,7 @@ def routes() -> list[web.RouteDef]:
         web.post(keys, create_key),
         web.get(keys, list_keys),
         web.get(f"{keys}/{_ID}", get_key),
+        web.get(f"{keys}/{_ID}/usage", key_usage),
         web.patch(f"{keys}/{_ID}", update_key),
         web.delete(f"{keys}/{_ID}", delete_key),
         web.post(f"{keys}/{_ID}:rotate", rotate_key),
@@ -159,6 +173,7 @@ def routes() -> list[web.RouteDef]:
         web.post(teams, create_team),
         web.get(teams, list_teams),
         web.get(f"{teams}/{_ID}", get_team),
+        web.get(f"{teams}/{_ID}/usage", team_usage),
         web.patch(f"{teams}/{_ID}", update_team),
         web.delete(f"{teams}/{_ID}", delete_team),
         web.get("/admin/v1/audit", list_audit),

@@ -25,7 +25,8 @@ _NULL_WHEN_EMPTY = frozenset(
 
 
 def record_json(record: GenerationRecord) -> dict[str, Any]:
-    """The record's fields as JSON: enums as their values, `created_at` in ISO 8601 (UTC)."""
+    """The record's fields as JSON: enums as their values, `created_at` in ISO 8601 (UTC), `limits` the
+    names of the limit scopes the request was admitted under (`[]`: none)."""
     out: dict[str, Any] = {}
     for name, value in zip(_FIELDS, _VALUES(record), strict=True):
         if isinstance(value, enum.Enum):
@@ -36,6 +37,7 @@ def record_json(record: GenerationRecord) -> dict[str, Any]:
             out[name] = value
     out["created_at"] = _iso(record.created_at)
     out["attempts"] = [asdict(attempt) for attempt in record.attempts]
+    out["limits"] = list(record.limits)
     return out
 
 

@@ -25,13 +25,19 @@ def _attempts_from_json(text: str) -> tuple[Attempt, ...]:
     return tuple(Attempt(*item) for item in orjson.loads(text))
 
 
+def _names_from_json(text: str) -> tuple[str, ...]:
+    return tuple(orjson.loads(text))
+
+
 # What the drivers hand back is not always the field's type: enums are stored as their values, SQLite has
-# no boolean, and attempts are a JSON array of arrays (each an `Attempt`'s fields in order).
+# no boolean, attempts are a JSON array of arrays (each an `Attempt`'s fields in order), and the limit
+# scopes a JSON array of their names.
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "kind": GenerationKind,
     "status": GenerationStatus,
     "streamed": bool,
     "attempts": _attempts_from_json,
+    "limits": _names_from_json,
 }
 
 
@@ -39,15 +45,18 @@ _VALUES = operator.attrgetter(*COLUMNS)
 # The enum fields, stored as their values.
 _ENUM_POSITIONS = (COLUMNS.index("kind"), COLUMNS.index("status"))
 _ATTEMPTS = COLUMNS.index("attempts")
+_LIMITS = COLUMNS.index("limits")
 _ATTEMPT_VALUES = operator.attrgetter(*(field.name for field in fields(Attempt)))
 
 
 def to_row(record: GenerationRecord) -> tuple[Any, ...]:
-    """The record's values in `COLUMNS` order, enums as their string values, attempts as JSON text."""
+    """The record's values in `COLUMNS` order, enums as their string values, attempts and limit scopes as
+    JSON text."""
     row = list(_VALUES(record))
     for position in _ENUM_POSITIONS:
         row[position] = row[position].value
     row[_ATTEMPTS] = orjson.dumps([_ATTEMPT_VALUES(attempt) for attempt in record.attempts]).decode()
+    row[_LIMITS] = orjson.dumps(record.limits).decode() if record.limits else "[]"
     return tuple(row)
 
 

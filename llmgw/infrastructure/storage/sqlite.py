@@ -126,6 +126,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ("soft_budget_usd", "REAL"),
         )
     ),
+    # 5: the limit scopes each request was admitted under (issue 15), a JSON array of their names; rows
+    # written before name none.
+    (f"""ALTER TABLE {TABLE} ADD COLUMN "limits" TEXT NOT NULL DEFAULT '[]'""",),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.

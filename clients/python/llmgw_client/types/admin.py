@@ -11,7 +11,20 @@ from typing import Any, Generic, Literal, TypeVar
 from llmgw_client._messages import admin_v1
 from llmgw_client._transport import CallInfo
 
-__all__ = ["ApiKey", "ApiKeyDeleted", "AuditEntry", "IssuedKey", "Page", "Team", "TeamDeleted"]
+__all__ = [
+    "ApiKey",
+    "ApiKeyDeleted",
+    "AuditEntry",
+    "BudgetUsage",
+    "IssuedKey",
+    "KeyUsage",
+    "Limits",
+    "Page",
+    "RateUsage",
+    "Team",
+    "TeamDeleted",
+    "TeamUsage",
+]
 
 
 class _Result:
@@ -138,6 +151,117 @@ def _limits(msg: admin_v1.Limits | None) -> dict[str, Any]:
 
 
 @dataclass(slots=True, kw_only=True)
+class Limits(_Result):
+    """The six limits of a key or a team, each None when not set (`budget_period` None: lifetime)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    soft_budget_usd: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+            "soft_budget_usd": self.soft_budget_usd,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class RateUsage(_Result):
+    """A sliding-minute limit (`rpm` or `tpm`): how many more fit now, and the seconds until it is whole."""
+
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit, "remaining": self.remaining, "reset_seconds": self.reset_seconds}
+
+
+@dataclass(slots=True, kw_only=True)
+class BudgetUsage(_Result):
+    """The current budget period in US dollars: `period` None (and its bounds, Unix seconds) for a lifetime
+    budget; `reserved_usd` is held by requests still running; `remaining_usd` None with only a soft
+    budget. Only requests to priced models are charged."""
+
+    period: str | None
+    period_start: float | None
+    period_end: float | None
+    budget_usd: float | None
+    soft_budget_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    remaining_usd: float | None
+    soft_exceeded: bool
+    priced_models_only: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+            "budget_usd": self.budget_usd,
+            "soft_budget_usd": self.soft_budget_usd,
+            "spent_usd": self.spent_usd,
+            "reserved_usd": self.reserved_usd,
+            "remaining_usd": self.remaining_usd,
+            "soft_exceeded": self.soft_exceeded,
+            "priced_models_only": self.priced_models_only,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class _Usage(_Result):
+    """What a key or a team has used of its limits now (`at`, Unix seconds); each part None when its limit
+    is not set: `requests` (rpm), `tokens` (tpm), `in_flight` (max_parallel), `budget`."""
+
+    object: Literal["usage"] = "usage"
+    at: float
+    limits: Limits
+    requests: RateUsage | None
+    tokens: RateUsage | None
+    in_flight: int | None
+    budget: BudgetUsage | None
+    request_id: str | None = field(default=None, compare=False)
+
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "limits": self.limits.to_dict(),
+            "requests": None if self.requests is None else self.requests.to_dict(),
+            "tokens": None if self.tokens is None else self.tokens.to_dict(),
+            "in_flight": self.in_flight,
+            "budget": None if self.budget is None else self.budget.to_dict(),
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class KeyUsage(_Usage):
+    """`client.admin.keys.usage(id)`: the key's own limits (its team's: `teams.usage`)."""
+
+    key_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "key_id": self.key_id, **_Usage._counters(self)}
+
+
+@dataclass(slots=True, kw_only=True)
+class TeamUsage(_Usage):
+    """`client.admin.teams.usage(id)`: the team's limits, used by all its keys together."""
+
+    team_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "team_id": self.team_id, **_Usage._counters(self)}
+
+
+@dataclass(slots=True, kw_only=True)
 class AuditEntry(_Result):
     """One admin action: `actor` is the acting key's id ("config" for `auth.admin_key`), `target` the key
     or team acted on (None for listings), `details` the fields the call gave (never a secret)."""
@@ -244,6 +368,46 @@ def team_result(msg: admin_v1.Team, info: CallInfo | None = None) -> Team:
         created_at=msg.created_at,
         **_limits(msg.limits),
         request_id=info.request_id if info is not None else None,
+    )
+
+
+def key_usage(msg: admin_v1.Usage, info: CallInfo) -> KeyUsage:
+    return KeyUsage(key_id=msg.key_id, **_usage_fields(msg, info))
+
+
+def team_usage(msg: admin_v1.Usage, info: CallInfo) -> TeamUsage:
+    return TeamUsage(team_id=msg.team_id, **_usage_fields(msg, info))
+
+
+def _usage_fields(msg: admin_v1.Usage, info: CallInfo) -> dict[str, Any]:
+    requests, tokens, budget = msg.requests, msg.tokens, msg.budget
+    return {
+        "at": msg.at,
+        "limits": Limits(**_limits(msg.limits)),
+        "requests": None if requests is None else _rate(requests),
+        "tokens": None if tokens is None else _rate(tokens),
+        "in_flight": msg.in_flight,
+        "budget": None if budget is None else _budget(budget),
+        "request_id": info.request_id,
+    }
+
+
+def _rate(msg: admin_v1.RateUsage) -> RateUsage:
+    return RateUsage(limit=msg.limit, remaining=msg.remaining, reset_seconds=msg.reset_seconds)
+
+
+def _budget(msg: admin_v1.BudgetUsage) -> BudgetUsage:
+    return BudgetUsage(
+        period=msg.period,
+        period_start=msg.period_start,
+        period_end=msg.period_end,
+        budget_usd=msg.budget_usd,
+        soft_budget_usd=msg.soft_budget_usd,
+        spent_usd=msg.spent_usd,
+        reserved_usd=msg.reserved_usd,
+        remaining_usd=msg.remaining_usd,
+        soft_exceeded=msg.soft_exceeded,
+        priced_models_only=msg.priced_models_only,
     )
 
 

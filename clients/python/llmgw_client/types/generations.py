@@ -38,7 +38,8 @@ class Generation(_Result):
     """What one chat or embeddings request did and cost, as `GET /v1/generation/{id}` answers it (its
     `"generation"` object). Text the request may lack is None when empty, as over REST; `status` is
     completed, error or cancelled. `request_id` is the recorded request's id (the record's field), not
-    this lookup's."""
+    this lookup's. `limits` names the limit scopes the request was admitted under (`key:<id>`,
+    `team:<id>`, `model:<id>`, `global`), empty when none applied."""
 
     id: str
     request_id: str | None = None
@@ -65,6 +66,7 @@ class Generation(_Result):
     attempts: list[GenerationAttempt] = field(default_factory=list)
     key_id: str | None = None
     team_id: str | None = None
+    limits: list[str] = field(default_factory=list)
     model_extra: dict[str, Any] = field(default_factory=dict)
     generation_id: str | None = None
 
@@ -95,6 +97,7 @@ class Generation(_Result):
             "attempts": [attempt.to_dict() for attempt in self.attempts],
             "key_id": self.key_id,
             "team_id": self.team_id,
+            "limits": list(self.limits),
         }
         return _merged(out, self.model_extra)
 

@@ -8,6 +8,7 @@ __all__ = (
     "AdminServiceStub",
     "ApiKey",
     "AuditEntry",
+    "BudgetUsage",
     "CreateKeyRequest",
     "CreateKeyResponse",
     "CreateTeamRequest",
@@ -17,7 +18,9 @@ __all__ = (
     "DeleteTeamResponse",
     "DisableKeyRequest",
     "GetKeyRequest",
+    "GetKeyUsageRequest",
     "GetTeamRequest",
+    "GetTeamUsageRequest",
     "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
@@ -25,6 +28,7 @@ __all__ = (
     "ListKeysResponse",
     "ListTeamsRequest",
     "ListTeamsResponse",
+    "RateUsage",
     "RotateKeyRequest",
     "RotateKeyResponse",
     "StringList",
@@ -32,6 +36,7 @@ __all__ = (
     "Team",
     "UpdateKeyRequest",
     "UpdateTeamRequest",
+    "Usage",
 )
 
 from dataclasses import dataclass
@@ -169,6 +174,64 @@ class AuditEntry(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "AuditEntry", AuditEntry)
+
+
+@dataclass(eq=False, repr=False)
+class BudgetUsage(betterproto2.Message):
+    """
+    BudgetUsage is the current budget period's money, in US dollars (counted in micro-dollars). Requests
+    to models without pricing are not charged to budgets.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["BudgetUsage"]
+
+    period: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
+    """
+    "day", "week" or "month"; unset: the budget holds for the key's or team's lifetime.
+    """
+
+    period_start: "float | None" = betterproto2.field(2, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    The period's start and end (exclusive), Unix seconds (UTC days, weeks from Monday, months from the
+    1st); unset for a lifetime budget.
+    """
+
+    period_end: "float | None" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, optional=True)
+
+    budget_usd: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
+
+    soft_budget_usd: "float | None" = betterproto2.field(5, betterproto2.TYPE_DOUBLE, optional=True)
+
+    spent_usd: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    Charged by requests that ended.
+    """
+
+    reserved_usd: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    Held by requests still running, until each ends and is charged what it cost.
+    """
+
+    remaining_usd: "float | None" = betterproto2.field(8, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    What is left of budget_usd; unset with only a soft budget.
+    """
+
+    soft_exceeded: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
+    """
+    Spent and reserved together are past soft_budget_usd.
+    """
+
+    priced_models_only: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    Always true: only requests to priced models are charged.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "BudgetUsage", BudgetUsage)
 
 
 @dataclass(eq=False, repr=False)
@@ -388,6 +451,23 @@ default_message_pool.register_message("llmgateway.admin.v1", "GetKeyRequest", Ge
 
 
 @dataclass(eq=False, repr=False)
+class GetKeyUsageRequest(betterproto2.Message):
+    """
+    GetKeyUsageRequest names a key by its public id.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["GetKeyUsageRequest"]
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetKeyUsageRequest", GetKeyUsageRequest)
+
+
+@dataclass(eq=False, repr=False)
 class GetTeamRequest(betterproto2.Message):
     """
     GetTeamRequest names a team by its id.
@@ -402,6 +482,23 @@ class GetTeamRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "GetTeamRequest", GetTeamRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetTeamUsageRequest(betterproto2.Message):
+    """
+    GetTeamUsageRequest names a team by its id.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["GetTeamUsageRequest"]
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetTeamUsageRequest", GetTeamUsageRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -601,6 +698,36 @@ class ListTeamsResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "ListTeamsResponse", ListTeamsResponse)
+
+
+@dataclass(eq=False, repr=False)
+class RateUsage(betterproto2.Message):
+    """
+    RateUsage is one sliding-window limit's state.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["RateUsage"]
+
+    limit: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    The limit: rpm or tpm.
+    """
+
+    remaining: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    How many more fit now.
+    """
+
+    reset_seconds: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Seconds until the window is whole again (to the millisecond).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "RateUsage", RateUsage)
 
 
 @dataclass(eq=False, repr=False)
@@ -814,9 +941,67 @@ class UpdateTeamRequest(betterproto2.Message):
 default_message_pool.register_message("llmgateway.admin.v1", "UpdateTeamRequest", UpdateTeamRequest)
 
 
+@dataclass(eq=False, repr=False)
+class Usage(betterproto2.Message):
+    """
+    Usage is what a key or a team has used of its limits and has left, as the limit store counts it (shared
+    by every replica with cache.redis_url, else this process's own counts). Each part is unset when its
+    limit is not set.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["Usage"]
+
+    key_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The key's public id (GetKeyUsage), or "".
+    """
+
+    team_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The team's id (GetTeamUsage), or "".
+    """
+
+    at: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    When the counters were read, Unix seconds.
+    """
+
+    limits: "Limits | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The limits counted against; always set.
+    """
+
+    requests: "RateUsage | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Requests in the sliding minute (rpm).
+    """
+
+    tokens: "RateUsage | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Tokens in the sliding minute (tpm).
+    """
+
+    in_flight: "int | None" = betterproto2.field(7, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests running now (max_parallel).
+    """
+
+    budget: "BudgetUsage | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Money in the current budget period (budget_usd or soft_budget_usd).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "Usage", Usage)
+
+
 class AdminServiceStub(betterproto2_grpclib.ServiceStub):
     """
-    AdminService manages the gateway's API keys and teams, and reads the audit trail of those changes.
+    AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
+    the audit trail of those changes.
 
     Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
@@ -884,6 +1069,27 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             "/llmgateway.admin.v1.AdminService/GetKey",
             message,
             ApiKey,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_key_usage(
+        self,
+        message: "GetKeyUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Usage":
+        """
+        GetKeyUsage returns what the key has used of its own limits now, and what it has left.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetKeyUsage",
+            message,
+            Usage,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1036,6 +1242,27 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_team_usage(
+        self,
+        message: "GetTeamUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Usage":
+        """
+        GetTeamUsage returns what the team's keys have used together of the team's limits now.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetTeamUsage",
+            message,
+            Usage,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def update_team(
         self,
         message: "UpdateTeamRequest",
@@ -1103,13 +1330,14 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
 from ....google import protobuf as ___google__protobuf__
 
 LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto"\xb8\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x123\n\x06limits\x18\x0c \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"\xaf\x02\n\x06Limits\x12\x15\n\x03rpm\x18\x01 \x01(\x03H\x00R\x03rpm\x88\x01\x01\x12\x15\n\x03tpm\x18\x02 \x01(\x03H\x01R\x03tpm\x88\x01\x01\x12&\n\x0cmax_parallel\x18\x03 \x01(\x03H\x02R\x0bmaxParallel\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12(\n\rbudget_period\x18\x05 \x01(\tH\x04R\x0cbudgetPeriod\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x06 \x01(\x01H\x05R\rsoftBudgetUsd\x88\x01\x01B\x06\n\x04_rpmB\x06\n\x04_tpmB\x0f\n\r_max_parallelB\r\n\x0b_budget_usdB\x10\n\x0e_budget_periodB\x12\n\x10_soft_budget_usd"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xe5\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x07 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb2\x03\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\t \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x80\x02\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x123\n\x06limits\x18\x05 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xeb\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x03 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb6\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details2\xf6\x0b\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/auditb\x06proto3'
+    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto"\xb8\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x123\n\x06limits\x18\x0c \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"\xaf\x02\n\x06Limits\x12\x15\n\x03rpm\x18\x01 \x01(\x03H\x00R\x03rpm\x88\x01\x01\x12\x15\n\x03tpm\x18\x02 \x01(\x03H\x01R\x03tpm\x88\x01\x01\x12&\n\x0cmax_parallel\x18\x03 \x01(\x03H\x02R\x0bmaxParallel\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12(\n\rbudget_period\x18\x05 \x01(\tH\x04R\x0cbudgetPeriod\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x06 \x01(\x01H\x05R\rsoftBudgetUsd\x88\x01\x01B\x06\n\x04_rpmB\x06\n\x04_tpmB\x0f\n\r_max_parallelB\r\n\x0b_budget_usdB\x10\n\x0e_budget_periodB\x12\n\x10_soft_budget_usd"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xe5\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x07 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"$\n\x12GetKeyUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"%\n\x13GetTeamUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xda\x02\n\x05Usage\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x0e\n\x02at\x18\x03 \x01(\x01R\x02at\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x12:\n\x08requests\x18\x05 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x08requests\x126\n\x06tokens\x18\x06 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x06tokens\x12 \n\tin_flight\x18\x07 \x01(\x03H\x00R\x08inFlight\x88\x01\x01\x128\n\x06budget\x18\x08 \x01(\x0b2 .llmgateway.admin.v1.BudgetUsageR\x06budgetB\x0c\n\n_in_flight"d\n\tRateUsage\x12\x14\n\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x1c\n\tremaining\x18\x02 \x01(\x03R\tremaining\x12#\n\rreset_seconds\x18\x03 \x01(\x01R\x0cresetSeconds"\xe4\x03\n\x0bBudgetUsage\x12\x1b\n\x06period\x18\x01 \x01(\tH\x00R\x06period\x88\x01\x01\x12&\n\x0cperiod_start\x18\x02 \x01(\x01H\x01R\x0bperiodStart\x88\x01\x01\x12"\n\nperiod_end\x18\x03 \x01(\x01H\x02R\tperiodEnd\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x05 \x01(\x01H\x04R\rsoftBudgetUsd\x88\x01\x01\x12\x1b\n\tspent_usd\x18\x06 \x01(\x01R\x08spentUsd\x12!\n\x0creserved_usd\x18\x07 \x01(\x01R\x0breservedUsd\x12(\n\rremaining_usd\x18\x08 \x01(\x01H\x05R\x0cremainingUsd\x88\x01\x01\x12#\n\rsoft_exceeded\x18\t \x01(\x08R\x0csoftExceeded\x12,\n\x12priced_models_only\x18\n \x01(\x08R\x10pricedModelsOnlyB\t\n\x07_periodB\x0f\n\r_period_startB\r\n\x0b_period_endB\r\n\x0b_budget_usdB\x12\n\x10_soft_budget_usdB\x10\n\x0e_remaining_usd"\xb2\x03\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\t \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x80\x02\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x123\n\x06limits\x18\x05 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xeb\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x03 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb6\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details2\xe7\r\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12u\n\x0bGetKeyUsage\x12\'.llmgateway.admin.v1.GetKeyUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/admin/v1/keys/{id}/usage\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12x\n\x0cGetTeamUsage\x12(.llmgateway.admin.v1.GetTeamUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage""\x82\xd3\xe4\x93\x02\x1c\x12\x1a/admin/v1/teams/{id}/usage\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/auditb\x06proto3'
 )
 
 
 class AdminServiceBase(betterproto2_grpclib.ServiceBase):
     """
-    AdminService manages the gateway's API keys and teams, and reads the audit trail of those changes.
+    AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
+    the audit trail of those changes.
 
     Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
@@ -1136,6 +1364,13 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
     async def get_key(self, message: "GetKeyRequest") -> "ApiKey":
         """
         GetKey returns one key (never its secret).
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_key_usage(self, message: "GetKeyUsageRequest") -> "Usage":
+        """
+        GetKeyUsage returns what the key has used of its own limits now, and what it has left.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -1189,6 +1424,13 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def get_team_usage(self, message: "GetTeamUsageRequest") -> "Usage":
+        """
+        GetTeamUsage returns what the team's keys have used together of the team's limits now.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def update_team(self, message: "UpdateTeamRequest") -> "Team":
         """
         UpdateTeam changes the fields the request sets, and only those.
@@ -1230,6 +1472,12 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_key(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_key_usage(self, stream: "grpclib.server.Stream[GetKeyUsageRequest, Usage]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_key_usage(request)
         await stream.send_message(response)
 
     async def __rpc_update_key(self, stream: "grpclib.server.Stream[UpdateKeyRequest, ApiKey]") -> None:
@@ -1280,6 +1528,12 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.get_team(request)
         await stream.send_message(response)
 
+    async def __rpc_get_team_usage(self, stream: "grpclib.server.Stream[GetTeamUsageRequest, Usage]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_team_usage(request)
+        await stream.send_message(response)
+
     async def __rpc_update_team(self, stream: "grpclib.server.Stream[UpdateTeamRequest, Team]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1322,6 +1576,12 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
                 GetKeyRequest,
                 ApiKey,
             ),
+            "/llmgateway.admin.v1.AdminService/GetKeyUsage": grpclib.const.Handler(
+                self.__rpc_get_key_usage,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetKeyUsageRequest,
+                Usage,
+            ),
             "/llmgateway.admin.v1.AdminService/UpdateKey": grpclib.const.Handler(
                 self.__rpc_update_key,
                 grpclib.const.Cardinality.UNARY_UNARY,
@@ -1363,6 +1623,12 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 GetTeamRequest,
                 Team,
+            ),
+            "/llmgateway.admin.v1.AdminService/GetTeamUsage": grpclib.const.Handler(
+                self.__rpc_get_team_usage,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetTeamUsageRequest,
+                Usage,
             ),
             "/llmgateway.admin.v1.AdminService/UpdateTeam": grpclib.const.Handler(
                 self.__rpc_update_team,

@@ -698,6 +698,13 @@ class Generation(betterproto2.Message):
 
     team_id: "str" = betterproto2.field(25, betterproto2.TYPE_STRING)
 
+    limits: "list[str]" = betterproto2.field(26, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The limit scopes the request was admitted under and counted against, in order: "key:<key id>",
+    "team:<team id>", "model:<model id>", "global". Empty when no limit applied (or the limit store was
+    unreachable and the limits let the request through uncounted).
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "Generation", Generation)
 

@@ -7,6 +7,7 @@ __all__ = (
     "AdminServiceStub",
     "ApiKey",
     "AuditEntry",
+    "BudgetUsage",
     "CreateKeyRequest",
     "CreateKeyResponse",
     "CreateTeamRequest",
@@ -16,7 +17,9 @@ __all__ = (
     "DeleteTeamResponse",
     "DisableKeyRequest",
     "GetKeyRequest",
+    "GetKeyUsageRequest",
     "GetTeamRequest",
+    "GetTeamUsageRequest",
     "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
@@ -24,6 +27,7 @@ __all__ = (
     "ListKeysResponse",
     "ListTeamsRequest",
     "ListTeamsResponse",
+    "RateUsage",
     "RotateKeyRequest",
     "RotateKeyResponse",
     "StringList",
@@ -31,6 +35,7 @@ __all__ = (
     "Team",
     "UpdateKeyRequest",
     "UpdateTeamRequest",
+    "Usage",
 )
 
 from dataclasses import dataclass
@@ -154,6 +159,59 @@ class AuditEntry(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "AuditEntry", AuditEntry)
+
+
+@dataclass(eq=False, repr=False)
+class BudgetUsage(betterproto2.Message):
+    """
+    BudgetUsage is the current budget period's money, in US dollars (counted in micro-dollars). Requests
+    to models without pricing are not charged to budgets.
+    """
+
+    period: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
+    """
+    "day", "week" or "month"; unset: the budget holds for the key's or team's lifetime.
+    """
+
+    period_start: "float | None" = betterproto2.field(2, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    The period's start and end (exclusive), Unix seconds (UTC days, weeks from Monday, months from the
+    1st); unset for a lifetime budget.
+    """
+
+    period_end: "float | None" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, optional=True)
+
+    budget_usd: "float | None" = betterproto2.field(4, betterproto2.TYPE_DOUBLE, optional=True)
+
+    soft_budget_usd: "float | None" = betterproto2.field(5, betterproto2.TYPE_DOUBLE, optional=True)
+
+    spent_usd: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    Charged by requests that ended.
+    """
+
+    reserved_usd: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    Held by requests still running, until each ends and is charged what it cost.
+    """
+
+    remaining_usd: "float | None" = betterproto2.field(8, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    What is left of budget_usd; unset with only a soft budget.
+    """
+
+    soft_exceeded: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
+    """
+    Spent and reserved together are past soft_budget_usd.
+    """
+
+    priced_models_only: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    Always true: only requests to priced models are charged.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "BudgetUsage", BudgetUsage)
 
 
 @dataclass(eq=False, repr=False)
@@ -328,6 +386,18 @@ default_message_pool.register_message("llmgateway.admin.v1", "GetKeyRequest", Ge
 
 
 @dataclass(eq=False, repr=False)
+class GetKeyUsageRequest(betterproto2.Message):
+    """
+    GetKeyUsageRequest names a key by its public id.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetKeyUsageRequest", GetKeyUsageRequest)
+
+
+@dataclass(eq=False, repr=False)
 class GetTeamRequest(betterproto2.Message):
     """
     GetTeamRequest names a team by its id.
@@ -337,6 +407,18 @@ class GetTeamRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "GetTeamRequest", GetTeamRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetTeamUsageRequest(betterproto2.Message):
+    """
+    GetTeamUsageRequest names a team by its id.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetTeamUsageRequest", GetTeamUsageRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -501,6 +583,31 @@ class ListTeamsResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "ListTeamsResponse", ListTeamsResponse)
+
+
+@dataclass(eq=False, repr=False)
+class RateUsage(betterproto2.Message):
+    """
+    RateUsage is one sliding-window limit's state.
+    """
+
+    limit: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    The limit: rpm or tpm.
+    """
+
+    remaining: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    How many more fit now.
+    """
+
+    reset_seconds: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Seconds until the window is whole again (to the millisecond).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "RateUsage", RateUsage)
 
 
 @dataclass(eq=False, repr=False)
@@ -679,9 +786,62 @@ class UpdateTeamRequest(betterproto2.Message):
 default_message_pool.register_message("llmgateway.admin.v1", "UpdateTeamRequest", UpdateTeamRequest)
 
 
+@dataclass(eq=False, repr=False)
+class Usage(betterproto2.Message):
+    """
+    Usage is what a key or a team has used of its limits and has left, as the limit store counts it (shared
+    by every replica with cache.redis_url, else this process's own counts). Each part is unset when its
+    limit is not set.
+    """
+
+    key_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The key's public id (GetKeyUsage), or "".
+    """
+
+    team_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The team's id (GetTeamUsage), or "".
+    """
+
+    at: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    When the counters were read, Unix seconds.
+    """
+
+    limits: "Limits | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The limits counted against; always set.
+    """
+
+    requests: "RateUsage | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Requests in the sliding minute (rpm).
+    """
+
+    tokens: "RateUsage | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Tokens in the sliding minute (tpm).
+    """
+
+    in_flight: "int | None" = betterproto2.field(7, betterproto2.TYPE_INT64, optional=True)
+    """
+    Requests running now (max_parallel).
+    """
+
+    budget: "BudgetUsage | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Money in the current budget period (budget_usd or soft_budget_usd).
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "Usage", Usage)
+
+
 class AdminServiceStub(betterproto2_grpclib.ServiceStub):
     """
-    AdminService manages the gateway's API keys and teams, and reads the audit trail of those changes.
+    AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
+    the audit trail of those changes.
 
     Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
@@ -749,6 +909,27 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             "/llmgateway.admin.v1.AdminService/GetKey",
             message,
             ApiKey,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_key_usage(
+        self,
+        message: "GetKeyUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Usage":
+        """
+        GetKeyUsage returns what the key has used of its own limits now, and what it has left.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetKeyUsage",
+            message,
+            Usage,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -896,6 +1077,27 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             "/llmgateway.admin.v1.AdminService/GetTeam",
             message,
             Team,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_team_usage(
+        self,
+        message: "GetTeamUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Usage":
+        """
+        GetTeamUsage returns what the team's keys have used together of the team's limits now.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetTeamUsage",
+            message,
+            Usage,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
