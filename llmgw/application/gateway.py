@@ -85,6 +85,8 @@ def _tag(exc: BaseException, tracker: Tracker) -> BaseException:
         exc.generation_id = tracker.gen_id
         exc.attempts = tracker.ctx.attempts
         exc.provider = tracker.ctx.provider
+        if not exc.limit_statuses and (admitted := tracker.ctx.limits) is not None:
+            exc.limit_statuses = admitted.statuses
     return exc
 
 
@@ -257,7 +259,7 @@ class Gateway:
         model = self._chat_model(request, ctx.key)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
-            if self.limiter is not None:
+            if self.limiter is not None and self.limiter.applies(ctx.key, model):
                 ctx.limits = await self.limiter.admit(ctx.key, model, request.body)
             with self._recorded(tracker, GenerationKind.CHAT):
                 result = await self._attempts(
@@ -287,7 +289,7 @@ class Gateway:
         # The slot is taken here, in the generator's body, so that its exit always gives it back: a stream
         # never started holds none.
         with self._admitted():
-            if self.limiter is not None:
+            if self.limiter is not None and self.limiter.applies(tracker.ctx.key, model):
                 tracker.ctx.limits = await self.limiter.admit(tracker.ctx.key, model, request.body)
             include_usage = request.include_usage
             gen_id = tracker.gen_id
@@ -346,7 +348,7 @@ class Gateway:
         require_model(ctx.key, model.id)
         with self._admitted():
             tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
-            if self.limiter is not None:
+            if self.limiter is not None and self.limiter.applies(ctx.key, model):
                 ctx.limits = await self.limiter.admit(ctx.key, model, request.body, completes=False)
             with self._recorded(tracker, GenerationKind.EMBEDDINGS):
                 result = await self._attempts(

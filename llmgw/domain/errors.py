@@ -46,6 +46,9 @@ class GatewayError(Exception):
         # The attempts made upstream before it, and the provider of the last (x-llmgw-attempts/-provider).
         self.attempts = 0
         self.provider = ""
+        #: the state of the limits the request counted against (`ScopeStatus`es), for the answer's
+        #: rate-limit headers: a limit's refusal, or any error answered to an admitted, limited request
+        self.limit_statuses: tuple[object, ...] = ()
 
 
 class InvalidRequest(GatewayError):
@@ -74,9 +77,6 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
-        #: a limit's refusal: the state of every scope the request counted against (`ScopeStatus`es), for
-        #: the answer's rate-limit headers
-        self.limit_statuses: tuple[object, ...] = ()
 
 
 class Overloaded(RateLimited):

@@ -2,8 +2,8 @@
 `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, and `x-llmgw-budget-remaining-usd` where a budget
 applies (`x-llmgw-budget-soft-exceeded: true` past a soft budget).
 
-They describe the tightest scope the request counts against: the key's if it has limits, else its team's,
-else the model's or the gateway's, whichever has the fewest requests left (tokens and budget alike).
+Each group describes the tightest scope the request counts against: of the key, its team, the model and
+the gateway, the one with the fewest requests left (the fewest tokens, the least budget).
 Resets are seconds, with an `s` (`"0.5s"`, `"60s"`), the shortest OpenAI's format allows.
 """
 
@@ -31,8 +31,8 @@ def admitted_headers(admitted: Admitted | None) -> dict[str, str]:
 
 
 def refusal_headers(exc: GatewayError) -> dict[str, str]:
-    """The headers of a refusal by a limit (none for other errors)."""
-    statuses = getattr(exc, "limit_statuses", ())
+    """The headers of an error answer: a limit's refusal, or another error of a limited request."""
+    statuses = exc.limit_statuses
     return limit_headers([s for s in statuses if isinstance(s, ScopeStatus)]) if statuses else {}
 
 
