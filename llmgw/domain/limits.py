@@ -5,8 +5,8 @@ Rules (times are Unix seconds, `now` always passed in; money is integer micro-US
 
 - requests (rpm): GCRA over WINDOW = 60 s. State `tat` (absent: now). interval = 60 / rpm.
   t = max(tat, now); admitted iff t + interval - now <= WINDOW + SLACK, then tat = t + interval; refused:
-  retry_after = t + interval - now - WINDOW. remaining = clamp(floor((WINDOW + SLACK - (t - now)) /
-  interval), 0, rpm); reset = max(0, tat - now). SLACK (1 ms) absorbs float rounding (tat near 1.7e9 s
+  retry_after = max(0, t + interval - now - WINDOW - SLACK) (a retry that late passes).
+  remaining = clamp(floor((WINDOW + SLACK - (t - now)) / interval), 0, rpm); reset = max(0, tat - now). SLACK (1 ms) absorbs float rounding (tat near 1.7e9 s
   holds ~0.2 us; Lua's tostring keeps 14 digits, 0.1 ms), so the rpm-th request of a burst always passes.
 - tokens (tpm): the same GCRA with cost = tokens * 60 / tpm. tokens > tpm never passes: refused with
   retry_after 60 and `exceeds_limit`. Settle: tat = max(tat, now) + (actual - demand) * 60 / tpm.
@@ -267,7 +267,8 @@ def gcra(tat: float | None, cost: float, now: float) -> Gcra:
     over = t + cost - now - WINDOW
     if over <= SLACK:
         return Gcra(admitted=True, tat=t + cost, retry_after=0.0)
-    return Gcra(admitted=False, tat=t, retry_after=over)
+    # Admission allows SLACK past the window, so the wait ends SLACK before `over` does.
+    return Gcra(admitted=False, tat=t, retry_after=max(0.0, over - SLACK))
 
 
 def gcra_remaining(tat: float | None, cost: float, capacity: int, now: float) -> int:

@@ -14,7 +14,7 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 from grpclib.client import Channel
 
 from llmgw.infrastructure.grpc.messages import v1
+from tests.e2e.procfs import my_connections_to, worker_pids, worker_serving
 from tests.e2e.test_serve_process import Process, llmgw_serve
 from tests.fakes.upstream import FakeUpstream
 
@@ -138,53 +139,6 @@ async def _grpc_round(on: Channel, then_on: Channel, request_id: str) -> None:
 # sockets each process holds. The accepted end belongs to the worker whose listener the kernel chose.
 
 
-def _tcp_sockets() -> list[tuple[int, int, int]]:
-    """(local port, remote port, inode) of every IPv4 TCP socket in this network namespace."""
-    sockets = []
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, inode = fields[1], fields[2], int(fields[9])
-        if inode:
-            sockets.append((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16), inode))
-    return sockets
-
-
-def _socket_inodes(pid: int | str) -> set[int]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
-
-
-def _my_connections_to(port: int) -> set[int]:
-    """The local ports of this process's connections to `port`."""
-    mine = _socket_inodes("self")
-    return {local for local, remote, inode in _tcp_sockets() if remote == port and inode in mine}
-
-
-def _worker_serving(client_port: int, server_port: int, workers: Iterable[int]) -> int:
-    accepted = {
-        inode for local, remote, inode in _tcp_sockets() if (local, remote) == (server_port, client_port)
-    }
-    holders = [pid for pid in workers if _socket_inodes(pid) & accepted]
-    assert len(holders) == 1, (client_port, holders)
-    return holders[0]
-
-
-def _workers(supervisor: int) -> set[int]:
-    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    workers = set()
-    for child in children:
-        with contextlib.suppress(FileNotFoundError):
-            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
-                workers.add(int(child))
-    return workers
-
-
 @dataclass
 class Pinned:
     """A keep-alive connection to one worker: what speaks over it, and its client port once known."""
@@ -201,12 +155,12 @@ async def _pin(
     pinned: dict[int, Pinned] = {}
     async with asyncio.timeout(20):
         while len(pinned) < len(workers):
-            before = _my_connections_to(server_port)
+            before = my_connections_to(server_port)
             candidate = await connect()
-            opened = _my_connections_to(server_port) - before
+            opened = my_connections_to(server_port) - before
             assert len(opened) == 1, opened
             candidate.port = opened.pop()
-            worker = _worker_serving(candidate.port, server_port, workers)
+            worker = worker_serving(candidate.port, server_port, workers)
             if worker in pinned:
                 await _close(candidate)
             else:
@@ -242,7 +196,7 @@ async def test_a_generation_is_found_at_once_on_the_worker_that_did_not_answer(t
         env = {**_local_provider(fake), "LLMGW_SERVER__WORKERS": "2"}
         async with _serving(tmp_path, env) as process:
             async with asyncio.timeout(15):
-                while len(workers := _workers(process.proc.pid)) < 2:
+                while len(workers := worker_pids(process.proc.pid)) < 2:
                     await asyncio.sleep(0.05)
             rest = await _pin(lambda: _rest_connection(process.rest_url), process.http, workers)
             grpc = await _pin(lambda: _grpc_connection(process.grpc), process.grpc, workers)
@@ -263,8 +217,8 @@ async def test_a_generation_is_found_at_once_on_the_worker_that_did_not_answer(t
                     assert then_on is not None
                     await _grpc_round(on, then_on, f"grpc-{i}")
                 # Still the pinned connections, never reopened: every lookup went to the other worker.
-                assert _my_connections_to(process.http) == {pinned.port for pinned in rest.values()}
-                assert _my_connections_to(process.grpc) == {pinned.port for pinned in grpc.values()}
+                assert my_connections_to(process.http) == {pinned.port for pinned in rest.values()}
+                assert my_connections_to(process.grpc) == {pinned.port for pinned in grpc.values()}
             finally:
                 for pinned in [*rest.values(), *grpc.values()]:
                     await _close(pinned)

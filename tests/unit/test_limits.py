@@ -80,13 +80,26 @@ def test_a_burst_of_rpm_requests_is_admitted_and_the_next_refused(rpm: int) -> N
     assert counter.admitted(rpm) == rpm
     refusal = counter.refusal()
     assert refusal.reason is LimitReason.REQUESTS
-    assert refusal.retry_after == pytest.approx(60 / rpm, abs=SLACK)  # float sums of intervals near 1.7e9 s
+    # less SLACK (see the domain's rules); float sums of intervals near 1.7e9 s move it by less than SLACK
+    assert refusal.retry_after == pytest.approx(60 / rpm - SLACK, abs=SLACK)
+
+
+def test_a_refusal_in_the_slack_millisecond_never_asks_for_a_longer_wait_than_needed() -> None:
+    counter = Counter(key(rpm=60))
+    counter.admitted(60)
+    # Half a millisecond early: within SLACK, so admitted, and the window now ends SLACK late.
+    assert counter.admit(now=T0 + 0.9995).refusal is None
+
+    refusal = counter.refusal(now=T0 + 0.9996)
+
+    assert refusal.retry_after <= 1.0  # Retry-After rounds up: 1, not 2
+    assert counter.admit(now=T0 + 0.9996 + refusal.retry_after).refusal is None
 
 
 def test_a_slot_frees_every_interval_and_retry_after_says_when() -> None:
     counter = Counter(key(rpm=60))
     counter.admitted(60)
-    assert counter.refusal(now=T0 + 0.25).retry_after == pytest.approx(0.75)
+    assert counter.refusal(now=T0 + 0.25).retry_after == pytest.approx(0.75 - SLACK)
     assert counter.admit(now=T0 + 1).refusal is None
     assert counter.admit(now=T0 + 1).refusal is not None
 
@@ -124,7 +137,7 @@ def test_tokens_are_admitted_up_to_tpm_and_retry_after_covers_the_overflow() -> 
     assert counter.admitted(2, demand) == 2
     refusal = counter.refusal(demand)
     assert refusal.reason is LimitReason.TOKENS
-    assert refusal.retry_after == pytest.approx(12.0)  # 200 tokens over, at 1000 per minute
+    assert refusal.retry_after == pytest.approx(12.0 - SLACK)  # 200 tokens over, at 1000 per minute
     assert counter.admit(demand, now=T0 + 12).refusal is None
 
 
@@ -152,7 +165,7 @@ def test_a_stream_overrunning_the_window_blocks_tokens_until_it_drains() -> None
     counter.admit(estimate)
     counter.settle(estimate, Demand(tokens=3000, micros=0, priced=False), now=T0 + 5)
     refusal = counter.refusal(Demand(tokens=1, micros=0, priced=False), now=T0 + 5)
-    assert refusal.retry_after == pytest.approx(180 + 0.06 - 5 - 60)
+    assert refusal.retry_after == pytest.approx(180 + 0.06 - 5 - 60 - SLACK)
 
 
 def test_a_request_asking_more_than_tpm_alone_is_refused_even_in_an_empty_window() -> None:

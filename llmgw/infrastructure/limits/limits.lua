@@ -64,7 +64,7 @@ local function gcra(tat, cost)
   if tat ~= nil then t = math.max(tat, now) end
   local over = t + cost - now - WINDOW
   if over <= SLACK then return true, t + cost, 0.0 end
-  return false, t, over
+  return false, t, math.max(0.0, over - SLACK)
 end
 
 local function token_cost(tokens, tpm) return tokens * WINDOW / tpm end

@@ -57,8 +57,8 @@ class RedisLimitStore:
         *,
         prefix: str = "llmgw:limits:",
         use_caller_clock: bool = False,
-        connect_timeout: float = 0.25,
-        timeout: float = 0.25,
+        connect_timeout: float = 1.0,
+        timeout: float = 0.5,
         in_flight_ttl: float = 3600.0,
         max_connections: int = 64,
     ) -> None:
