@@ -73,7 +73,7 @@ async def build_gateway(
             opened_first=circuits.opened_first,
             claim=circuits.claim,
         )
-        limiter = await stack.enter_async_context(_limiter(settings, cast(KeyStore, store)))
+        limiter = await stack.enter_async_context(_limiter(settings, store))
         gateway = Gateway(
             router,
             recorder,
@@ -134,34 +134,39 @@ async def _authenticator(settings: Settings, store: GenerationStore) -> AsyncIte
 
 
 @asynccontextmanager
-async def _limiter(settings: Settings, keys: KeyStore) -> AsyncIterator[Limiter]:
+async def _limiter(settings: Settings, store: GenerationStore) -> AsyncIterator[Limiter]:
     """Admission against limits: counters in Redis with `cache.redis_url` (every worker and replica
-    shares them), else in this process."""
+    shares them), else in this process; either way budget counters found missing are rebuilt from the
+    generation records of `store`."""
+    keys = cast(KeyStore, store)
     limits = settings.limits
-    store: LimitStore
+    counters: LimitStore
     if settings.cache.redis_url:
         from llmgw.infrastructure.limits.redis import RedisLimitStore
 
-        store = RedisLimitStore(settings.cache.redis_url)
+        counters = RedisLimitStore(settings.cache.redis_url)
     else:
-        store = MemoryLimitStore()
+        counters = MemoryLimitStore()
 
     async def team_limits(team_id: str) -> Limits:
         team = await keys.get_team(team_id)
         return team.limits if team is not None else NO_LIMITS
 
+    limiter = Limiter(
+        counters,
+        global_limits=limits.gateway,
+        team_limits=team_limits,
+        team_cache_ttl=settings.auth.cache_ttl,
+        default_max_tokens=limits.default_max_tokens,
+        on_budget_store_error=limits.on_store_error,
+        on_rate_store_error=limits.on_store_error_rates,
+        spend=store.spend,
+    )
     try:
-        yield Limiter(
-            store,
-            global_limits=limits.gateway,
-            team_limits=team_limits,
-            team_cache_ttl=settings.auth.cache_ttl,
-            default_max_tokens=limits.default_max_tokens,
-            on_budget_store_error=limits.on_store_error,
-            on_rate_store_error=limits.on_store_error_rates,
-        )
+        yield limiter
     finally:
-        await store.close()
+        await limiter.close()
+        await counters.close()
 
 
 def _retry_policy(settings: Settings, provider: str) -> RetryPolicy:

@@ -1,5 +1,5 @@
-"""The `llmgw` command: serve, grpc, http, config show, config check, models, and keys, teams, audit
-(in `admin_cli`)."""
+"""The `llmgw` command: serve, grpc, http, config show, config check, models, keys, teams, audit (in
+`admin_cli`) and limits rebuild (in `limits_cli`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
-from llmgw import admin_cli
+from llmgw import admin_cli, limits_cli
 from llmgw.infrastructure.config.loader import ConfigError, effective_settings, load_settings
 from llmgw.infrastructure.config.settings import Settings
 from llmgw.infrastructure.logs import configure_logging
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     commands.add_parser("models", parents=[common], help="print the model catalog")
     admin_cli.add_commands(commands, common)
+    limits_cli.add_commands(commands, common)
     return parser
 
 
@@ -106,22 +107,25 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _inspect(settings: Settings, args: argparse.Namespace) -> int:
-    """The commands that serve nothing: config show, models, keys, teams, audit."""
+    """The commands that serve nothing: config show, models, keys, teams, audit, limits."""
     if args.command == "config":
         print(json.dumps(effective_settings(settings), indent=2))
         return 0
     if args.command == "models":
         _print_models(settings)
         return 0
+    if args.command in limits_cli.COMMANDS:
+        return limits_cli.run(settings, args)
     return admin_cli.run(settings, args)
 
 
 def _layer_command(args: argparse.Namespace) -> str:
-    """The command whose config layers apply: `config` takes `--for`; `models`, `keys`, `teams` and
-    `audit` read `serve`'s."""
+    """The command whose config layers apply: `config` takes `--for`; `models`, `keys`, `teams`, `audit`
+    and `limits` read `serve`'s."""
     if args.command == "config":
         return str(args.for_command)
-    return "serve" if args.command in ("models", *admin_cli.COMMANDS) else str(args.command)
+    inspecting = ("models", *admin_cli.COMMANDS, *limits_cli.COMMANDS)
+    return "serve" if args.command in inspecting else str(args.command)
 
 
 def _check(command: str, args: argparse.Namespace) -> int:

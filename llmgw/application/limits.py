@@ -7,6 +7,9 @@ atomic step) or refuses it (`RateLimited`: `rate_limit_exceeded` or `budget_exce
 until it could pass). When it ends, `Limiter.settle` replaces the estimate with what the generation record
 says it used and cost; a request that never reached an upstream only gives its reservation back.
 
+Budget counters missing from the store (Redis restarted) are rebuilt from the generation records when
+the Limiter is given their `spend` (see `budget_restore`).
+
 Estimate: prompt tokens from the request's text (about four characters a token, plus a few per message),
 plus `max_completion_tokens` / `max_tokens`, or `default_max_tokens` when the request sets neither; priced
 from the catalog in micro-dollars (an unpriced model asks nothing of USD budgets).
@@ -20,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from llmgw.application.budget_restore import BudgetRestorer, Spend
 from llmgw.application.ports import LimitStore
 from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.errors import LimitStoreUnavailable
@@ -95,7 +99,10 @@ class Limiter:
         on_budget_store_error: OnStoreError = OnStoreError.CLOSED,
         on_rate_store_error: OnStoreError = OnStoreError.OPEN,
         clock: Callable[[], float] = time.time,
+        spend: Spend | None = None,
     ) -> None:
+        """`spend`: the generation records' cost (`GenerationStore.spend`), to rebuild budget counters the
+        store lost; without it they start again from 0."""
         self.store = store
         self._global = global_limits
         self._global_set = not global_limits.empty
@@ -106,6 +113,7 @@ class Limiter:
         self._on_budget_error = on_budget_store_error
         self._on_rate_error = on_rate_store_error
         self._clock = clock
+        self._restorer = None if spend is None else BudgetRestorer(store, spend, clock=clock)
         self.store_up = True
 
     async def scopes(self, key: ApiKey | None, model: ModelSpec) -> tuple[Scope, ...]:
@@ -159,8 +167,9 @@ class Limiter:
         if not scopes:
             return None
         demand = self.demand(model, body, completes=completes)
+        now = self._clock()
         try:
-            admission: Admission = await self.store.admit(scopes, demand, self._clock())
+            admission: Admission = await self.store.admit(scopes, demand, now)
         except LimitStoreUnavailable:
             self.store_up = False
             if self._fails_closed(scopes, demand):
@@ -168,6 +177,8 @@ class Limiter:
             log.warning("limit store unreachable: %d scope(s) let through uncounted", len(scopes))
             return None
         self.store_up = True
+        if self._restorer is not None:
+            self._restorer.notice(admission.statuses, now)
         if admission.refusal is not None:
             refused = admission.refusal.error()
             refused.limit_statuses = admission.statuses
@@ -222,6 +233,23 @@ class Limiter:
         period = limits.budget_period
         bounds = period.bounds(now) if period is not None and limits.tracks_budget else None
         return LimitUsage(status, now, bounds)
+
+    async def restore(self, scope: Scope) -> int:
+        """Raise the scope's budget counter of the current window to what its generation records cost (never
+        lowering it); return that cost in micro-USD. Raises `LimitStoreUnavailable`; needs `spend`."""
+        if self._restorer is None:
+            raise RuntimeError("this Limiter was given no generation records to restore from")
+        return await self._restorer.restore(scope)
+
+    async def restored(self) -> None:
+        """Until every background restore under way ended (tests)."""
+        if self._restorer is not None:
+            await self._restorer.wait()
+
+    async def close(self) -> None:
+        """Cancel the background restores under way (before the limit store closes)."""
+        if self._restorer is not None:
+            await self._restorer.close()
 
     def _fails_closed(self, scopes: Sequence[Scope], demand: Demand) -> bool:
         budgets = any(scope.limits.budget_usd is not None for scope in scopes) and demand.priced

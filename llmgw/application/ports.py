@@ -68,6 +68,14 @@ class GenerationStore(Protocol):
         """Delete records created before `older_than` (Unix seconds); return how many."""
         ...
 
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        """What the records created in [since, until) that match every non-empty filter cost, in micro-USD:
+        each record's `cost_usd` rounded as settling rounds it (`usd_to_micros`), then summed, so the sum
+        is what the budget counters were charged (rebuilding them after a Redis restart)."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers."""
         ...
@@ -136,6 +144,12 @@ class LimitStore(Protocol):
 
     async def status(self, scope: Scope, now: float) -> ScopeStatus:
         """What a scope has used and has left now (the usage API)."""
+        ...
+
+    async def restore(self, scope: Scope, now: float, spent_micros: int) -> None:
+        """The scope's budget window at `now` has spent at least `spent_micros` (read from the generation
+        records): its counter becomes the larger of the two. Never lowers a counter, so it is idempotent
+        and safe when several processes restore at once; a scope that tracks no budget is left alone."""
         ...
 
     async def ping(self) -> bool: ...

@@ -16,6 +16,7 @@ from llmgw.domain.catalog import ModelSpec
 from llmgw.domain.chat import ChatCompletion, ChatRequest, Embeddings, EmbeddingsRequest, JSONObject
 from llmgw.domain.errors import UpstreamTimeout
 from llmgw.domain.generation import GenerationRecord
+from llmgw.domain.limits import usd_to_micros
 from llmgw.domain.usage import Usage
 
 __all__ = [
@@ -350,6 +351,21 @@ class FakeStore:
         for key in old:
             del self.records[key]
         return len(old)
+
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        await self._hang()
+        self._answer()
+        return sum(
+            usd_to_micros(record.cost_usd)
+            for record in self.records.values()
+            if record.cost_usd is not None
+            and since <= record.created_at < until
+            and (not key_id or record.key_id == key_id)
+            and (not team_id or record.team_id == team_id)
+            and (not model or record.model == model)
+        )
 
     async def ping(self) -> bool:
         await self._hang()

@@ -376,3 +376,57 @@ async def test_a_redis_that_stops_answering_fails_within_the_timeout() -> None:
     finally:
         await store.close()
         await silent.close()
+
+
+@pytest.mark.redis
+async def test_a_restore_is_one_command_writing_the_spent_counter_admission_reads_with_its_expiry(
+    prefix: str, client: redis.Redis, store: RedisLimitStore, proxy: Proxy
+) -> None:
+    port = await proxy.start()
+    wired = RedisLimitStore(
+        urlsplit(REDIS_URL)._replace(netloc=f"127.0.0.1:{port}").geturl(),
+        prefix=prefix,
+        use_caller_clock=True,
+    )
+    now = float(int(time.time()))
+    daily = key(budget_usd=1.0, budget_period=Period.DAY)
+    team = Scope(ScopeKind.TEAM, "research", Limits(budget_usd=10.0))
+    try:
+        assert await wired.ping()
+        await wired.restore(daily, now, 1)  # loads the script
+        proxy.commands.clear()
+        await wired.restore(daily, now, 250_000)
+        await wired.restore(team, now, 3_000_000)
+    finally:
+        await wired.close()
+
+    assert [command[0].upper() for command in proxy.commands] == [b"EVALSHA"] * 2
+    day_start, day_end = Period.DAY.bounds(now)
+    spent = f"{prefix}key:abcdefgh2345:budget:{int(day_start)}:spent"
+    assert await client.get(spent) == "250000"
+    budget_ttl = day_end - now + 86_400
+    assert budget_ttl - 2 <= await client.ttl(spent) <= budget_ttl
+    assert await client.get(f"{prefix}team:research:budget:lifetime:spent") == "3000000"
+    assert await client.ttl(f"{prefix}team:research:budget:lifetime:spent") == -1
+    # What admission reads: the restored money is spent, nothing reserved.
+    status = await store.status(daily, now)
+    assert (status.spent_micros, status.reserved_micros, status.remaining_micros) == (250_000, 0, 750_000)
+
+
+@pytest.mark.redis
+async def test_a_restore_the_server_clock_places_in_another_window_writes_nothing(
+    prefix: str, client: redis.Redis
+) -> None:
+    server_clock = RedisLimitStore(REDIS_URL, prefix=prefix)  # as in production: the server's clock
+    try:
+        await server_clock.restore(
+            key(budget_usd=1.0, budget_period=Period.DAY), time.time() - 2 * 86_400, 500
+        )
+        await server_clock.restore(
+            key("otherkey2345", budget_usd=1.0, budget_period=Period.DAY), time.time(), 7
+        )
+    finally:
+        await server_clock.close()
+    assert await keys_under(client, prefix) == {
+        f"{prefix}key:otherkey2345:budget:{int(Period.DAY.bounds(time.time())[0])}:spent"
+    }

@@ -281,3 +281,82 @@ async def test_scopes_count_apart(store: LimitStore, t0: float) -> None:
 
 async def test_the_store_answers_a_ping(store: LimitStore) -> None:
     assert await store.ping()
+
+
+async def test_restoring_a_missing_budget_counter_charges_what_the_records_say(
+    store: LimitStore, t0: float
+) -> None:
+    scope = key(budget_usd=1.0, budget_period=Period.DAY)
+    await store.restore(scope, t0, 600_000)
+
+    status = await store.status(scope, t0)
+    assert (status.spent_micros, status.reserved_micros, status.remaining_micros) == (600_000, 0, 400_000)
+    refused = await store.admit([scope], priced(400_001), t0)
+    assert refused.refusal is not None
+    assert refused.refusal.remaining_micros == 400_000
+    assert (await store.admit([scope], priced(400_000), t0)).refusal is None
+
+
+async def test_restoring_never_lowers_a_counter_and_is_idempotent(store: LimitStore, t0: float) -> None:
+    scope = key(budget_usd=1.0, budget_period=Period.DAY)
+    await store.admit([scope], priced(300_000), t0)
+    await store.settle([scope], priced(300_000), priced(250_000), t0, reached_upstream=True)
+    await store.admit([scope], priced(100_000), t0)  # in flight
+
+    await store.restore(scope, t0, 200_000)
+    assert (
+        (await store.status(scope, t0)).spent_micros,
+        (await store.status(scope, t0)).reserved_micros,
+    ) == (
+        250_000,
+        100_000,
+    )
+    for _ in range(2):
+        await store.restore(scope, t0, 700_000)
+    status = await store.status(scope, t0)
+    assert (status.spent_micros, status.reserved_micros, status.remaining_micros) == (
+        700_000,
+        100_000,
+        200_000,
+    )
+
+
+async def test_restores_from_several_processes_at_once_leave_the_largest(
+    store: LimitStore, t0: float
+) -> None:
+    scope = key(budget_usd=10.0, budget_period=Period.MONTH)
+    await asyncio.gather(*(store.restore(scope, t0, micros) for micros in (5, 1_000_005, 999_999, 0, 42)))
+    assert (await store.status(scope, t0)).spent_micros == 1_000_005
+
+
+async def test_a_restore_fills_the_window_its_time_names_and_no_other(store: LimitStore, t0: float) -> None:
+    scope = key(budget_usd=1.0, budget_period=Period.DAY)
+    start, end = Period.DAY.bounds(t0)
+    await store.restore(scope, start, 123_456)
+
+    assert (await store.status(scope, end - 1)).spent_micros == 123_456
+    assert (await store.status(scope, end)).spent_micros == 0
+    assert (
+        await store.status(key("otherkey2345", budget_usd=1.0, budget_period=Period.DAY), t0)
+    ).spent_micros == 0
+
+
+async def test_a_restored_lifetime_budget_and_soft_budget_count_like_any_other(
+    store: LimitStore, t0: float
+) -> None:
+    lifetime = key(budget_usd=0.01)
+    await store.restore(lifetime, t0, 10_000)
+    refused = await store.admit([lifetime], priced(1), t0 + 400 * 86_400)
+    assert refused.refusal is not None
+    assert refused.refusal.remaining_micros == 0
+
+    soft = Scope(ScopeKind.TEAM, "research", Limits(soft_budget_usd=0.5, budget_period=Period.WEEK))
+    await store.restore(soft, t0, 500_000)
+    assert (await store.admit([soft], priced(1), t0)).statuses[0].soft_exceeded
+
+
+async def test_restoring_a_scope_without_a_budget_changes_nothing(store: LimitStore, t0: float) -> None:
+    scope = key(rpm=60)
+    await store.restore(scope, t0, 1_000)
+    status = await store.status(scope, t0)
+    assert (status.spent_micros, status.remaining_requests) == (None, 60)

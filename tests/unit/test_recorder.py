@@ -64,6 +64,11 @@ class FakeStore:
             raise ConnectionError("store is down")
         return 0
 
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        return 0
+
     async def ping(self) -> bool:
         if self.hang:
             await asyncio.Event().wait()

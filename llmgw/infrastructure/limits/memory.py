@@ -69,6 +69,17 @@ class MemoryLimitStore:
     async def status(self, scope: Scope, now: float) -> ScopeStatus:
         return status_of(scope, self._read(scope, now), now)
 
+    async def restore(self, scope: Scope, now: float, spent_micros: int) -> None:
+        limits = scope.limits
+        if not limits.tracks_budget:
+            return
+        window, ends = budget_window(limits.budget_period, now)
+        budget = self._budgets.get((scope.name, window))
+        if budget is None:
+            self._budgets[scope.name, window] = _Budget(spent_micros, 0, ends)
+        elif spent_micros > budget.spent:
+            budget.spent = spent_micros
+
     async def ping(self) -> bool:
         return True
 

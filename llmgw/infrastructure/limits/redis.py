@@ -1,6 +1,6 @@
 """Limit counters in Redis, shared by every worker and replica: `limits.lua` runs the domain arithmetic
 server-side, so an admission (check every scope, then reserve in every scope), a settlement and a status
-read are one round trip each.
+read are one round trip each; `restore.lua` rebuilds a budget counter from the records in one more.
 
 Keys, under the prefix: `<scope name>:req` and `:tok` (GCRA tat, seconds, as a float's 17 digits),
 `:par` (requests in flight), `:budget:<window start | lifetime>:spent` and `:reserved` (integer micro-USD).
@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from llmgw.domain.errors import LimitStoreUnavailable
@@ -33,7 +35,9 @@ from llmgw.domain.limits import (
     usd_to_micros,
 )
 
-SCRIPT = resources.files("llmgw.infrastructure.limits").joinpath("limits.lua").read_text(encoding="utf-8")
+_SCRIPTS = resources.files("llmgw.infrastructure.limits")
+SCRIPT = _SCRIPTS.joinpath("limits.lua").read_text(encoding="utf-8")
+RESTORE_SCRIPT = _SCRIPTS.joinpath("restore.lua").read_text(encoding="utf-8")
 #: Fields of one scope's state in the script's reply.
 STATE_FIELDS = 5
 #: Tries when the server's clock names another budget window than the caller's (seconds at a boundary).
@@ -72,6 +76,7 @@ class RedisLimitStore:
         )
         self._client = redis.Redis.from_pool(pool)
         self._script = self._client.register_script(SCRIPT)
+        self._restore_script = self._client.register_script(RESTORE_SCRIPT)
         self._prefix = prefix
         self._use_caller_clock = use_caller_clock
         self._in_flight_ttl_ms = str(max(1, math.ceil(in_flight_ttl * 1000)))
@@ -113,6 +118,21 @@ class RedisLimitStore:
         (state,) = _states(reply[2:])
         return status_of(scope, state, float(reply[1]))
 
+    async def restore(self, scope: Scope, now: float, spent_micros: int) -> None:
+        """A window the server's clock has already left is not restored (see `restore.lua`)."""
+        limits = scope.limits
+        if not limits.tracks_budget:
+            return
+        window, ends = budget_window(limits.budget_period, now)
+        lifetime = math.isinf(ends)
+        args = [
+            str(spent_micros),
+            repr(now) if self._use_caller_clock else "",
+            "" if lifetime else window,
+            "" if lifetime else repr(ends),
+        ]
+        await self._call(self._restore_script, [self._budget_key(scope, window, "spent")], args)
+
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
@@ -143,27 +163,31 @@ class RedisLimitStore:
                 scope_keys, scope_args = self._scope(scope, clock)
                 keys += scope_keys
                 args += scope_args
-            reply = await self._call(keys, args)
+            reply: list[bytes] = list(await self._call(self._script, keys, args))
             if reply[0] != b"period":
                 return reply
             clock = float(reply[1])
         raise LimitStoreUnavailable("Limit store: the server's clock keeps crossing a budget period's end.")
 
-    async def _call(self, keys: list[str], args: list[str]) -> list[bytes]:
+    @staticmethod
+    async def _call(script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         try:
-            reply = await self._script(keys=keys, args=args)
+            reply = await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise LimitStoreUnavailable(
                 f"The limit store (Redis) does not answer: {type(exc).__name__}: {exc}"
             ) from exc
-        return list(reply)
+        return reply
+
+    def _budget_key(self, scope: Scope, window: str, counter: str) -> str:
+        return f"{self._prefix}{scope.name}:budget:{window}:{counter}"
 
     def _scope(self, scope: Scope, clock: float) -> tuple[list[str], list[str]]:
         limits = scope.limits
         window, ends = budget_window(limits.budget_period, clock)
         base = f"{self._prefix}{scope.name}"
-        keys = [f"{base}:req", f"{base}:tok", f"{base}:par", f"{base}:budget:{window}:spent"]
-        keys.append(f"{base}:budget:{window}:reserved")
+        keys = [f"{base}:req", f"{base}:tok", f"{base}:par"]
+        keys += [self._budget_key(scope, window, "spent"), self._budget_key(scope, window, "reserved")]
         lifetime = math.isinf(ends)
         args = [
             _optional(limits.rpm),

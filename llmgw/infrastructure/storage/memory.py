@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
+from llmgw.domain.limits import usd_to_micros
 
 
 class MemoryStore:
@@ -35,6 +36,19 @@ class MemoryStore:
         for key in old:
             del self._records[key]
         return len(old)
+
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        return sum(
+            usd_to_micros(record.cost_usd)
+            for record in self._records.values()
+            if record.cost_usd is not None
+            and since <= record.created_at < until
+            and (not key_id or record.key_id == key_id)
+            and (not team_id or record.team_id == team_id)
+            and (not model or record.model == model)
+        )
 
     async def ping(self) -> bool:
         return True

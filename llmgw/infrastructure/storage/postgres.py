@@ -27,7 +27,15 @@ from llmgw.infrastructure.storage.key_rows import (
     team_from_row,
     team_to_row,
 )
-from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
+from llmgw.infrastructure.storage.rows import (
+    COLUMN_LIST,
+    COLUMNS,
+    TABLE,
+    VERSION_TABLE,
+    from_row,
+    spend_filters,
+    to_row,
+)
 
 # One background writer plus the occasional GetGeneration read; every replica holds its own pool.
 POOL_MIN_SIZE = 1
@@ -35,6 +43,8 @@ POOL_MAX_SIZE = 4
 # Seconds a connect or any one command may take (`storage.timeout`); pruning alone may take longer.
 TIMEOUT_S = 2.0
 PRUNE_TIMEOUT_S = 60.0
+#: Summing a period's records for the gateway's own budget reads them all.
+SPEND_TIMEOUT_S = 60.0
 
 # Any fixed key works as long as every replica uses the same one ("llmgw" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C6C6D6777
@@ -125,6 +135,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 5: the limit scopes each request was admitted under (issue 15), a JSON array of their names; rows
     # written before name none.
     (f"""ALTER TABLE {TABLE} ADD COLUMN "limits" TEXT NOT NULL DEFAULT '[]'""",),
+    # 6: the records of one key or one team in a time range, summed when budget counters are rebuilt from
+    # them (issue 15, `GenerationStore.spend`) instead of scanning every record of the period.
+    (
+        f"CREATE INDEX {TABLE}_key_id ON {TABLE} (key_id, created_at)",
+        f"CREATE INDEX {TABLE}_team_id ON {TABLE} (team_id, created_at)",
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -136,6 +152,14 @@ _UPSERT = (
 )
 _SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = $1"  # noqa: S608
 _PRUNE = f"DELETE FROM {TABLE} WHERE created_at < $1"  # noqa: S608
+# `spend` rounds each cost in the server as `usd_to_micros` does, so the sum agrees with the budget counters
+# to the micro-dollar without shipping every cost here: a float8 as text is its shortest round-trip decimal
+# (PostgreSQL 12+ with extra_float_digits > 0, which the pool sets), the very digits of Python's repr;
+# numeric holds them exactly, and its round() takes halves away from zero, as ROUND_HALF_UP does.
+_SPEND = (
+    f"SELECT coalesce(sum(round(cost_usd::text::numeric * 1000000)), 0)::bigint FROM {TABLE} "  # noqa: S608
+    "WHERE created_at >= $1 AND created_at < $2 AND cost_usd IS NOT NULL"
+)
 _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
 _RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES ($1, $2)"  # noqa: S608
 
@@ -197,7 +221,10 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
-        settings = None if self._schema is None else {"search_path": self._schema}
+        # extra_float_digits: `spend` reads costs as their shortest decimals (the server's default, pinned).
+        settings = {"extra_float_digits": "1"}
+        if self._schema is not None:
+            settings["search_path"] = self._schema
         try:
             pool = await asyncpg.create_pool(
                 self._url,
@@ -244,6 +271,17 @@ class PostgresStore:
 
     async def prune(self, older_than: float) -> int:
         return _changed(await self._connected().execute(_PRUNE, older_than, timeout=PRUNE_TIMEOUT_S))
+
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        filters = spend_filters(key_id, team_id, model)
+        query = _SPEND + "".join(
+            f' AND "{column}" = ${at}' for at, (column, _) in enumerate(filters, start=3)
+        )
+        values = (value for _, value in filters)
+        total = await self._connected().fetchval(query, since, until, *values, timeout=SPEND_TIMEOUT_S)
+        return int(total)
 
     async def ping(self) -> bool:
         if self._pool is None:

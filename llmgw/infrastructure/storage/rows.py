@@ -41,6 +41,9 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: The columns `GenerationStore.spend` filters on, in the order of its keywords.
+SPEND_FILTERS = ("key_id", "team_id", "model")
+
 _VALUES = operator.attrgetter(*COLUMNS)
 # The enum fields, stored as their values.
 _ENUM_POSITIONS = (COLUMNS.index("kind"), COLUMNS.index("status"))
@@ -67,3 +70,12 @@ def from_row(row: Sequence[Any]) -> GenerationRecord:
         for name, value in zip(COLUMNS, row, strict=True)
     }
     return GenerationRecord(**values)
+
+
+def spend_filters(key_id: str, team_id: str, model: str) -> list[tuple[str, str]]:
+    """The (column, value) pairs a `spend` query filters on: the non-empty ones."""
+    return [
+        (column, value)
+        for column, value in zip(SPEND_FILTERS, (key_id, team_id, model), strict=True)
+        if value
+    ]

@@ -14,6 +14,7 @@ import aiosqlite
 
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
+from llmgw.domain.limits import usd_to_micros
 from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.key_rows import (
     AUDIT_COLUMNS,
@@ -30,7 +31,15 @@ from llmgw.infrastructure.storage.key_rows import (
     team_from_row,
     team_to_row,
 )
-from llmgw.infrastructure.storage.rows import COLUMN_LIST, COLUMNS, TABLE, VERSION_TABLE, from_row, to_row
+from llmgw.infrastructure.storage.rows import (
+    COLUMN_LIST,
+    COLUMNS,
+    TABLE,
+    VERSION_TABLE,
+    from_row,
+    spend_filters,
+    to_row,
+)
 
 MEMORY = ":memory:"
 
@@ -129,6 +138,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 5: the limit scopes each request was admitted under (issue 15), a JSON array of their names; rows
     # written before name none.
     (f"""ALTER TABLE {TABLE} ADD COLUMN "limits" TEXT NOT NULL DEFAULT '[]'""",),
+    # 6: the records of one key or one team in a time range, summed when budget counters are rebuilt from
+    # them (issue 15, `GenerationStore.spend`) instead of scanning every record of the period.
+    (
+        f"CREATE INDEX {TABLE}_key_id ON {TABLE} (key_id, created_at)",
+        f"CREATE INDEX {TABLE}_team_id ON {TABLE} (team_id, created_at)",
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -136,6 +151,13 @@ _PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
 _INSERT = f"INSERT OR REPLACE INTO {TABLE} ({COLUMN_LIST}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 _SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = ?"  # noqa: S608
 _PRUNE = f"DELETE FROM {TABLE} WHERE created_at < ?"  # noqa: S608
+# `spend` rounds each cost with the very function settling uses (registered on the connection), so the
+# sum agrees with the budget counters to the micro-dollar; SQLite sums integers exactly.
+_MICROS = "llmgw_micros"
+_SPEND = (
+    f"SELECT coalesce(sum({_MICROS}(cost_usd)), 0) FROM {TABLE} "  # noqa: S608
+    "WHERE created_at >= ? AND created_at < ? AND cost_usd IS NOT NULL"
+)
 _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
 
 _KEY_COLUMN_LIST = column_list(KEY_COLUMNS)
@@ -230,6 +252,7 @@ class SQLiteStore:
             # telemetry, not ledger entries.
             await db.execute("PRAGMA synchronous = NORMAL")
             await _migrate(db)
+            await db.create_function(_MICROS, 1, usd_to_micros, deterministic=True)
             self._writer = None if self._path == MEMORY else _open_writer(self._path)
         except BaseException:
             await db.close()
@@ -269,6 +292,14 @@ class SQLiteStore:
         db = self._connection()
         async with self._transaction(), db.execute(_PRUNE, (older_than,)) as cursor:
             return cursor.rowcount
+
+    async def spend(
+        self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
+    ) -> int:
+        filters = spend_filters(key_id, team_id, model)
+        query = _SPEND + "".join(f' AND "{column}" = ?' for column, _ in filters)
+        row = await self._fetchone(query, (since, until, *(value for _, value in filters)))
+        return 0 if row is None else int(row[0])
 
     async def ping(self) -> bool:
         if self._db is None:
