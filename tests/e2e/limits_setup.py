@@ -6,12 +6,9 @@ budget counters read straight from Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import redis.asyncio as redis
 
-from tests.e2e.test_serve_process import REPO, Process, llmgw_serve
+from tests.e2e.replicas import Replica
+from tests.e2e.test_serve_process import REPO
 
 PEPPER = "pepper-" + secrets.token_hex(24)
 ADMIN_KEY = "sk-admin-" + secrets.token_hex(24)
@@ -93,63 +91,6 @@ def redis_url_via(url: str, port: int) -> str:
     credentials = parts.netloc.rpartition("@")[0]
     netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-@dataclass
-class Replica:
-    """One `llmgw serve` (one replica, of one or more workers), its output read all along."""
-
-    name: str
-    process: Process
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.process.rest_url
-
-    @property
-    def readyz_url(self) -> str:
-        return f"http://127.0.0.1:{self.process.health}/readyz"
-
-    def tail(self, lines: int = 30) -> str:
-        return "".join(self.output[-lines:])
-
-
-@asynccontextmanager
-async def serving(name: str, tmp_path: Path, env: Mapping[str, str]) -> AsyncIterator[Replica]:
-    async with llmgw_serve(tmp_path, env) as process:
-        replica = Replica(name, process)
-        drain = asyncio.create_task(_drain(process, replica.output))
-        try:
-            yield replica
-        finally:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
-
-
-async def _drain(process: Process, output: list[str]) -> None:
-    stdout = process.proc.stdout
-    assert stdout is not None
-    while line := await stdout.readline():
-        output.append(line.decode(errors="replace"))
-
-
-@asynccontextmanager
-async def replicas(
-    tmp_path: Path, envs: Mapping[str, Mapping[str, str]]
-) -> AsyncIterator[dict[str, Replica]]:
-    """One `llmgw serve` per entry of `envs`, all started at once; all stopped on the way out."""
-    async with AsyncExitStack() as stack:
-        try:
-            async with asyncio.TaskGroup() as group:
-                starting = {
-                    name: group.create_task(stack.enter_async_context(serving(name, tmp_path / name, env)))
-                    for name, env in envs.items()
-                }
-        except BaseExceptionGroup as failed:  # the first start-up failure, as pytest.fail reported it
-            raise failed.exceptions[0] from None
-        yield {name: task.result() for name, task in starting.items()}
 
 
 async def create_key(

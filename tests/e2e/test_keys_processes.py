@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,8 @@ import aiohttp
 import openai
 import pytest
 
-from tests.e2e.test_serve_process import REPO, Process, llmgw_serve
+from tests.e2e.replicas import Replica, replicas, serving
+from tests.e2e.test_serve_process import REPO
 from tests.fakes.upstream import FakeUpstream
 from tests.fakes.upstream_wire import expected_content
 
@@ -51,56 +49,6 @@ POLL = 0.05  # seconds between two requests while waiting for a refusal
 BROADCAST_BOUND = 1.0  # a revocation through A reaches B over Redis within this
 TTL = 2.0  # auth.cache_ttl without Redis
 TTL_BOUND = 3.5  # ... and B's refusal within TTL plus a margin
-
-
-@dataclass
-class Replica:
-    """One `llmgw serve` process, its output read all along (request logs must not fill the pipe)."""
-
-    process: Process
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.process.rest_url
-
-    def tail(self, lines: int = 30) -> str:
-        return "".join(self.output[-lines:])
-
-
-@asynccontextmanager
-async def _serving(tmp_path: Path, env: Mapping[str, str]) -> AsyncIterator[Replica]:
-    async with llmgw_serve(tmp_path, env) as process:
-        replica = Replica(process)
-        drain = asyncio.create_task(_drain(process, replica.output))
-        try:
-            yield replica
-        finally:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
-
-
-async def _drain(process: Process, output: list[str]) -> None:
-    stdout = process.proc.stdout
-    assert stdout is not None
-    while line := await stdout.readline():
-        output.append(line.decode(errors="replace"))
-
-
-@asynccontextmanager
-async def _replicas(tmp_path: Path, *envs: Mapping[str, str]) -> AsyncIterator[list[Replica]]:
-    """Several `llmgw serve` started at once (their store comes from `envs`); all stopped on the way out,
-    whichever failed to start."""
-    async with AsyncExitStack() as stack:
-        try:
-            async with asyncio.TaskGroup() as group:
-                starting = [
-                    group.create_task(stack.enter_async_context(_serving(tmp_path, env))) for env in envs
-                ]
-        except BaseExceptionGroup as failed:  # the first start-up failure, as pytest.fail reported it
-            raise failed.exceptions[0] from None
-        yield [task.result() for task in starting]
 
 
 def _replica_env(
@@ -208,7 +156,8 @@ async def test_a_key_disabled_through_one_replica_is_refused_by_the_other_within
 ) -> None:
     # A TTL far beyond the bound: B may only refuse the cached key because the broadcast told it to.
     env = _replica_env(fake, postgres_schema_dsn, cache_ttl="30s", redis_url=REDIS_URL)
-    async with _replicas(tmp_path, env, env) as (a, b), aiohttp.ClientSession() as session:
+    async with replicas(tmp_path, {"a": env, "b": env}) as started, aiohttp.ClientSession() as session:
+        a, b = started.values()
         public_id, key = await _create_key(session, a, "disabled-across")
         await _accepted(session, b, key)  # works on B, and is now in B's cache
         await _admin(session, a, f"/{public_id}:disable")
@@ -228,7 +177,8 @@ async def test_without_redis_the_replica_that_disabled_a_key_refuses_it_at_once_
     tmp_path: Path, fake: FakeUpstream, postgres_schema_dsn: str
 ) -> None:
     env = _replica_env(fake, postgres_schema_dsn, cache_ttl=f"{TTL:g}s")
-    async with _replicas(tmp_path, env, env) as (a, b), aiohttp.ClientSession() as session:
+    async with replicas(tmp_path, {"a": env, "b": env}) as started, aiohttp.ClientSession() as session:
+        a, b = started.values()
         public_id, key = await _create_key(session, a, "disabled-by-ttl")
         await _accepted(session, a, key)
         await _accepted(session, b, key)  # cached on both
@@ -251,7 +201,8 @@ async def test_a_key_rotated_through_one_replica_without_grace_changes_on_the_ot
     tmp_path: Path, fake: FakeUpstream, postgres_schema_dsn: str
 ) -> None:
     env = _replica_env(fake, postgres_schema_dsn, cache_ttl="30s", redis_url=REDIS_URL)
-    async with _replicas(tmp_path, env, env) as (a, b), aiohttp.ClientSession() as session:
+    async with replicas(tmp_path, {"a": env, "b": env}) as started, aiohttp.ClientSession() as session:
+        a, b = started.values()
         public_id, old = await _create_key(session, a, "rotated-across")
         await _accepted(session, b, old)
         rotated = await _admin(session, a, f"/{public_id}:rotate", {"grace_seconds": 0})
@@ -308,7 +259,7 @@ async def test_the_readme_flow_refuses_a_call_without_a_key_then_a_cli_made_key_
         "LLMGW_AUTH__ENABLED": "true",  # the shipped default; the harness turns it off unless told
         "LLMGW_AUTH__PEPPER": pepper,
     }
-    async with _serving(tmp_path, serve_env) as replica, aiohttp.ClientSession() as session:
+    async with serving(tmp_path, serve_env) as replica, aiohttp.ClientSession() as session:
         async with session.post(f"{replica.url}/v1/chat/completions", json=CHAT) as response:
             status, refused = response.status, await response.json(content_type=None)
         assert status == 401, refused

@@ -33,7 +33,6 @@ import redis.asyncio as redis
 from tests.e2e.limits_setup import (
     COST_MICROS,
     Budget,
-    Replica,
     bearer,
     budget_counters,
     chat_body,
@@ -43,12 +42,12 @@ from tests.e2e.limits_setup import (
     readyz,
     redis_url_via,
     replica_env,
-    replicas,
     settled_budget,
     usage_budget,
     write_config,
 )
 from tests.e2e.procfs import my_connections_to, worker_pids, worker_serving
+from tests.e2e.replicas import Replica, replicas
 from tests.fakes.cut_proxy import CutProxy
 from tests.fakes.upstream import FakeUpstream, Script
 
