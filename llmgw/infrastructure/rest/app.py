@@ -22,7 +22,7 @@ from llmgw.infrastructure.request_ids import (
     accept_or_mint,
     current_request_id,
 )
-from llmgw.infrastructure.rest import admin, chat, embeddings, generations, health, models
+from llmgw.infrastructure.rest import admin, chat, embeddings, generations, health, models, openapi
 from llmgw.infrastructure.rest.errors import error_response, http_error_response
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY, REQUEST_ID
 
@@ -70,8 +70,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
-# Open to anyone: liveness and readiness (whose details `health` shows to admin keys only).
-_OPEN = frozenset({"/livez", "/readyz"})
+# Open to anyone: liveness and readiness (whose details `health` shows to admin keys only), and the
+# OpenAPI document, which describes the routes and holds nothing secret.
+_OPEN = frozenset({"/livez", "/readyz", "/openapi.json"})
 
 
 async def _caller(request: web.Request) -> ApiKey | None:
@@ -117,6 +118,7 @@ def create_app(
             web.get("/v1/generation/{id}", generations.get),
             web.get("/api/v1/generation", generations.get_openrouter),
             *health.routes(),
+            *openapi.routes(),
             *admin.routes(),
         ]
     )
