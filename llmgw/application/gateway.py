@@ -411,6 +411,8 @@ class Gateway:
             f" attempts={len(record.attempts)}" if len(record.attempts) > 1 else "",
             f" error={record.error_code}" if record.error_code else "",
             f" key={record.key_id}" if record.key_id else "",
+            # The JSON log format writes the record's fields as fields of the line (`logs.JsonFormatter`).
+            extra={"generation": record},
         )
 
 

@@ -13,6 +13,7 @@ from typing import TextIO
 import orjson
 from aiohttp.http import HttpProcessingError
 
+from llmgw.domain.generation import GenerationRecord
 from llmgw.infrastructure.config.settings import LogFormat, LogSettings
 from llmgw.infrastructure.request_ids import current_request_id
 
@@ -161,9 +162,32 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        generation = getattr(record, "generation", None)
+        if isinstance(generation, GenerationRecord):
+            entry |= access_fields(generation)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+def access_fields(generation: GenerationRecord) -> dict[str, object]:
+    """The fields of a chat or embeddings request's line in the JSON log: which generation, whose key,
+    which model and provider, how it ended, its tokens, cost and latency."""
+    return {
+        "generation_id": generation.id,
+        "kind": str(generation.kind),
+        "key_id": generation.key_id or None,
+        "team_id": generation.team_id or None,
+        "model": generation.model,
+        "provider": generation.provider or None,
+        "status": str(generation.status),
+        "error_code": generation.error_code or None,
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "cost_usd": generation.cost_usd,
+        "latency_ms": generation.latency_ms,
+        "attempts": len(generation.attempts),
+    }
 
 
 def configure_logging(settings: LogSettings) -> None:

@@ -278,11 +278,13 @@ async def test_a_deadline_passing_mid_stream_is_an_api_timeout_error_after_the_c
         await read_into(received, stream)
 
     assert time.monotonic() - started < 0.45 + SLACK
-    assert 2 <= len(received) < 20
+    assert 1 <= len(received) < 20  # the first came with `create`; how many more depends on the load
     assert timed_out.value.generation_id in (None, stream.generation_id)
     assert stream.generation_id is not None
-    generation = await generation_with_status(client, stream.generation_id, "cancelled")
-    assert generation.status == "cancelled"
+    generation = await generation_with_status(client, stream.generation_id, "cancelled", within=3.0)
+    # The gateway holds the same deadline (grpc-timeout): whichever side notices first decides, the client
+    # leaving (cancelled) or the gateway's own timeout of the upstream (error) — under load, either.
+    assert generation.status in ("cancelled", "error")
 
 
 async def test_the_clients_own_timeout_is_the_deadline_of_a_call_that_sets_none(
