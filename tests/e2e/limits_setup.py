@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import redis.asyncio as redis
@@ -83,14 +82,6 @@ def replica_env(config: Path, store_url: str, redis_url: str, **extra: str) -> d
         "LLMGW_CACHE__REDIS_URL": json.dumps(redis_url),
         **extra,
     }
-
-
-def redis_url_via(url: str, port: int) -> str:
-    """`url` (its credentials and database kept) with its host and port replaced by 127.0.0.1:`port`."""
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def create_key(

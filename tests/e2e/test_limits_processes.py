@@ -40,7 +40,6 @@ from tests.e2e.limits_setup import (
     forget_keys,
     generation_cost_micros,
     readyz,
-    redis_url_via,
     replica_env,
     settled_budget,
     usage_budget,
@@ -122,7 +121,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, schema_dsn: str) -> 
     ):
         config = write_config(root / "configs", fake.base_url)
         shared = replica_env(config, schema_dsn, REDIS_URL)
-        cut = replica_env(config, schema_dsn, redis_url_via(REDIS_URL, proxy.port))
+        cut = replica_env(config, schema_dsn, proxy.url_via(REDIS_URL))
         envs = {
             "a": {**shared, "LLMGW_SERVER__WORKERS": "2"},
             "b": shared,

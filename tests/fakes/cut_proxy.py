@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 
 class CutProxy:
@@ -29,6 +30,13 @@ class CutProxy:
         if not self._port:
             raise RuntimeError("CutProxy is not started")
         return self._port
+
+    def url_via(self, url: str) -> str:
+        """`url` (its credentials and database kept) reaching its server through this proxy."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def is_cut(self) -> bool:

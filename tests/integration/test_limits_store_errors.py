@@ -8,8 +8,6 @@ Redis that the test cuts."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +20,7 @@ from llmgw.application.limits import OnStoreError
 from llmgw.domain.limits import Limits
 from llmgw.infrastructure.grpc.messages import v1
 from tests.auth_setup import ADMIN_KEY, authed_gateway, bearer, new_key
+from tests.fakes.cut_proxy import CutProxy
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Running, free_port, running_gateway
 from tests.integration.test_limits_gateway import (
@@ -114,75 +113,22 @@ async def test_a_gateway_without_redis_shows_its_limits_up(fakes: dict[str, Fake
     assert ready["limits"] == {"state": "up"}
 
 
-class CuttableProxy:
-    """A loopback TCP proxy to Redis; `cut()` closes its port and every connection through it, as a Redis
-    that went away."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self._database = parts.path or "/0"
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.url = ""
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"redis://127.0.0.1:{port}{self._database}"
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in self._writers:
-            writer.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-            self._writers.add(upstream_writer)
-            await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.transport.abort()
-            self._tasks.discard(task)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-
 @pytest.fixture
-async def redis_proxy() -> AsyncIterator[CuttableProxy]:
+async def redis_proxy() -> AsyncIterator[CutProxy]:
     if not REDIS_URL:
         pytest.skip(f"{REDIS_URL_VARIABLE} is not set: cutting Redis off needs a Redis server behind a proxy")
-    proxy = CuttableProxy(REDIS_URL)
-    await proxy.start()
-    try:
+    target = urlsplit(REDIS_URL)
+    async with CutProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy:
         yield proxy
-    finally:
-        with contextlib.suppress(Exception):
-            await proxy.cut()
 
 
 @pytest.mark.parametrize("rates", ["open", "closed"])
 async def test_keys_meet_on_store_error_once_redis_is_cut_off(
-    fakes: dict[str, FakeUpstream], redis_proxy: CuttableProxy, rates: str
+    fakes: dict[str, FakeUpstream], redis_proxy: CutProxy, rates: str
 ) -> None:
-    settings = limited_settings(fakes, redis_url=redis_proxy.url, on_store_error_rates=OnStoreError(rates))
+    settings = limited_settings(
+        fakes, redis_url=redis_proxy.url_via(REDIS_URL), on_store_error_rates=OnStoreError(rates)
+    )
     async with authed_gateway(fakes, settings=settings) as authed:
         budgeted = await new_key(authed.gw, budget_usd=5, budget_period="day")
         rated = await new_key(authed.gw, rpm=60)
