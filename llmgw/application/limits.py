@@ -64,12 +64,6 @@ class Admitted:
     demand: Demand
     statuses: tuple[ScopeStatus, ...]
 
-    def status(self, kind: ScopeKind) -> ScopeStatus | None:
-        for status in self.statuses:
-            if status.scope.kind is kind:
-                return status
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class LimitUsage:
@@ -114,7 +108,6 @@ class Limiter:
         self._on_rate_error = on_rate_store_error
         self._clock = clock
         self._restorer = None if spend is None else BudgetRestorer(store, spend, clock=clock)
-        self.store_up = True
 
     async def scopes(self, key: ApiKey | None, model: ModelSpec) -> tuple[Scope, ...]:
         """The scopes with limits that `key`'s request for `model` counts against."""
@@ -171,12 +164,10 @@ class Limiter:
         try:
             admission: Admission = await self.store.admit(scopes, demand, now)
         except LimitStoreUnavailable:
-            self.store_up = False
             if self._fails_closed(scopes, demand):
                 raise
             log.warning("limit store unreachable: %d scope(s) let through uncounted", len(scopes))
             return None
-        self.store_up = True
         if self._restorer is not None:
             self._restorer.notice(admission.statuses, now)
         if admission.refusal is not None:
@@ -208,7 +199,6 @@ class Limiter:
                 admitted.scopes, admitted.demand, actual, self._clock(), reached_upstream=reached_upstream
             )
         except LimitStoreUnavailable:
-            self.store_up = False
             log.warning("limit store unreachable: a request's reservation stays as estimated")
 
     async def settle_record(self, admitted: Admitted, record: GenerationRecord) -> None:
@@ -223,12 +213,7 @@ class Limiter:
         """The scope's counters now (the usage API); raises `LimitStoreUnavailable` when the store cannot be
         reached, since a guess would read as "nothing used"."""
         now = self._clock()
-        try:
-            status = await self.store.status(scope, now)
-        except LimitStoreUnavailable:
-            self.store_up = False
-            raise
-        self.store_up = True
+        status = await self.store.status(scope, now)
         limits = scope.limits
         period = limits.budget_period
         bounds = period.bounds(now) if period is not None and limits.tracks_budget else None

@@ -120,7 +120,7 @@ class Limits:
 
     @property
     def empty(self) -> bool:
-        return self == NO_LIMITS
+        return self is NO_LIMITS or self == NO_LIMITS
 
     @property
     def tracks_budget(self) -> bool:

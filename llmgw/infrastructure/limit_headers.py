@@ -39,17 +39,17 @@ def refusal_headers(exc: GatewayError) -> dict[str, str]:
 def limit_headers(statuses: Sequence[ScopeStatus]) -> dict[str, str]:
     """The headers for an answer whose request was admitted (or refused) with `statuses`."""
     headers: dict[str, str] = {}
-    requests = _tightest(statuses, "requests")
+    requests = _tightest(statuses, "remaining_requests")
     if requests is not None and requests.scope.limits.rpm is not None:
         headers[LIMIT_REQUESTS] = str(requests.scope.limits.rpm)
         headers[REMAINING_REQUESTS] = str(max(0, requests.remaining_requests or 0))
         headers[RESET_REQUESTS] = _seconds(requests.reset_requests)
-    tokens = _tightest(statuses, "tokens")
+    tokens = _tightest(statuses, "remaining_tokens")
     if tokens is not None and tokens.scope.limits.tpm is not None:
         headers[LIMIT_TOKENS] = str(tokens.scope.limits.tpm)
         headers[REMAINING_TOKENS] = str(max(0, tokens.remaining_tokens or 0))
         headers[RESET_TOKENS] = _seconds(tokens.reset_tokens)
-    budget = _tightest(statuses, "micros")
+    budget = _tightest(statuses, "remaining_micros")
     if budget is not None and budget.remaining_micros is not None:
         headers[BUDGET_REMAINING] = f"{micros_to_usd(max(0, budget.remaining_micros)):.6f}"
     if any(status.soft_exceeded for status in statuses):
@@ -57,11 +57,11 @@ def limit_headers(statuses: Sequence[ScopeStatus]) -> dict[str, str]:
     return headers
 
 
-def _tightest(statuses: Sequence[ScopeStatus], what: str) -> ScopeStatus | None:
+def _tightest(statuses: Sequence[ScopeStatus], field: str) -> ScopeStatus | None:
     best: ScopeStatus | None = None
     best_left: int | None = None
     for status in statuses:
-        left = getattr(status, f"remaining_{what}")
+        left = getattr(status, field)
         if left is not None and (best_left is None or left < best_left):
             best, best_left = status, left
     return best

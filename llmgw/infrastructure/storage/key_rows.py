@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from llmgw.domain.keys import ApiKey, AuditEntry, Scope, Team
-from llmgw.domain.limits import Limits, Period
+from llmgw.domain.limits import NO_LIMITS, Limits, Period
 
 KEYS_TABLE = "api_keys"
 TEAMS_TABLE = "teams"
@@ -65,6 +65,8 @@ def limits_to_row(limits: Limits) -> tuple[Any, ...]:
 def limits_from_row(row: Sequence[Any]) -> Limits:
     """The limits stored as `row`, in `LIMIT_COLUMNS` order."""
     rpm, tpm, max_parallel, budget_usd, budget_period, soft_budget_usd = row
+    if all(value is None for value in row):
+        return NO_LIMITS  # shared, so `Limits.empty` answers by identity on every request
     return Limits(
         rpm=rpm,
         tpm=tpm,
