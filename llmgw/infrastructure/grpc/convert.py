@@ -77,7 +77,8 @@ def embeddings_request_from_json(body: Mapping[str, Any]) -> v1.CreateEmbeddings
         "dimensions": r.scalar("dimensions", "int32"),
         "encoding_format": r.scalar("encoding_format", "str"),
         "user": r.scalar("user", "str"),
-        **r.remainder(),
+        "extra": r.leftover(),
+        "null_fields": r.nulls,
     }
     return build(v1.CreateEmbeddingsRequest, fields)
 

@@ -101,7 +101,8 @@ def _request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         ),
         audio=r.struct("audio"),
         prediction=r.struct("prediction"),
-        **r.remainder(),
+        extra=r.leftover(),
+        null_fields=r.nulls,
     )
 
 
@@ -120,7 +121,8 @@ def _completion_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         **_envelope_in(r, "chat.completion"),
         choices=r.messages("choices", _choice_in, required=True),
         usage=r.message("usage", _usage_in),
-        **r.remainder(),
+        extra=r.leftover(),
+        null_fields=r.nulls,
     )
 
 
@@ -148,7 +150,8 @@ def _chunk_fields(chunk: Mapping[str, Any]) -> dict[str, Any]:
         **_envelope_in(r, "chat.completion.chunk"),
         choices=r.messages("choices", _chunk_choice_in, required=True),
         usage=r.message("usage", _usage_in),
-        **r.remainder(),
+        extra=r.leftover(),
+        null_fields=r.nulls,
     )
 
 
@@ -174,7 +177,8 @@ def _message_in(r: Reader) -> Fields:
         content_parts=[] if content is not None else r.messages("content", _part_in),
         tool_calls=r.messages("tool_calls", _tool_call_in),
         **r.optionals(_MESSAGE_STRINGS, "str"),
-        **r.remainder(),
+        extra=r.leftover(),
+        null_fields=r.nulls,
     )
 
 
@@ -206,7 +210,8 @@ def _part_in(r: Reader) -> Fields:
             lambda s: {"data": s.scalar("data", "str") or "", "format": s.scalar("format", "str") or ""},
         ),
         "file": r.message("file", lambda s: s.optionals(_FILE_STRINGS, "str")),
-        **r.remainder(),
+        "extra": r.leftover(),
+        "null_fields": r.nulls,
     }
 
 
@@ -351,7 +356,8 @@ def _any_choice_in(r: Reader, body: str) -> Fields:
         body: r.message(body, _message_in),
         "finish_reason": r.scalar("finish_reason", "str"),
         "logprobs": r.struct("logprobs"),
-        **r.remainder(),
+        "extra": r.leftover(),
+        "null_fields": r.nulls,
     }
 
 
@@ -376,13 +382,14 @@ def _usage_in(r: Reader) -> Fields:
             "completion_tokens_details", lambda s: _details_in(s, _COMPLETION_DETAILS)
         ),
         "cost": r.scalar("cost", "double"),
-        **r.remainder(),
+        "extra": r.leftover(),
+        "null_fields": r.nulls,
     }
 
 
 def _details_in(r: Reader, keys: tuple[str, ...]) -> Fields:
     # `optional` fields: a reported `"audio_tokens": 0` is set, an absent one unset.
-    return {**r.optionals(keys, "int64"), **r.remainder()}
+    return {**r.optionals(keys, "int64"), "extra": r.leftover(), "null_fields": r.nulls}
 
 
 def _usage_out(usage: Any) -> dict[str, Any]:

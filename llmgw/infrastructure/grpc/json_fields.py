@@ -39,7 +39,7 @@ class Reader:
 
     Each method reads one key the proto defines: it consumes the key when it can represent the value
     exactly and returns the proto value. An explicit null is consumed too and read as unset: for a field
-    the proto defines, the field stays unset and its key is noted in `nulls`, so a null never reaches
+    the proto defines, the field stays unset and its key is noted in `nulls` (for the message's `null_fields`: read it after the last key), so a null never reaches
     `extra`. Anything else (wrong types, empty lists, keys no method reads) stays in `rest`. Nested objects
     without an `extra` of their own leave their remainder under the same key (a list of remainders,
     position by position, for lists), so `merged` can put it back; their nulls are read as absent.
@@ -135,12 +135,6 @@ class Reader:
         """Everything not consumed, for the `extra` Struct (as `struct_bytes`; None when nothing is left)."""
         rest, self.rest = self.rest, {}
         return struct_bytes(rest) if rest else None
-
-    def remainder(self) -> dict[str, Any]:
-        """The `extra` and `null_fields` of a message that has both: `leftover()`, and the keys read null."""
-        if self.nulls is None:
-            return {"extra": self.leftover()}
-        return {"extra": self.leftover(), "null_fields": self.nulls}
 
     def _settle(self, key: str, remainder: dict[str, Any] | list[dict[str, Any]]) -> None:
         if any(remainder) if isinstance(remainder, list) else remainder:
