@@ -39,8 +39,9 @@ class Reader:
 
     Each method reads one key the proto defines: it consumes the key when it can represent the value
     exactly and returns the proto value. An explicit null is consumed too and read as unset: for a field
-    the proto defines, the field stays unset and its key is noted in `nulls` (for the message's `null_fields`: read it after the last key), so a null never reaches
-    `extra`. Anything else (wrong types, empty lists, keys no method reads) stays in `rest`. Nested objects
+    the proto defines, the field stays unset and its key is noted in `nulls` (the message's
+    `null_fields`, read after its last key), so a null never reaches `extra`. Anything else (wrong
+    types, empty lists, keys no method reads) stays in `rest`. Nested objects
     without an `extra` of their own leave their remainder under the same key (a list of remainders,
     position by position, for lists), so `merged` can put it back; their nulls are read as absent.
     """
