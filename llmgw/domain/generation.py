@@ -113,3 +113,5 @@ class GenerationRecord:
     #: `model:<id>`, `global`), in admission order; empty when no limit applied (or the limit store was
     #: unreachable and the limits failed open).
     limits: tuple[str, ...] = ()
+    #: The W3C trace id (32 hex digits) of the request's server span when tracing is on, else "".
+    trace_id: str = ""
