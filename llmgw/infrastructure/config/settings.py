@@ -204,6 +204,39 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """`[metrics]`: Prometheus metrics at `/metrics` on the health port (and on the REST port with
+    `on_http_port`). Key and team labels and budget gauges exist only for the ids in `label_keys` (key
+    public ids and team ids), so the series stay bounded whatever the traffic; model labels beyond
+    `max_model_labels` distinct ones (pass-through ids) count as `other`."""
+
+    enabled: bool = True
+    on_http_port: bool = False
+    label_keys: tuple[str, ...] = ()
+    max_model_labels: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """`[tracing]`: OpenTelemetry traces, off unless `otlp_endpoint` or the standard
+    `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` variable names a collector.
+    Message content is never recorded unless `capture_content`."""
+
+    otlp_endpoint: str = ""
+    capture_content: bool = False
+    service_name: str = "llmgw"
+    #: the share of traces started here that are kept (a caller's sampled `traceparent` always is)
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """`[console]`: the web console at `/console/` on the REST port."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs, validated."""
 
@@ -221,6 +254,9 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
     limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
+    console: ConsoleSettings = ConsoleSettings()
     # Config files that were actually read, in layer order.
     sources: tuple[str, ...] = ()
     # Keys the gateway does not know (typos, most likely): logged at start-up, errors for `config check`.

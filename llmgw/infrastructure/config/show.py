@@ -56,6 +56,19 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             "rotation_grace": settings.auth.rotation_grace,
         },
         "cache": {"redis_url": mask_url_password(settings.cache.redis_url)},
+        "metrics": {
+            "enabled": settings.metrics.enabled,
+            "on_http_port": settings.metrics.on_http_port,
+            "label_keys": list(settings.metrics.label_keys),
+            "max_model_labels": settings.metrics.max_model_labels,
+        },
+        "tracing": {
+            "otlp_endpoint": mask_url_password(settings.tracing.otlp_endpoint),
+            "capture_content": settings.tracing.capture_content,
+            "service_name": settings.tracing.service_name,
+            "sample_ratio": settings.tracing.sample_ratio,
+        },
+        "console": {"enabled": settings.console.enabled},
         "sources": list(settings.sources),
     }
 

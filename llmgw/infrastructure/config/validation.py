@@ -23,6 +23,7 @@ from llmgw.infrastructure.config.settings import (
     AuthSettings,
     CacheSettings,
     CircuitSettings,
+    ConsoleSettings,
     ConfigError,
     ConfigProblem,
     GrpcSettings,
@@ -32,11 +33,13 @@ from llmgw.infrastructure.config.settings import (
     ListenAddress,
     LogFormat,
     LogSettings,
+    MetricsSettings,
     ProviderKind,
     ProviderSettings,
     ServerSettings,
     Settings,
     StorageSettings,
+    TracingSettings,
     TransportKind,
 )
 
@@ -260,6 +263,26 @@ def model_ids(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValueError("must be a list of key public ids and team ids")
+    return tuple(item.strip() for item in value)
+
+
+def otlp_url(value: Any) -> str:
+    text = as_text(value).strip()
+    if text and urlsplit(text).scheme not in ("http", "https"):
+        raise ValueError(f'must be "" or an http(s):// URL of an OTLP collector, got {value!r}')
+    return text
+
+
+def ratio(value: Any) -> float:
+    number = non_negative_number(value)
+    if number > 1:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return number
+
+
 def capabilities(value: Any) -> frozenset[Capability]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"must be a non-empty list of: {', '.join(_CAPABILITIES)}")
@@ -291,6 +314,20 @@ _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, Parse]]] = {
         },
     ),
     "cache": (CacheSettings, {"redis_url": redis_url}),
+    "metrics": (
+        MetricsSettings,
+        {"enabled": boolean, "on_http_port": boolean, "label_keys": ids, "max_model_labels": at_least(0)},
+    ),
+    "tracing": (
+        TracingSettings,
+        {
+            "otlp_endpoint": otlp_url,
+            "capture_content": boolean,
+            "service_name": non_empty,
+            "sample_ratio": ratio,
+        },
+    ),
+    "console": (ConsoleSettings, {"enabled": boolean}),
     # A grace of zero stops at once without waiting for in-flight requests.
     "server": (
         ServerSettings,
