@@ -18,13 +18,18 @@ from llmgw.application.ports import GenerationStore, KeyStore, LimitStore, Provi
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.retries import RetryPolicy
 from llmgw.application.routing import Router
-from llmgw.domain.limits import NO_LIMITS, Limits
+from llmgw.application.telemetry import Observer
+from llmgw.domain.limits import NO_LIMITS, Limits, ScopeKind, micros_to_usd
+from llmgw.domain.limits import Scope as LimitScope
 from llmgw.infrastructure.config.settings import AuthSettings, Settings, StorageSettings
 from llmgw.infrastructure.config.show import mask_url_password
 from llmgw.infrastructure.limits.memory import MemoryLimitStore
+from llmgw.infrastructure.metrics import BudgetOf, Metrics
 from llmgw.infrastructure.providers.client import OpenAICompatibleProvider, create_transport
 from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.factory import create_store
+from llmgw.infrastructure.tracing import Tracing, exporting_provider
+from llmgw.infrastructure.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +44,12 @@ async def build_gateway(
     *,
     store: GenerationStore | None = None,
     providers: Mapping[str, Provider] | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Gateway]:
     """Must run inside the event loop: transports and the writer task belong to it. `store` and
     `providers` replace what `settings.storage` and `settings.providers` would build (tests pass fakes);
-    the gateway opens and closes a store it is given, and leaves given providers to their owner.
+    the gateway opens and closes a store it is given, and leaves given providers to their owner. `tracing`
+    replaces what `settings.tracing` would build (tests pass one exporting to memory), and is left open.
 
     Raises `StartupError` when the store cannot be opened within `storage.timeout`. On the way out the
     last records get `storage.timeout` to be written and the store as long again to close, whatever it
@@ -74,6 +81,7 @@ async def build_gateway(
             claim=circuits.claim,
         )
         limiter = await stack.enter_async_context(_limiter(settings, store))
+        observers = await stack.enter_async_context(_observers(settings, router, tracing))
         gateway = Gateway(
             router,
             recorder,
@@ -84,12 +92,54 @@ async def build_gateway(
             auth=auth,
             admin=Admin(cast(KeyStore, store), auth, rotation_grace=settings.auth.rotation_grace),
             limiter=limiter,
+            observers=observers,
         )
+        for observer in observers:
+            if isinstance(observer, Metrics):
+                observer.watch(gateway, _budget_reader(cast(KeyStore, store), limiter))
         try:
             yield gateway
         finally:
             # Reservations of the requests that ended are settled before the limit store closes.
             await gateway.settled()
+
+
+@asynccontextmanager
+async def _observers(
+    settings: Settings, router: Router, tracing: Tracing | None
+) -> AsyncIterator[tuple[Observer, ...]]:
+    """Metrics (unless `metrics.enabled` is false) and traces (`tracing`, or when a collector is
+    configured)."""
+    built: list[Observer] = []
+    async with AsyncExitStack() as stack:
+        if settings.metrics.enabled:
+            metrics = Metrics(settings.metrics, catalog=[model.id for model in router.models])
+            stack.push_async_callback(metrics.stop)
+            built.append(metrics)
+        if tracing is not None:
+            built.append(tracing)
+        elif tracing_enabled(settings.tracing):
+            tracing = Tracing(exporting_provider(settings.tracing), settings.tracing)
+            stack.push_async_callback(tracing.close)
+            built.append(tracing)
+        yield tuple(built)
+
+
+def _budget_reader(keys: KeyStore, limiter: Limiter) -> BudgetOf:
+    """What the metrics' budget gauge reads: the budget left of the key, else of the team, with that id."""
+
+    async def budget_of(owner: str) -> tuple[str, float] | None:
+        key = await keys.get_key(owner)
+        if key is not None and key.limits.tracks_budget:
+            usage = await limiter.usage(LimitScope(ScopeKind.KEY, key.public_id, key.limits))
+            return "key", micros_to_usd(usage.status.remaining_micros or 0)
+        team = await keys.get_team(owner)
+        if team is not None and team.limits.tracks_budget:
+            usage = await limiter.usage(LimitScope(ScopeKind.TEAM, team.id, team.limits))
+            return "team", micros_to_usd(usage.status.remaining_micros or 0)
+        return None
+
+    return budget_of
 
 
 def check_auth(settings: AuthSettings) -> None:

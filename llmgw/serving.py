@@ -174,7 +174,10 @@ async def serve_fronts(
         rest_listener = None
         if "http" in listeners:
             running.rest_app = create_app(
-                gateway, max_body_bytes=settings.http.max_body_bytes, cors_origins=settings.http.cors
+                gateway,
+                max_body_bytes=settings.http.max_body_bytes,
+                cors_origins=settings.http.cors,
+                metrics=settings.metrics.on_http_port,
             )
             rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())

@@ -6,18 +6,24 @@ for every worker to drain its requests and flush its generation records; a secon
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from llmgw.infrastructure.config.settings import Settings
 from llmgw.infrastructure.logs import configure_logging
+from llmgw.infrastructure.metrics import MULTIPROC_DIR
 
 log = logging.getLogger("llmgw.workers")
 
@@ -60,6 +66,27 @@ class Supervisor:
         self._stopping = False
 
     def run(self) -> int:
+        with self._metrics_folder():
+            return self._supervise()
+
+    @contextlib.contextmanager
+    def _metrics_folder(self) -> Iterator[None]:
+        """With metrics on, the workers write their values to files in one folder, so whichever worker
+        answers a scrape reports them all (prometheus-client's multiprocess mode): a fresh one, removed
+        at the end, unless the operator named one in `PROMETHEUS_MULTIPROC_DIR`. Set before any worker
+        starts: prometheus-client chooses where values live when it is imported."""
+        if not self._settings.metrics.enabled or os.environ.get(MULTIPROC_DIR):
+            yield
+            return
+        folder = tempfile.mkdtemp(prefix="llmgw-metrics-")
+        os.environ[MULTIPROC_DIR] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_DIR]
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _supervise(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         for index in range(self._settings.server.workers):
@@ -94,6 +121,10 @@ class Supervisor:
             log.error(
                 "worker %d (pid %s) exited with %s; restarting it", index, process.pid, process.exitcode
             )
+            if os.environ.get(MULTIPROC_DIR) and process.pid is not None:
+                from prometheus_client.multiprocess import mark_process_dead
+
+                mark_process_dead(process.pid)  # its live gauges (in flight, records waiting) go
             process.close()
             if time.monotonic() - started < _MIN_UPTIME:
                 time.sleep(_RESTART_BACKOFF)

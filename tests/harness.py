@@ -29,6 +29,7 @@ from llmgw.infrastructure.config.settings import (
     StorageSettings,
 )
 from llmgw.infrastructure.grpc.messages import v1
+from llmgw.infrastructure.tracing import Tracing
 from llmgw.serving import RunningFronts, serve_fronts
 from tests.fakes.upstream import FakeUpstream
 
@@ -156,12 +157,12 @@ class Running:
 
 @asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, store: GenerationStore | None = None
+    settings: Settings, *, store: GenerationStore | None = None, tracing: Tracing | None = None
 ) -> AsyncIterator[Running]:
     """`llmgw serve` in this event loop: gRPC, REST and health around one gateway; `store` replaces the
     one `settings.storage` names (a fake, to see what is written)."""
     async with (
-        build_gateway(settings, store=store) as gateway,
+        build_gateway(settings, store=store, tracing=tracing) as gateway,
         serve_fronts(gateway, settings, "serve") as fronts,
     ):
         channel = Channel("127.0.0.1", fronts.ports["grpc"])

@@ -47,7 +47,10 @@ class Admission:
         """Take a slot of the process's bound, or raise `Overloaded` and take none."""
         if not self.process.try_enter():
             raise Overloaded(
-                "The gateway has too many requests in flight; retry shortly.", retry_after=RETRY_AFTER_SECONDS
+                "The gateway has too many requests in flight; retry shortly.",
+                retry_after=RETRY_AFTER_SECONDS,
+                scope="process",
+                reason="in_flight",
             )
 
     def leave(self) -> None:
@@ -60,6 +63,8 @@ class Admission:
             raise Overloaded(
                 f"Too many requests to provider '{provider}' are in flight; retry shortly.",
                 retry_after=RETRY_AFTER_SECONDS,
+                scope="provider",
+                reason="in_flight",
             )
 
     def leave_provider(self, provider: str) -> None:

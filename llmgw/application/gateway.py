@@ -11,13 +11,14 @@ from typing import TypeVar
 from llmgw.application.admin import Admin
 from llmgw.application.admission import Admission
 from llmgw.application.auth import Authenticator, hidden_generation, may_read, require_model
-from llmgw.application.circuits import Circuits
+from llmgw.application.circuits import Circuits, CircuitView
 from llmgw.application.failover import Failover
 from llmgw.application.limits import Limiter
 from llmgw.application.readiness import ProviderState, Readiness
 from llmgw.application.recording import GenerationRecorder
 from llmgw.application.retries import RetryBudgets, RetryPolicy
 from llmgw.application.routing import Route, Router
+from llmgw.application.telemetry import Observer
 from llmgw.application.tracking import RequestContext, Tracker, forward
 from llmgw.domain.catalog import Capability, ModelSpec
 from llmgw.domain.chat import (
@@ -117,6 +118,7 @@ class Gateway:
         auth: Authenticator | None = None,
         admin: Admin | None = None,
         limiter: Limiter | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.auth = auth
         self.admin = admin
@@ -130,6 +132,7 @@ class Gateway:
         self._draining = False
         self._streams: set[_Running] = set()
         self._slot = _Slot(self)
+        self._observers = tuple(observers)
 
     def list_models(self, key: ApiKey | None = None) -> Sequence[ModelSpec]:
         """The catalog, or the part of it `key` may use."""
@@ -152,9 +155,17 @@ class Gateway:
             pending_records=self._recorder.pending,
             dropped_records=self._recorder.dropped,
             providers=[ProviderState(p.name, p.has_credentials) for p in self._router.providers.values()],
-            circuits=self._circuits.views() if self._circuits is not None else (),
+            circuits=self.circuit_views(),
             limits_up=await self.limiter.store.ping() if self.limiter is not None else None,
         )
+
+    def circuit_views(self) -> Sequence[CircuitView]:
+        """The circuits open or half-open now, earliest opened first."""
+        return self._circuits.views() if self._circuits is not None else ()
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        return self._observers
 
     @property
     def recorder(self) -> GenerationRecorder:
@@ -256,111 +267,146 @@ class Gateway:
         tracker.end(outcome)
 
     async def create_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatCompletion:
-        model = self._chat_model(request, ctx.key)
-        with self._admitted():
-            tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
-            if self.limiter is not None and self.limiter.applies(ctx.key, model):
-                ctx.limits = await self.limiter.admit(ctx.key, model, request.body)
-            with self._recorded(tracker, GenerationKind.CHAT):
-                result = await self._attempts(
-                    self._failover(model, Capability.CHAT, ctx),
-                    tracker,
-                    lambda route, deadline: route.provider.complete(route.target, request, deadline=deadline),
+        model: ModelSpec | None = None
+        try:
+            model = self._chat_model(request, ctx.key)
+            with self._admitted():
+                tracker = Tracker(
+                    new_generation_id(), model.id, ctx, streamed=False, user=request.user, body=request.body
                 )
-                tracker.first_token = time.perf_counter()
-                tracker.usage = result.usage
-                tracker.finish_reason = result.finish_reason
-                tracker.upstream_id = result.upstream_id
-                result.body["id"] = tracker.gen_id
-                result.body["model"] = _answering(tracker).id
-                return result
+                if self.limiter is not None and self.limiter.applies(ctx.key, model):
+                    ctx.limits = await self.limiter.admit(ctx.key, model, request.body)
+                with self._recorded(tracker, GenerationKind.CHAT):
+                    result = await self._attempts(
+                        self._failover(model, Capability.CHAT, ctx),
+                        tracker,
+                        lambda route, deadline: route.provider.complete(
+                            route.target, request, deadline=deadline
+                        ),
+                    )
+                    tracker.first_token = time.perf_counter()
+                    tracker.usage = result.usage
+                    tracker.finish_reason = result.finish_reason
+                    tracker.upstream_id = result.upstream_id
+                    tracker.response_model = str(result.body.get("model") or "")
+                    tracker.answer = result.body
+                    result.body["id"] = tracker.gen_id
+                    result.body["model"] = _answering(tracker).id
+                    return result
+        except GatewayError as exc:
+            if exc.generation_id is None:  # refused before it had a record
+                self._refused(GenerationKind.CHAT, model, exc, ctx)
+            raise
 
     def stream_chat_completion(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
         """Start a stream; routing errors raise here, `Overloaded` and upstream errors from the first
         `__anext__`. The stream holds its slots from then until it ends, is closed or is cancelled.
         Until its first chunk arrives, a failed attempt is followed by the next one as for unary calls."""
-        model = self._chat_model(request, ctx.key)
-        tracker = Tracker(new_generation_id(), model.id, ctx, streamed=True, user=request.user)
+        try:
+            model = self._chat_model(request, ctx.key)
+        except GatewayError as exc:
+            self._refused(GenerationKind.CHAT, None, exc, ctx)
+            raise
+        tracker = Tracker(
+            new_generation_id(), model.id, ctx, streamed=True, user=request.user, body=request.body
+        )
         return ChatStream(tracker.gen_id, self._stream(model, request, tracker))
 
-    async def _stream(
+    async def _stream(  # noqa: PLR0912, PLR0915  (a stream's whole life in one generator: no layer per chunk)
         self, model: ModelSpec, request: ChatRequest, tracker: Tracker
     ) -> AsyncGenerator[list[JSONObject], None]:
         # The slot is taken here, in the generator's body, so that its exit always gives it back: a stream
         # never started holds none.
-        with self._admitted():
-            if self.limiter is not None and self.limiter.applies(tracker.ctx.key, model):
-                tracker.ctx.limits = await self.limiter.admit(tracker.ctx.key, model, request.body)
-            include_usage = request.include_usage
-            gen_id = tracker.gen_id
-            task = asyncio.current_task()
-            assert task is not None, "a stream is iterated inside a task"
-            running = _Running(task)
-            self._streams.add(running)
-            with self._recorded(tracker, GenerationKind.CHAT):
-                upstream: AsyncIterator[list[JSONObject]] | None = None
-                outcome: BaseException | None = None
-                try:
-                    opened, chunks = await self._attempts(
-                        self._failover(model, Capability.CHAT, tracker.ctx),
-                        tracker,
-                        lambda route, deadline: _opened(route, request, deadline),
-                        holds=True,
-                    )
-                    upstream = opened
-                    model_id = _answering(tracker).id
-                    while chunks:
-                        if tracker.first_token is None:
-                            tracker.first_token = time.perf_counter()
-                            tracker.upstream_id = str(chunks[0].get("id") or "")
-                        forwarded = [chunk for chunk in chunks if forward(chunk, tracker, include_usage)]
-                        for chunk in forwarded:
-                            chunk["id"] = gen_id
-                            chunk["model"] = model_id
-                        if forwarded:
-                            running.at_client = True
-                            yield forwarded
-                            running.at_client = False
-                            if running.ended:
-                                raise ShuttingDown(_STREAM_ENDED)
-                        try:
-                            chunks = await opened.__anext__()
-                        except StopAsyncIteration:
-                            break
-                except asyncio.CancelledError as exc:
-                    if not running.ended:
+        try:
+            with self._admitted():
+                if self.limiter is not None and self.limiter.applies(tracker.ctx.key, model):
+                    tracker.ctx.limits = await self.limiter.admit(tracker.ctx.key, model, request.body)
+                include_usage = request.include_usage
+                gen_id = tracker.gen_id
+                task = asyncio.current_task()
+                assert task is not None, "a stream is iterated inside a task"
+                running = _Running(task)
+                self._streams.add(running)
+                with self._recorded(tracker, GenerationKind.CHAT):
+                    upstream: AsyncIterator[list[JSONObject]] | None = None
+                    outcome: BaseException | None = None
+                    try:
+                        opened, chunks = await self._attempts(
+                            self._failover(model, Capability.CHAT, tracker.ctx),
+                            tracker,
+                            lambda route, deadline: _opened(route, request, deadline),
+                            holds=True,
+                        )
+                        upstream = opened
+                        model_id = _answering(tracker).id
+                        while chunks:
+                            if tracker.first_token is None:
+                                tracker.first_token = time.perf_counter()
+                                tracker.upstream_id = str(chunks[0].get("id") or "")
+                                tracker.response_model = str(chunks[0].get("model") or "")
+                            forwarded = [chunk for chunk in chunks if forward(chunk, tracker, include_usage)]
+                            for chunk in forwarded:
+                                chunk["id"] = gen_id
+                                chunk["model"] = model_id
+                            if forwarded:
+                                running.at_client = True
+                                yield forwarded
+                                running.at_client = False
+                                if running.ended:
+                                    raise ShuttingDown(_STREAM_ENDED)
+                            try:
+                                chunks = await opened.__anext__()
+                            except StopAsyncIteration:
+                                break
+                    except asyncio.CancelledError as exc:
+                        if not running.ended:
+                            outcome = exc
+                            raise
+                        running.task.uncancel()  # our cancellation, spent: the task goes on to end the stream
+                        outcome = ShuttingDown(_STREAM_ENDED)
+                        raise outcome from None
+                    except BaseException as exc:
                         outcome = exc
                         raise
-                    running.task.uncancel()  # our cancellation, spent: the task goes on to end the stream
-                    outcome = ShuttingDown(_STREAM_ENDED)
-                    raise outcome from None
-                except BaseException as exc:
-                    outcome = exc
-                    raise
-                finally:
-                    self._streams.discard(running)
-                    if upstream is not None:  # the answering attempt, which `_attempts` left to us
-                        self._ended(tracker, outcome)
-                        await _aclose(upstream)
+                    finally:
+                        self._streams.discard(running)
+                        if upstream is not None:  # the answering attempt, which `_attempts` left to us
+                            self._ended(tracker, outcome)
+                            await _aclose(upstream)
+        except GatewayError as exc:
+            if exc.generation_id is None:  # refused before it had a record
+                self._refused(GenerationKind.CHAT, model, exc, tracker.ctx)
+            raise
 
     async def create_embeddings(self, request: EmbeddingsRequest, ctx: RequestContext) -> Embeddings:
-        model = self._router.resolve(request.model, Capability.EMBEDDINGS)
-        require_model(ctx.key, model.id)
-        with self._admitted():
-            tracker = Tracker(new_generation_id(), model.id, ctx, streamed=False, user=request.user)
-            if self.limiter is not None and self.limiter.applies(ctx.key, model):
-                ctx.limits = await self.limiter.admit(ctx.key, model, request.body, completes=False)
-            with self._recorded(tracker, GenerationKind.EMBEDDINGS):
-                result = await self._attempts(
-                    self._failover(model, Capability.EMBEDDINGS, ctx),
-                    tracker,
-                    lambda route, deadline: route.provider.embed(route.target, request, deadline=deadline),
+        model: ModelSpec | None = None
+        try:
+            model = self._router.resolve(request.model, Capability.EMBEDDINGS)
+            require_model(ctx.key, model.id)
+            with self._admitted():
+                tracker = Tracker(
+                    new_generation_id(), model.id, ctx, streamed=False, user=request.user, body=request.body
                 )
-                tracker.first_token = time.perf_counter()
-                tracker.usage = result.usage
-                result.body["id"] = tracker.gen_id
-                result.body["model"] = _answering(tracker).id
-                return result
+                if self.limiter is not None and self.limiter.applies(ctx.key, model):
+                    ctx.limits = await self.limiter.admit(ctx.key, model, request.body, completes=False)
+                with self._recorded(tracker, GenerationKind.EMBEDDINGS):
+                    result = await self._attempts(
+                        self._failover(model, Capability.EMBEDDINGS, ctx),
+                        tracker,
+                        lambda route, deadline: route.provider.embed(
+                            route.target, request, deadline=deadline
+                        ),
+                    )
+                    tracker.first_token = time.perf_counter()
+                    tracker.usage = result.usage
+                    tracker.response_model = str(result.body.get("model") or "")
+                    result.body["id"] = tracker.gen_id
+                    result.body["model"] = _answering(tracker).id
+                    return result
+        except GatewayError as exc:
+            if exc.generation_id is None:  # refused before it had a record
+                self._refused(GenerationKind.EMBEDDINGS, model, exc, ctx)
+            raise
 
     def _recorded(self, tracker: Tracker, kind: GenerationKind) -> _Recorded:
         """Record how the block ended, whatever ends it: success, error, or a client that left."""
@@ -391,16 +437,30 @@ class Gateway:
             )
         return model
 
+    def _refused(
+        self, kind: GenerationKind, model: ModelSpec | None, error: GatewayError, ctx: RequestContext
+    ) -> None:
+        for observer in self._observers:
+            try:
+                observer.refused(kind, model.id if model is not None else "", error, ctx)
+            except Exception:  # an observer's bug must not become the request's failure
+                log.exception("observer %r failed", observer)
+
     def _finish(self, tracker: Tracker, kind: GenerationKind, outcome: BaseException | None) -> None:
         record = tracker.record(kind, outcome)
         self._recorder.record(record)
+        for observer in self._observers:
+            try:
+                observer.finished(record, tracker)
+            except Exception:  # an observer's bug must not become the request's failure
+                log.exception("observer %r failed", observer)
         admitted = tracker.ctx.limits
         if admitted is not None and self.limiter is not None:
             task = asyncio.create_task(self.limiter.settle_record(admitted, record))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
         log.info(
-            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s%s",
+            "%s %s model=%s status=%s tokens=%d/%d latency_ms=%.1f%s%s%s%s",
             kind,
             record.id,
             record.model,
@@ -411,6 +471,7 @@ class Gateway:
             f" attempts={len(record.attempts)}" if len(record.attempts) > 1 else "",
             f" error={record.error_code}" if record.error_code else "",
             f" key={record.key_id}" if record.key_id else "",
+            f" trace={record.trace_id}" if record.trace_id else "",
             # The JSON log format writes the record's fields as fields of the line (`logs.JsonFormatter`).
             extra={"generation": record},
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmgw.application.limits import Admitted
 from llmgw.application.routing import Route
@@ -30,20 +32,27 @@ class RequestContext:
     key: ApiKey | None = None
     # The request's reservation against limits (None: no limit applies), for its headers and settling.
     limits: Admitted | None = None
+    # Which front took the request ("rest", "grpc"), and the trace its server span belongs to ("": none).
+    front: str = "rest"
+    trace_id: str = ""
 
 
 class Tracker:
     """Collects what a generation record needs while a request runs."""
 
     __slots__ = (
+        "answer",
         "attempt_started",
+        "attempt_starts",
         "attempts",
+        "body",
         "ctx",
         "deltas",
         "finish_reason",
         "first_token",
         "gen_id",
         "model_id",
+        "response_model",
         "route",
         "streamed",
         "upstream_id",
@@ -51,15 +60,31 @@ class Tracker:
         "user",
     )
 
-    def __init__(self, gen_id: str, model_id: str, ctx: RequestContext, *, streamed: bool, user: str) -> None:
+    def __init__(
+        self,
+        gen_id: str,
+        model_id: str,
+        ctx: RequestContext,
+        *,
+        streamed: bool,
+        user: str,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
         self.gen_id = gen_id
         self.model_id = model_id  # the model the client asked for
         self.ctx = ctx
         self.streamed = streamed
         self.user = user
+        self.body = body  # the request's JSON, for observers (traces name its parameters)
         self.route: Route | None = None  # the current attempt's
         self.attempts: list[Attempt] = []
         self.attempt_started = 0.0
+        # When each attempt began, on `perf_counter`: traces place their spans by it.
+        self.attempt_starts: list[float] = []
+        # The model the upstream said answered (its own name for it), "" until an answer came; a unary
+        # chat answer's body (traces may record it).
+        self.response_model = ""
+        self.answer: JSONObject | None = None
         self.first_token: float | None = None
         self.usage: Usage | None = None
         self.finish_reason = ""
@@ -70,7 +95,8 @@ class Tracker:
     def begin(self, route: Route) -> None:
         """An attempt goes to `route`."""
         self.route = route
-        self.attempt_started = time.perf_counter()
+        self.attempt_started = started = time.perf_counter()
+        self.attempt_starts.append(started)
         ctx = self.ctx
         ctx.attempts += 1
         ctx.provider = route.deployment.provider
@@ -132,6 +158,7 @@ class Tracker:
             key_id=key.public_id if (key := self.ctx.key) is not None else "",
             team_id=key.team_id if key is not None else "",
             limits=_scope_names(self.ctx.limits),
+            trace_id=self.ctx.trace_id,
         )
 
 

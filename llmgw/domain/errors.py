@@ -74,9 +74,21 @@ class NotFound(GatewayError):
 class RateLimited(GatewayError):
     default_code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: str | None = None,
+        scope: str = "",
+        reason: str = "",
+    ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        #: Which limit refused: the kind of scope (`key`, `team`, `model`, `global`; `process` for
+        #: `server.max_in_flight`) and what ran out (`requests`, `tokens`, `parallel`, `budget`, `in_flight`).
+        self.scope = scope
+        self.reason = reason
 
 
 class Overloaded(RateLimited):

@@ -197,7 +197,13 @@ class Refusal:
                 f"Budget exceeded: {owner} has a budget of {budget}{period} with {left} left, "
                 f"less than this request may cost; {renews}."
             )
-            return RateLimited(message, retry_after=retry, code="budget_exceeded")
+            return RateLimited(
+                message,
+                retry_after=retry,
+                code="budget_exceeded",
+                scope=str(self.scope.kind),
+                reason=self.reason,
+            )
         if self.exceeds_limit:
             message = (
                 f"This request alone asks for more than the {limits.tpm} tokens per minute {owner} allows: "
@@ -210,7 +216,13 @@ class Refusal:
                 f"{limits.rpm} requests" if self.reason is LimitReason.REQUESTS else f"{limits.tpm} tokens"
             )
             message = f"Rate limit exceeded: {owner} allows {amount} per minute; retry in {_duration(retry or 0.0)}."
-        return RateLimited(message, retry_after=retry, code="rate_limit_exceeded")
+        return RateLimited(
+            message,
+            retry_after=retry,
+            code="rate_limit_exceeded",
+            scope=str(self.scope.kind),
+            reason=self.reason,
+        )
 
 
 def _duration(seconds: float) -> str:

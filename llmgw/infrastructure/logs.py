@@ -187,6 +187,7 @@ def access_fields(generation: GenerationRecord) -> dict[str, object]:
         "cost_usd": generation.cost_usd,
         "latency_ms": generation.latency_ms,
         "attempts": len(generation.attempts),
+        "trace_id": generation.trace_id or None,
     }
 
 

@@ -24,6 +24,8 @@ current_attempts: contextvars.ContextVar[tuple[int, str] | None] = contextvars.C
 current_limit_headers: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "limit_headers", default=None
 )
+# The trace of the request's server span, while tracing is on ("": off, or no span).
+current_trace_id: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 # A gRPC call's deadline, on the event loop's clock, when the client set one.
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpclib import GRPCError
-from grpclib.const import Cardinality, Handler
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.server import Stream
+from opentelemetry.trace import Status as TraceStatus
+from opentelemetry.trace import StatusCode
 
 from llmgw.application.auth import Authenticator
 from llmgw.domain.errors import GatewayError
@@ -39,10 +41,13 @@ from llmgw.infrastructure.request_ids import (
     current_limit_headers,
     current_request_id,
 )
+from llmgw.infrastructure.tracing import Tracing
 
 UnaryMethod = Callable[[Any], Awaitable[Any]]
 StreamMethod = Callable[[Any], AsyncIterator[Any]]
 
+#: How the call being answered ended, for its span (set by `_fail`; OK otherwise).
+current_status: ContextVar[Status] = ContextVar("grpc_status", default=Status.OK)
 #: The key of the call being answered (None: auth is off), for the service's methods to read.
 current_caller: ContextVar[ApiKey | None] = ContextVar("current_caller", default=None)
 
@@ -54,6 +59,8 @@ class Gate:
 
     auth: Authenticator | None
     scope_of: Callable[[str], Scope | None] = lambda rpc: Scope.INFERENCE
+    #: With tracing on, each call is answered inside its server span.
+    tracing: Tracing | None = None
 
     async def admit(self, stream: Stream[Any, Any], rpc: str) -> None:
         """Set `current_caller`, or raise the refusal as a `GRPCError`."""
@@ -78,12 +85,40 @@ def with_ids(service: object, mapping: dict[str, Handler], gate: Gate | None = N
         rpc = path.rsplit("/", 1)[1]
         method = getattr(service, _snake_case(rpc))
         if handler.cardinality is Cardinality.UNARY_UNARY:
-            wrapped[path] = handler._replace(func=_Unary(method, gate, rpc))
+            func: Callable[[Stream[Any, Any]], Awaitable[None]] = _Unary(method, gate, rpc)
         elif handler.cardinality is Cardinality.UNARY_STREAM:
-            wrapped[path] = handler._replace(func=_ServerStream(method, gate, rpc))
+            func = _ServerStream(method, gate, rpc)
         else:  # pragma: no cover - the proto has none
             raise ValueError(f"{path}: {handler.cardinality} RPCs are not supported")
+        if gate.tracing is not None:
+            func = _Traced(func, gate.tracing, path)
+        wrapped[path] = handler._replace(func=func)
     return wrapped
+
+
+class _Traced:
+    """A call answered inside its server span, which continues the trace of the call's `traceparent`."""
+
+    __slots__ = ("attributes", "func", "name", "tracing")
+
+    def __init__(
+        self, func: Callable[[Stream[Any, Any]], Awaitable[None]], tracing: Tracing, path: str
+    ) -> None:
+        self.func = func
+        self.tracing = tracing
+        self.name = path.lstrip("/")
+        service, _, method = self.name.partition("/")
+        self.attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+    async def __call__(self, stream: Stream[Any, Any]) -> None:
+        metadata = stream.metadata if stream.metadata is not None else {}
+        with self.tracing.server_span(self.name, metadata, self.attributes) as span:
+            current_status.set(Status.OK)
+            await self.func(stream)
+            status = current_status.get()
+            span.set_attribute("rpc.grpc.status_code", status.value)
+            if status is not Status.OK:
+                span.set_status(TraceStatus(StatusCode.ERROR))
 
 
 class _Unary:
@@ -185,6 +220,7 @@ def _ids() -> dict[str, str]:
 async def _fail(stream: Stream[Any, Any], exc: GRPCError) -> None:
     """The error's status, with the ids (and a domain error's code and retry-after), in the trailers (a
     trailers-only answer if nothing was sent)."""
+    current_status.set(exc.status)
     metadata = _ids()
     if isinstance(exc, MappedError):
         metadata |= exc.trailers

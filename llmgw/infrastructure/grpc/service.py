@@ -32,7 +32,9 @@ from llmgw.infrastructure.request_ids import (
     current_generation_id,
     current_limit_headers,
     current_request_id,
+    current_trace_id,
 )
+from llmgw.infrastructure.tracing import tracing_of
 
 
 class GatewayService(v1.LlmGatewayServiceBase):
@@ -44,7 +46,8 @@ class GatewayService(v1.LlmGatewayServiceBase):
         self._gateway = gateway
 
     def __mapping__(self) -> dict[str, Handler]:
-        return with_ids(self, super().__mapping__(), Gate(self._gateway.auth, _scope))
+        gate = Gate(self._gateway.auth, _scope, tracing_of(self._gateway.observers))
+        return with_ids(self, super().__mapping__(), gate)
 
     async def list_models(self, message: v1.ListModelsRequest) -> v1.ListModelsResponse:
         models = self._gateway.list_models(current_caller.get())
@@ -99,7 +102,11 @@ class GatewayService(v1.LlmGatewayServiceBase):
 
 def _context() -> RequestContext:
     return RequestContext(
-        request_id=current_request_id.get(), deadline=current_deadline.get(), key=current_caller.get()
+        request_id=current_request_id.get(),
+        deadline=current_deadline.get(),
+        key=current_caller.get(),
+        front="grpc",
+        trace_id=current_trace_id.get(),
     )
 
 

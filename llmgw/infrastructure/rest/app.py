@@ -9,11 +9,14 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from opentelemetry.trace import Status, StatusCode
 
 from llmgw.application.gateway import Gateway
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.domain.keys import ApiKey, Scope
 from llmgw.infrastructure.credentials import credential
+from llmgw.infrastructure.metrics import metrics_of
 from llmgw.infrastructure.request_ids import (
     ATTEMPTS_HEADER,
     GENERATION_ID_HEADER,
@@ -25,6 +28,8 @@ from llmgw.infrastructure.request_ids import (
 from llmgw.infrastructure.rest import admin, chat, embeddings, generations, health, models, openapi
 from llmgw.infrastructure.rest.errors import error_response, http_error_response
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY, REQUEST_ID
+from llmgw.infrastructure.rest.metrics import routes as metrics_routes
+from llmgw.infrastructure.tracing import Tracing, tracing_of
 
 log = logging.getLogger("llmgw.rest")
 access_log = logging.getLogger("llmgw.access")
@@ -70,9 +75,28 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+def traced(tracing: Tracing) -> Middleware:
+    """The outermost middleware while tracing is on: the request's server span around the edge, continuing
+    the caller's `traceparent`."""
+
+    @web.middleware
+    async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        attributes = {"http.request.method": request.method, "url.path": request.path, "http.route": route}
+        with tracing.server_span(f"{request.method} {route}", request.headers, attributes) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    return trace_request
+
+
 # Open to anyone: liveness and readiness (whose details `health` shows to admin keys only), and the
 # OpenAPI document, which describes the routes and holds nothing secret.
-_OPEN = frozenset({"/livez", "/readyz", "/openapi.json"})
+_OPEN = frozenset({"/livez", "/readyz", "/openapi.json", "/metrics"})
 
 
 async def _caller(request: web.Request) -> ApiKey | None:
@@ -102,11 +126,13 @@ def _internal() -> GatewayError:
 
 
 def create_app(
-    gateway: Gateway, *, max_body_bytes: int, cors_origins: tuple[str, ...] = ()
+    gateway: Gateway, *, max_body_bytes: int, cors_origins: tuple[str, ...] = (), metrics: bool = False
 ) -> web.Application:
     """The REST app; with `cors_origins`, browsers on those origins (`*`: any) may call every route: preflight
     requests are answered, and `Authorization`, `x-api-key` and `x-request-id` may be sent."""
-    app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
+    tracing = tracing_of(gateway.observers)
+    middlewares: list[Middleware] = [edge] if tracing is None else [traced(tracing), edge]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[GATEWAY] = gateway
     app.add_routes(
         [
@@ -122,6 +148,9 @@ def create_app(
             *admin.routes(),
         ]
     )
+    watched = metrics_of(gateway.observers)
+    if metrics and watched is not None:
+        app.add_routes(metrics_routes(watched))
     if cors_origins:
         _allow_cors(app, cors_origins)
     return app

@@ -13,7 +13,12 @@ from llmgw.application.gateway import ChatStream, RequestContext
 from llmgw.domain.chat import ChatRequest, JSONObject, parse_chat_request
 from llmgw.domain.errors import GatewayError, InternalError
 from llmgw.infrastructure.limit_headers import admitted_headers
-from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, REQUEST_ID_HEADER, attempt_headers
+from llmgw.infrastructure.request_ids import (
+    GENERATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    attempt_headers,
+    current_trace_id,
+)
 from llmgw.infrastructure.rest.errors import error_body
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
@@ -32,7 +37,7 @@ async def create_stream(request: web.Request) -> web.StreamResponse:
 
 async def _answer(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    ctx = RequestContext(request_id=request_id(request), key=request[CALLER])
+    ctx = RequestContext(request_id=request_id(request), key=request[CALLER], trace_id=current_trace_id.get())
     if not chat.stream:
         result = await gateway.create_chat_completion(chat, ctx)
         headers = {

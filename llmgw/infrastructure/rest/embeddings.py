@@ -8,14 +8,14 @@ from llmgw.application.gateway import RequestContext
 from llmgw.domain.chat import parse_embeddings_request
 from llmgw.infrastructure.json_text import with_fields
 from llmgw.infrastructure.limit_headers import admitted_headers
-from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, attempt_headers
+from llmgw.infrastructure.request_ids import GENERATION_ID_HEADER, attempt_headers, current_trace_id
 from llmgw.infrastructure.rest.json_body import json_response, read_json, request_id
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
 
 async def create(request: web.Request) -> web.Response:
     embeddings = parse_embeddings_request(await read_json(request))
-    ctx = RequestContext(request_id=request_id(request), key=request[CALLER])
+    ctx = RequestContext(request_id=request_id(request), key=request[CALLER], trace_id=current_trace_id.get())
     result = await request.app[GATEWAY].create_embeddings(embeddings, ctx)
     headers = {
         GENERATION_ID_HEADER: result.body["id"],

@@ -10,7 +10,9 @@ from aiohttp import web
 
 from llmgw.application.gateway import Gateway, Readiness
 from llmgw.infrastructure.credentials import credential
+from llmgw.infrastructure.metrics import metrics_of
 from llmgw.infrastructure.rest.keys import GATEWAY
+from llmgw.infrastructure.rest.metrics import routes as metrics_routes
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -68,4 +70,7 @@ def create_health_app(gateway: Gateway) -> web.Application:
     app = web.Application()
     app[GATEWAY] = gateway
     app.add_routes(routes())
+    metrics = metrics_of(gateway.observers)
+    if metrics is not None:
+        app.add_routes(metrics_routes(metrics))
     return app
