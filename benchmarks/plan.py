@@ -19,6 +19,10 @@ LLMGW_AUTH = "llmgw-auth"
 #: llmgw with auth on and `[cache] redis_url`: every request carries a key with limits that never refuse
 LLMGW_LIMITS = "llmgw-limits"
 GRPC_ECHO = "grpc-echo"
+#: llmgw with `[metrics] enabled = false`, and llmgw with traces exported to a collector stub
+#: (`benchmarks.observability`; the other servers run with metrics on, the default)
+LLMGW_NO_METRICS = "llmgw-no-metrics"
+LLMGW_TRACING = "llmgw-tracing"
 
 
 class Kind(enum.Enum):
@@ -53,7 +57,15 @@ class Target:
 
     @property
     def gateway(self) -> bool:
-        return self.server in (LLMGW, LLMGW_2, LLMGW_AIOHTTP, LLMGW_AUTH, LLMGW_LIMITS)
+        return self.server in (
+            LLMGW,
+            LLMGW_2,
+            LLMGW_AIOHTTP,
+            LLMGW_AUTH,
+            LLMGW_LIMITS,
+            LLMGW_NO_METRICS,
+            LLMGW_TRACING,
+        )
 
 
 DIRECT = Target("direct (upstream)", UPSTREAM, Front.REST)

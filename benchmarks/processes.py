@@ -200,13 +200,15 @@ async def start_llmgw(
     auth: bool = False,
     key_request: Mapping[str, Any] = BENCH_KEY_REQUEST,
     redis_url: str = "",
+    extra_config: str = "",
 ) -> Server:
     """`llmgw serve` (REST, gRPC, health) with a config dir of its own holding one provider, `bench`.
 
     `wrapper` runs `-m llmgw` under another module (e.g. cProfile); `transport` sets the provider's
     `transport` key (llmgw refuses unknown keys, so it starts only where the key exists). With `auth`,
     `[auth]` is on and, once llmgw is ready, a key is minted for the load (`Server.api_key`) with
-    `key_request` as the body; `redis_url` sets `[cache] redis_url`.
+    `key_request` as the body; `redis_url` sets `[cache] redis_url`; `extra_config` is TOML appended to
+    the config (tables of its own, e.g. `[metrics]`).
     """
     config_dir = workdir / name
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,7 @@ async def start_llmgw(
     config = llmgw_config(
         config_dir, upstream, ports, workers, transport, auth=auth_secrets, redis_url=redis_url
     )
-    (config_dir / "default.toml").write_text(config)
+    (config_dir / "default.toml").write_text(config + extra_config)
     # Only the config file speaks: no LLMGW_ settings, keys or proxies from the caller's environment (a
     # proxy variable would also change which transport llmgw picks by default).
     env = {

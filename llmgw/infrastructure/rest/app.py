@@ -97,18 +97,22 @@ def traced(tracing: Tracing) -> Middleware:
 # Open to anyone: liveness and readiness (whose details `health` shows to admin keys only), and the
 # OpenAPI document, which describes the routes and holds nothing secret.
 _OPEN = frozenset({"/livez", "/readyz", "/openapi.json", "/metrics"})
+# Admin routes a `usage:read` key may call too (it sees its own team's part).
+_READ_USAGE = frozenset({"/admin/v1/usage", "/admin/v1/generations"})
 
 
 async def _caller(request: web.Request) -> ApiKey | None:
     """The one key check of the REST front: every route but the open ones and CORS preflights needs a key;
-    `/admin/` needs the `admin` scope, generation lookups any valid key (who may read which record is the
-    use case's rule), everything else `inference`."""
+    `/admin/` needs the `admin` scope, generation lookups and the usage reports any valid key (who may read
+    which records is the use case's rule), everything else `inference`."""
     auth = request.app[GATEWAY].auth
     path = request.path
     if auth is None or not auth.enabled or path in _OPEN or _preflight(request):
         return None
-    if path.startswith("/admin/"):
-        scope: Scope | None = Scope.ADMIN
+    if path in _READ_USAGE:
+        scope: Scope | None = None
+    elif path.startswith("/admin/"):
+        scope = Scope.ADMIN
     elif path.startswith(("/v1/generation/", "/api/v1/generation")):
         scope = None
     else:
