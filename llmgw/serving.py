@@ -178,6 +178,7 @@ async def serve_fronts(
                 max_body_bytes=settings.http.max_body_bytes,
                 cors_origins=settings.http.cors,
                 metrics=settings.metrics.on_http_port,
+                console_enabled=settings.console.enabled,
             )
             rest_listener = await stack.enter_async_context(_site(running.rest_app, listeners["http"], http1))
         described = " ".join(f"{name}={_bound(sock)}" for name, sock in listeners.items())

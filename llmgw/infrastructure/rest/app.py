@@ -25,7 +25,7 @@ from llmgw.infrastructure.request_ids import (
     accept_or_mint,
     current_request_id,
 )
-from llmgw.infrastructure.rest import admin, chat, embeddings, generations, health, models, openapi
+from llmgw.infrastructure.rest import admin, chat, console, embeddings, generations, health, models, openapi
 from llmgw.infrastructure.rest.errors import error_response, http_error_response
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY, REQUEST_ID
 from llmgw.infrastructure.rest.metrics import routes as metrics_routes
@@ -94,8 +94,10 @@ def traced(tracing: Tracing) -> Middleware:
     return trace_request
 
 
-# Open to anyone: liveness and readiness (whose details `health` shows to admin keys only), and the
-# OpenAPI document, which describes the routes and holds nothing secret.
+# Open to anyone: liveness and readiness (whose details `health` shows to admin keys only), the
+# OpenAPI document, which describes the routes and holds nothing secret, `/metrics` (counts; key labels only
+# for `metrics.label_keys`) and the console's static files (`console.is_console_path`), whose API calls
+# send a key.
 _OPEN = frozenset({"/livez", "/readyz", "/openapi.json", "/metrics"})
 # Admin routes a `usage:read` key may call too (it sees its own team's part).
 _READ_USAGE = frozenset({"/admin/v1/usage", "/admin/v1/generations"})
@@ -107,7 +109,13 @@ async def _caller(request: web.Request) -> ApiKey | None:
     which records is the use case's rule), everything else `inference`."""
     auth = request.app[GATEWAY].auth
     path = request.path
-    if auth is None or not auth.enabled or path in _OPEN or _preflight(request):
+    if (
+        auth is None
+        or not auth.enabled
+        or path in _OPEN
+        or console.is_console_path(path)
+        or _preflight(request)
+    ):
         return None
     if path in _READ_USAGE:
         scope: Scope | None = None
@@ -130,10 +138,16 @@ def _internal() -> GatewayError:
 
 
 def create_app(
-    gateway: Gateway, *, max_body_bytes: int, cors_origins: tuple[str, ...] = (), metrics: bool = False
+    gateway: Gateway,
+    *,
+    max_body_bytes: int,
+    cors_origins: tuple[str, ...] = (),
+    metrics: bool = False,
+    console_enabled: bool = True,
 ) -> web.Application:
     """The REST app; with `cors_origins`, browsers on those origins (`*`: any) may call every route: preflight
-    requests are answered, and `Authorization`, `x-api-key` and `x-request-id` may be sent."""
+    requests are answered, and `Authorization`, `x-api-key` and `x-request-id` may be sent. With
+    `console_enabled`, the web console at `/console/`."""
     tracing = tracing_of(gateway.observers)
     middlewares: list[Middleware] = [edge] if tracing is None else [traced(tracing), edge]
     app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
@@ -155,6 +169,8 @@ def create_app(
     watched = metrics_of(gateway.observers)
     if metrics and watched is not None:
         app.add_routes(metrics_routes(watched))
+    if console_enabled:
+        app.add_routes(console.routes())
     if cors_origins:
         _allow_cors(app, cors_origins)
     return app
