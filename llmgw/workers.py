@@ -124,7 +124,7 @@ class Supervisor:
             if os.environ.get(MULTIPROC_DIR) and process.pid is not None:
                 from prometheus_client.multiprocess import mark_process_dead
 
-                mark_process_dead(process.pid)  # its live gauges (in flight, records waiting) go
+                mark_process_dead(process.pid)  # type: ignore[no-untyped-call]  # its live gauges (in flight, records waiting) go
             process.close()
             if time.monotonic() - started < _MIN_UPTIME:
                 time.sleep(_RESTART_BACKOFF)

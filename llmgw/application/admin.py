@@ -1,4 +1,5 @@
-"""The admin use cases: keys and teams created, changed and listed, every call written to the audit trail.
+"""The admin use cases: keys and teams created, changed and listed, usage reports and the generations
+listing read, every call written to the audit trail.
 
 Both fronts and the CLI call these with the acting key's public id (`cli` for the command line) and the
 fields as plain JSON values (the gRPC front converts its messages to them), so the rules on what a field
@@ -12,14 +13,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar, cast
 
+from llmgw.application import usage_report as reports
 from llmgw.application.auth import Authenticator
 from llmgw.application.limit_fields import LIMIT_FIELDS, changed_limits
 from llmgw.application.limits import Limiter, LimitUsage
-from llmgw.application.ports import KeyStore
+from llmgw.application.ports import GenerationStore, KeyStore
+from llmgw.application.usage_report import UsageReport
 from llmgw.domain.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import (
     PREFIX,
     ROTATION_GRACE_SECONDS,
@@ -34,6 +38,7 @@ from llmgw.domain.keys import (
 )
 from llmgw.domain.limits import NO_LIMITS, Limits, ScopeKind
 from llmgw.domain.limits import Scope as LimitScope
+from llmgw.domain.usage_report import GenerationQuery, UsageCounters, UsageQuery
 
 T = TypeVar("T")
 
@@ -71,17 +76,21 @@ class IssuedKey:
 
 class Admin:
     """`rotation_grace` (seconds, `auth.rotation_grace`): how long a rotated key's old secret still works
-    when the call does not say."""
+    when the call does not say. `records`: the generation store the usage reports and the generations
+    listing read; by default `store` itself when it keeps the records too, as the one store of the
+    composition root does (keys and records share it, see DESIGN.md)."""
 
     def __init__(
         self,
         store: KeyStore,
         auth: Authenticator,
         *,
+        records: GenerationStore | None = None,
         rotation_grace: float = ROTATION_GRACE_SECONDS,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._records = records if records is not None else _records_in(store)
         self._auth = auth
         self._grace = rotation_grace
         self._wall = wall
@@ -276,6 +285,88 @@ class Admin:
         entries = await self._store.list_audit(before=before, limit=size + 1)
         return _page(entries, size, lambda entry: entry.id)
 
+    # Usage reports and the generations listing (see `usage_report` for who may read what)
+
+    async def usage(
+        self,
+        actor: ApiKey | None,
+        *,
+        first_day: str | None = None,
+        last_day: str | None = None,
+        group_by: str | None = None,
+        key_id: str = "",
+        team_id: str = "",
+        model: str = "",
+        provider: str = "",
+    ) -> UsageReport:
+        """Usage of the UTC days `first_day`..`last_day` (YYYY-MM-DD, both included; default the 30 days
+        to today), summed by `group_by` (comma-separated dimensions; default `day`; "" the totals only)
+        from the usage rollups, never from the records."""
+        asked: dict[str, object] = {"from": first_day, "to": last_day, "group_by": group_by, "key_id": key_id}
+        asked |= {"team_id": team_id, "model": model, "provider": provider}
+        async with self._audited(_actor_id(actor), "usage.read", "", asked):
+            held = await reports.readable(actor, self._store, key_id=key_id, team_id=team_id)
+            today = datetime.fromtimestamp(self._wall(), UTC).date()
+            first, last = reports.report_days(first_day, last_day, today)
+            dimensions = reports.dimensions(group_by)
+            query = UsageQuery(
+                since=reports.day_start(first),
+                until=reports.day_start(last) + 86400,
+                group_by=dimensions,
+                key_id=held.key_id,
+                team_id=held.team_id,
+                model=model,
+                provider=provider,
+            )
+            rows = sorted(
+                await self._record_store().usage(query), key=lambda row: reports.sort_key(row, dimensions)
+            )
+            totals = UsageCounters()
+            for row in rows:
+                totals = totals.plus(row.counters)
+            return UsageReport(first, last, dimensions, rows, totals)
+
+    async def list_generations(
+        self,
+        actor: ApiKey | None,
+        *,
+        key_id: str = "",
+        team_id: str = "",
+        model: str = "",
+        status: str = "",
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        after: str = "",
+    ) -> Page[GenerationRecord]:
+        """Stored records newest first, a page at a time (`after`: the previous page's `next_cursor`),
+        created in [since, until) (Unix seconds, RFC 3339 or a UTC day). Records still waiting in a
+        recorder's buffer are not listed yet: its writer stores them within ~10 ms."""
+        asked: dict[str, object] = {"key_id": key_id, "team_id": team_id, "model": model, "status": status}
+        asked |= {"from": since, "to": until, "limit": limit, "after": after}
+        async with self._audited(_actor_id(actor), "generation.list", "", asked):
+            held = await reports.readable(actor, self._store, key_id=key_id, team_id=team_id)
+            size = reports.listing_page(limit)
+            query = GenerationQuery(
+                limit=size + 1,
+                before=after,
+                key_id=held.key_id,
+                team_id=held.team_id,
+                model=model,
+                status=reports.status(status),
+                since=reports.instant(since, "from"),
+                until=reports.instant(until, "to"),
+            )
+            found = await self._record_store().list_generations(query)
+            return _page(found, size, lambda record: record.id)
+
+    def _record_store(self) -> GenerationStore:
+        if self._records is None:
+            raise ServiceUnavailable(
+                "Usage reports are not set up on this gateway.", code="usage_unavailable"
+            )
+        return self._records
+
     @asynccontextmanager
     async def _audited(
         self, actor: str, action: str, target: str, details: Mapping[str, Any] | None = None
@@ -306,6 +397,17 @@ class _Call:
 
     def __init__(self, target: str) -> None:
         self.target = target
+
+
+def _actor_id(actor: ApiKey | None) -> str:
+    return actor.public_id if actor is not None else ANONYMOUS_ACTOR
+
+
+def _records_in(store: KeyStore) -> GenerationStore | None:
+    """`store` as the generation store too, when it is one (see `Admin`)."""
+    if all(callable(getattr(store, name, None)) for name in ("usage", "list_generations", "put_many")):
+        return cast(GenerationStore, store)
+    return None
 
 
 async def _usage(limiter: Limiter | None, scope: LimitScope) -> LimitUsage:

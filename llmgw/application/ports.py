@@ -16,6 +16,7 @@ from llmgw.domain.chat import (
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.domain.limits import Admission, Demand, Scope, ScopeStatus
+from llmgw.domain.usage_report import GenerationQuery, UsageQuery, UsageRow
 
 
 class Provider(Protocol):
@@ -60,7 +61,11 @@ class GenerationStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def put_many(self, records: Sequence[GenerationRecord]) -> None: ...
+    async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        """Insert the records, or replace those with the same id, and add the newly inserted ones (only
+        those: a batch written again after a write that timed out but landed counts once) to the usage
+        rollups, in the same transaction."""
+        ...
 
     async def get(self, generation_id: str) -> GenerationRecord | None: ...
 
@@ -74,6 +79,15 @@ class GenerationStore(Protocol):
         """What the records created in [since, until) that match every non-empty filter cost, in micro-USD:
         each record's `cost_usd` rounded as settling rounds it (`usd_to_micros`), then summed, so the sum
         is what the budget counters were charged (rebuilding them after a Redis restart)."""
+        ...
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """The usage rollups of the query's hours summed by its dimensions, in no particular order; reads
+        the rollups only, never the records (pruning records leaves the rollups whole)."""
+        ...
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        """At most `query.limit` stored records, newest first (by id)."""
         ...
 
     async def ping(self) -> bool:

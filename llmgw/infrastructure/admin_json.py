@@ -4,11 +4,14 @@ six fields of the object itself, each null when there is no such limit."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from llmgw.application.limits import LimitUsage
+from llmgw.application.usage_report import UsageReport
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.domain.limits import Limits, ScopeKind, micros_to_usd
+from llmgw.domain.usage_report import COUNTERS, Dimension, UsageCounters, UsageRow
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -119,3 +122,55 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         "target": entry.target or None,
         "details": dict(entry.details),
     }
+
+
+#: Each dimension's field in a usage report's rows (and its CSV column).
+DIMENSION_FIELDS = {
+    Dimension.DAY: "day",
+    Dimension.HOUR: "hour",
+    Dimension.KEY: "key_id",
+    Dimension.TEAM: "team_id",
+    Dimension.MODEL: "model",
+    Dimension.PROVIDER: "provider",
+}
+#: The counters of a report's rows and totals, in order (`cost_usd` is `cost_micros` in US dollars).
+COUNTER_FIELDS = (*(name for name in COUNTERS if name != "cost_micros"), "cost_usd", "cost_micros")
+
+
+def usage_report_json(report: UsageReport) -> dict[str, Any]:
+    """`GET /admin/v1/usage`: each row has the fields of its dimensions only (`day` "YYYY-MM-DD", `hour`
+    "YYYY-MM-DDTHH:00:00Z", both UTC), then the counters; `totals` sums every row."""
+    return {
+        "object": "usage_report",
+        "from": report.first.isoformat(),
+        "to": report.last.isoformat(),
+        "group_by": [dimension.value for dimension in report.group_by],
+        "data": [usage_row_json(row, report.group_by) for row in report.rows],
+        "totals": counters_json(report.totals),
+    }
+
+
+def usage_row_json(row: UsageRow, group_by: tuple[Dimension, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dimension in group_by:
+        out[DIMENSION_FIELDS[dimension]] = _dimension_value(row, dimension)
+    return out | counters_json(row.counters)
+
+
+def _dimension_value(row: UsageRow, dimension: Dimension) -> str:
+    if dimension is Dimension.DAY or dimension is Dimension.HOUR:
+        at = datetime.fromtimestamp(row.period or 0, UTC)
+        return at.strftime("%Y-%m-%d" if dimension is Dimension.DAY else "%Y-%m-%dT%H:00:00Z")
+    value = {
+        Dimension.KEY: row.key_id,
+        Dimension.TEAM: row.team_id,
+        Dimension.MODEL: row.model,
+        Dimension.PROVIDER: row.provider,
+    }[dimension]
+    return value or ""
+
+
+def counters_json(counters: UsageCounters) -> dict[str, Any]:
+    out: dict[str, Any] = dict(zip(COUNTERS, counters.values(), strict=True))
+    micros = out.pop("cost_micros")
+    return out | {"cost_usd": micros_to_usd(micros), "cost_micros": micros}

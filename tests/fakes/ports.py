@@ -18,6 +18,7 @@ from llmgw.domain.errors import UpstreamTimeout
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.limits import usd_to_micros
 from llmgw.domain.usage import Usage
+from llmgw.domain.usage_report import GenerationQuery, UsageQuery, UsageRow
 
 __all__ = [
     "Call",
@@ -366,6 +367,18 @@ class FakeStore:
             and (not team_id or record.team_id == team_id)
             and (not model or record.model == model)
         )
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """No rollups here: the stores' own tests cover them."""
+        await self._hang()
+        self._answer()
+        return []
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        await self._hang()
+        self._answer()
+        newest_first = sorted(self.records.values(), key=lambda record: record.id, reverse=True)
+        return [r for r in newest_first if not query.before or r.id < query.before][: query.limit]
 
     async def ping(self) -> bool:
         await self._hang()

@@ -1203,6 +1203,7 @@ RECORD = GenerationRecord(
     ),
     key_id="abcdefgh2345",
     team_id="team-qrstuvwx6789",
+    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
 )
 
 

@@ -15,6 +15,7 @@ import pytest
 from llmgw.application.recording import GenerationRecorder
 from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus, minted_at
+from llmgw.domain.usage_report import GenerationQuery, UsageQuery, UsageRow
 
 RECORDER_LOG = "llmgw.application.recording"
 
@@ -68,6 +69,12 @@ class FakeStore:
         self, since: float, until: float, *, key_id: str = "", team_id: str = "", model: str = ""
     ) -> int:
         return 0
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        return []
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        return []
 
     async def ping(self) -> bool:
         if self.hang:

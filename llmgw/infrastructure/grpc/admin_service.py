@@ -16,22 +16,34 @@ from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, IssuedKey
 from llmgw.application.gateway import Gateway
 from llmgw.application.limit_fields import LIMIT_FIELDS
 from llmgw.application.limits import LimitUsage
+from llmgw.application.usage_report import UsageReport
 from llmgw.domain.errors import ServiceUnavailable
 from llmgw.domain.keys import ApiKey, AuditEntry, Scope, Team
-from llmgw.infrastructure.admin_json import audit_json, key_json, limits_json, team_json, usage_json
+from llmgw.infrastructure.admin_json import (
+    audit_json,
+    key_json,
+    limits_json,
+    team_json,
+    usage_json,
+    usage_report_json,
+)
 from llmgw.infrastructure.grpc.errors import mapped_errors
+from llmgw.infrastructure.grpc.generation import generation_to_proto
 from llmgw.infrastructure.grpc.handlers import Gate, current_caller, with_ids
 from llmgw.infrastructure.grpc.messages import admin_v1, pb
+from llmgw.infrastructure.tracing import tracing_of
 
 
 class AdminService(admin_v1.AdminServiceBase):
-    """Every RPC needs the `admin` scope; each is one call of `Admin`, acted by the caller's key."""
+    """Every RPC needs the `admin` scope but the two readers of usage and records, which any valid key
+    may call (`Admin` decides what it may read); each is one call of `Admin`, acted by the caller's key."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     def __mapping__(self) -> dict[str, Handler]:
-        return with_ids(self, super().__mapping__(), Gate(self._gateway.auth, _admin_scope))
+        gate = Gate(self._gateway.auth, _admin_scope, tracing_of(self._gateway.observers))
+        return with_ids(self, super().__mapping__(), gate)
 
     def _admin(self) -> tuple[Admin, str]:
         admin = self._gateway.admin
@@ -150,9 +162,60 @@ class AdminService(admin_v1.AdminServiceBase):
                 next_cursor=page.next_cursor,
             )
 
+    async def get_usage(self, message: Any) -> admin_v1.UsageReport:
+        with mapped_errors():
+            admin, _ = self._admin()
+            report = await admin.usage(
+                current_caller.get(),
+                first_day=getattr(message, "from") or None,
+                last_day=message.to or None,
+                group_by=message.group_by if message.HasField("group_by") else None,
+                key_id=message.key_id,
+                team_id=message.team_id,
+                model=message.model,
+                provider=message.provider,
+            )
+            return _usage_report(report)
+
+    async def list_generations(self, message: Any) -> admin_v1.ListGenerationsResponse:
+        with mapped_errors():
+            admin, _ = self._admin()
+            page = await admin.list_generations(
+                current_caller.get(),
+                key_id=message.key_id,
+                team_id=message.team_id,
+                model=message.model,
+                status=message.status,
+                since=getattr(message, "from") or None,
+                until=message.to or None,
+                limit=message.limit or None,
+                after=message.after,
+            )
+            return admin_v1.ListGenerationsResponse(
+                data=[generation_to_proto(record) for record in page.items],
+                has_more=bool(page.next_cursor),
+                next_cursor=page.next_cursor,
+            )
+
+
+# What any valid key may call: who reads what is the use case's rule.
+_OWN_RULE_RPCS = frozenset({"GetUsage", "ListGenerations"})
+
 
 def _admin_scope(rpc: str) -> Scope | None:
-    return Scope.ADMIN
+    return None if rpc in _OWN_RULE_RPCS else Scope.ADMIN
+
+
+def _usage_report(report: UsageReport) -> admin_v1.UsageReport:
+    """`usage_report_json`'s object as a message: a row's dimensions set only when grouped by."""
+    shown = usage_report_json(report)
+    return admin_v1.UsageReport(
+        from_=shown["from"],
+        to=shown["to"],
+        group_by=shown["group_by"],
+        data=[admin_v1.UsageReportRow(**row) for row in shown["data"]],
+        totals=admin_v1.UsageTotals(**shown["totals"]),
+    )
 
 
 def _new_key_fields(message: Any) -> dict[str, Any]:

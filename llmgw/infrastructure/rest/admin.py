@@ -1,5 +1,5 @@
 """`/admin/v1/…`: keys, teams, what they used of their limits, and the audit trail over REST (the edge
-already checked the `admin` scope).
+already checked the `admin` scope); usage reports and the generations listing are `usage`'s routes.
 
 A created or rotated key's full text is in the answer's `key`, this once; listings are
 `{"object": "list", "data": [...], "has_more": bool, "next_cursor": str | null}`, and the next page is
@@ -15,6 +15,7 @@ from aiohttp import web
 from llmgw.application.admin import ANONYMOUS_ACTOR, Admin, Page
 from llmgw.domain.errors import InvalidRequest, ServiceUnavailable
 from llmgw.infrastructure.admin_json import audit_json, key_json, team_json, usage_json
+from llmgw.infrastructure.rest import usage
 from llmgw.infrastructure.rest.json_body import json_response, read_json
 from llmgw.infrastructure.rest.keys import CALLER, GATEWAY
 
@@ -177,4 +178,5 @@ def routes() -> list[web.RouteDef]:
         web.patch(f"{teams}/{_ID}", update_team),
         web.delete(f"{teams}/{_ID}", delete_team),
         web.get("/admin/v1/audit", list_audit),
+        *usage.routes(),
     ]

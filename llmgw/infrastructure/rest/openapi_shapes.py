@@ -218,6 +218,7 @@ _GENERATION = _object(
         "key_id": _NULL_STR,
         "team_id": _NULL_STR,
         "limits": {"type": "array", "items": _STR},
+        "trace_id": {**_NULL_STR, "description": "The W3C trace id of the request's server span."},
     },
     required=("id", "request_id", "kind", "model", "status", "created_at"),
     extra=True,
@@ -330,6 +331,51 @@ _READINESS = _object(
 _READINESS["description"] = "`status` for anyone; the other fields only for an admin key (or auth off)."
 
 
+_COUNTERS: Schema = {
+    **dict.fromkeys(("requests", "errors", "cancelled", "prompt_tokens", "completion_tokens"), _INT),
+    **dict.fromkeys(("cached_tokens", "reasoning_tokens", "total_tokens"), _INT),
+    "cost_usd": {**_NUM, "description": "cost_micros in US dollars."},
+    "cost_micros": {
+        **_INT,
+        "description": "Each request's cost rounded half up to the micro-dollar, summed.",
+    },
+}
+_DIMENSIONS = ["day", "hour", "key", "team", "model", "provider"]
+_USAGE_REPORT = _object(
+    {
+        "object": {"const": "usage_report"},
+        "from": {**_STR, "format": "date"},
+        "to": {**_STR, "format": "date"},
+        "group_by": {"type": "array", "items": {"enum": _DIMENSIONS}},
+        "data": {"type": "array", "items": ref("UsageReportRow")},
+        "totals": ref("UsageTotals"),
+    },
+    required=("object", "from", "to", "group_by", "data", "totals"),
+)
+_USAGE_ROW = _object(
+    {
+        "day": {**_STR, "format": "date", "description": "With group_by day (UTC)."},
+        "hour": {**_STR, "description": "With group_by hour: YYYY-MM-DDTHH:00:00Z."},
+        "key_id": {**_STR, "description": "With group_by key."},
+        "team_id": {**_STR, "description": 'With group_by team ("": no team).'},
+        "model": {**_STR, "description": "With group_by model."},
+        "provider": {**_STR, "description": "With group_by provider."},
+        **_COUNTERS,
+    },
+    required=tuple(_COUNTERS),
+)
+
+
+def _json_or_csv(name: str, description: str) -> Schema:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {"schema": ref(name)},
+            "text/csv": {"schema": {**_STR, "description": "With `Accept: text/csv`."}},
+        },
+    }
+
+
 def _deleted(kind: str) -> Schema:
     return _object({"id": _STR, "object": {"const": kind}, "deleted": {"const": True}})
 
@@ -371,6 +417,10 @@ SCHEMAS: dict[str, Schema] = {
     "LimitUsage": _USAGE_NOW,
     "AuditEntry": _AUDIT,
     "AuditList": _listing("AuditEntry"),
+    "UsageReport": _USAGE_REPORT,
+    "UsageReportRow": _USAGE_ROW,
+    "UsageTotals": _object(_COUNTERS, required=tuple(_COUNTERS)),
+    "GenerationList": _listing("Generation"),
     "Liveness": _object({"status": {"const": "ok"}}, required=("status",)),
     "Readiness": _READINESS,
 }
@@ -420,6 +470,14 @@ ANSWERS: dict[str, Schema] = {
     "PATCH /admin/v1/teams/{id}": json_answer("Team"),
     "DELETE /admin/v1/teams/{id}": json_answer("DeletedTeam"),
     "GET /admin/v1/audit": json_answer("AuditList"),
+    "GET /admin/v1/usage": _json_or_csv(
+        "UsageReport", "The report; with `Accept: text/csv`, its rows as CSV (dimensions, then counters)."
+    ),
+    "GET /admin/v1/generations": _json_or_csv(
+        "GenerationList",
+        "A page of records, newest first; with `Accept: text/csv`, one flat row per record (attempts "
+        "and limits as JSON text) and the next page's cursor in the `x-next-cursor` header.",
+    ),
 }
 
 #: Request bodies written by hand: OpenAI's requests, which the proto messages model only in part.

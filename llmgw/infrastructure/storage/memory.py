@@ -1,5 +1,5 @@
-"""An in-process store (`memory://`) of generation records, API keys, teams and the audit trail: for
-tests and throwaway runs."""
+"""An in-process store (`memory://`) of generation records, their usage rollups, API keys, teams and the
+audit trail: for tests and throwaway runs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,23 @@ from collections.abc import Mapping, Sequence
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.domain.limits import usd_to_micros
+from llmgw.domain.usage_report import (
+    SECONDS_PER_DAY,
+    Dimension,
+    GenerationQuery,
+    RollupKey,
+    UsageCounters,
+    UsageQuery,
+    UsageRow,
+    rollup_deltas,
+    usage_row,
+)
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, GenerationRecord] = {}
+        self._rollups: dict[RollupKey, UsageCounters] = {}
         self._keys: dict[str, ApiKey] = {}
         self._teams: dict[str, Team] = {}
         self._audit: dict[str, AuditEntry] = {}
@@ -25,8 +37,12 @@ class MemoryStore:
         return None
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        new = {record.id: record for record in records if record.id not in self._records}
         for record in records:
             self._records[record.id] = record
+        for key, delta in rollup_deltas(list(new.values())):
+            known = self._rollups.get(key)
+            self._rollups[key] = delta if known is None else known.plus(delta)
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         return self._records.get(generation_id)
@@ -49,6 +65,38 @@ class MemoryStore:
             and (not team_id or record.team_id == team_id)
             and (not model or record.model == model)
         )
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        groups: dict[tuple[object, ...], UsageCounters] = {}
+        wanted = (query.key_id, query.team_id, query.model, query.provider)
+        for key, counters in self._rollups.items():
+            hour, *names = key
+            if not query.since <= hour < query.until:
+                continue
+            if any(want and want != name for want, name in zip(wanted, names, strict=True)):
+                continue
+            group = tuple(_dimension(key, dimension) for dimension in query.group_by)
+            known = groups.get(group)
+            groups[group] = counters if known is None else known.plus(counters)
+        return [usage_row(query.group_by, group, counters) for group, counters in groups.items()]
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        found = []
+        for generation_id in sorted(self._records, reverse=True):
+            record = self._records[generation_id]
+            if (
+                (not query.before or generation_id < query.before)
+                and (not query.key_id or record.key_id == query.key_id)
+                and (not query.team_id or record.team_id == query.team_id)
+                and (not query.model or record.model == query.model)
+                and (query.status is None or record.status is query.status)
+                and (query.since is None or record.created_at >= query.since)
+                and (query.until is None or record.created_at < query.until)
+            ):
+                found.append(record)
+                if len(found) >= query.limit:
+                    break
+        return found
 
     async def ping(self) -> bool:
         return True
@@ -92,3 +140,15 @@ class MemoryStore:
     async def list_audit(self, *, before: str = "", limit: int = 100) -> list[AuditEntry]:
         newest_first = sorted(self._audit.items(), reverse=True)
         return [entry for entry_id, entry in newest_first if not before or entry_id < before][:limit]
+
+
+def _dimension(key: RollupKey, dimension: Dimension) -> object:
+    hour, key_id, team_id, model, provider = key
+    return {
+        Dimension.DAY: hour - hour % SECONDS_PER_DAY,
+        Dimension.HOUR: hour,
+        Dimension.KEY: key_id,
+        Dimension.TEAM: team_id,
+        Dimension.MODEL: model,
+        Dimension.PROVIDER: provider,
+    }[dimension]

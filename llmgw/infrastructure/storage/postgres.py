@@ -1,5 +1,5 @@
-"""The Postgres store (`postgresql://…`): generation records, API keys, teams and the admin audit trail
-in one database shared by several gateway replicas."""
+"""The Postgres store (`postgresql://…`): generation records, their usage rollups, API keys, teams and
+the admin audit trail in one database shared by several gateway replicas."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncpg
 
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
+from llmgw.domain.usage_report import GenerationQuery, UsageQuery, UsageRow
 from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.key_rows import (
     AUDIT_COLUMNS,
@@ -36,6 +37,16 @@ from llmgw.infrastructure.storage.rows import (
     spend_filters,
     to_row,
 )
+from llmgw.infrastructure.storage.usage_rows import (
+    LISTING_INDEXED,
+    add_to_rollups,
+    backfill,
+    listing_query,
+    rollup_rows,
+    rollup_table,
+    usage_query,
+    usage_rows,
+)
 
 # One background writer plus the occasional GetGeneration read; every replica holds its own pool.
 POOL_MIN_SIZE = 1
@@ -45,6 +56,8 @@ TIMEOUT_S = 2.0
 PRUNE_TIMEOUT_S = 60.0
 #: Summing a period's records for the gateway's own budget reads them all.
 SPEND_TIMEOUT_S = 60.0
+#: A usage report sums a period's rollups (a row per hour, key, team, model and provider).
+USAGE_TIMEOUT_S = 30.0
 
 # Any fixed key works as long as every replica uses the same one ("llmgw" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C6C6D6777
@@ -141,15 +154,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_key_id ON {TABLE} (key_id, created_at)",
         f"CREATE INDEX {TABLE}_team_id ON {TABLE} (team_id, created_at)",
     ),
+    # 7 (issue 16): each record's trace id; the usage rollups, kept as records are written and summed
+    # here once from the records already stored (costs rounded as `spend` rounds them); the generations
+    # listing's indexes, newest first by id (byte-wise, as the ids sort) within each filter and overall.
+    (
+        f"""ALTER TABLE {TABLE} ADD COLUMN "trace_id" TEXT NOT NULL DEFAULT ''""",
+        rollup_table('TEXT COLLATE "C"', "BIGINT"),
+        backfill("round(cost_usd::text::numeric * 1000000)", "(floor(created_at / 3600) * 3600)::bigint"),
+        f'CREATE INDEX {TABLE}_id_c ON {TABLE} (id COLLATE "C")',
+        *(
+            f'CREATE INDEX {TABLE}_{column}_id ON {TABLE} ("{column}", id COLLATE "C")'
+            for column in LISTING_INDEXED
+        ),
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
-_PLACEHOLDERS = ", ".join(f"${position}" for position in range(1, len(COLUMNS) + 1))
-_UPDATES = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in COLUMNS if name != "id")
-_UPSERT = (
-    f"INSERT INTO {TABLE} ({COLUMN_LIST}) VALUES ({_PLACEHOLDERS}) "  # noqa: S608
-    f"ON CONFLICT (id) DO UPDATE SET {_UPDATES}"
+# A column's type, for the arrays a batch is sent in (text unless listed).
+_TYPES = {
+    "created_at": "float8",
+    "streamed": "bool",
+    "prompt_tokens": "int8",
+    "completion_tokens": "int8",
+    "total_tokens": "int8",
+    "cached_tokens": "int8",
+    "reasoning_tokens": "int8",
+    "cost_usd": "float8",
+    "latency_ms": "float8",
+    "time_to_first_token_ms": "float8",
+}
+_ARRAYS = ", ".join(
+    f"${position}::{_TYPES.get(name, 'text')}[]" for position, name in enumerate(COLUMNS, start=1)
 )
+_UPDATES = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in COLUMNS if name != "id")
+# A batch in one statement, its columns as arrays; `xmax = 0` tells a row this statement inserted from
+# one it updated (a record written again: it must not count twice in the rollups). Unlike a look-up
+# before the write, it holds when a write that timed out is still running on the server as it is retried.
+_UPSERT = (
+    f"INSERT INTO {TABLE} ({COLUMN_LIST}) SELECT * FROM unnest({_ARRAYS}) "  # noqa: S608
+    f"ON CONFLICT (id) DO UPDATE SET {_UPDATES} RETURNING id, xmax = 0 AS inserted"
+)
+_ADD_TO_ROLLUPS = add_to_rollups(lambda position: f"${position}")
 _SELECT = f"SELECT {COLUMN_LIST} FROM {TABLE} WHERE id = $1"  # noqa: S608
 _PRUNE = f"DELETE FROM {TABLE} WHERE created_at < $1"  # noqa: S608
 # `spend` rounds each cost in the server as `usd_to_micros` does, so the sum agrees with the budget counters
@@ -261,9 +306,18 @@ class PostgresStore:
             raise
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
-        if records:
-            # Atomic on its own since asyncpg 0.22: a failed batch writes nothing.
-            await self._connected().executemany(_UPSERT, [to_row(record) for record in records])
+        """Records and their rollups in one transaction. The batch's rollup deltas are summed here, one
+        per rollup row, and added in key order, so replicas writing at once never deadlock."""
+        if not records:
+            return
+        batch = list({record.id: record for record in records}.values())
+        columns = [list(column) for column in zip(*(to_row(record) for record in batch), strict=True)]
+        async with self._connected().acquire() as connection, connection.transaction():
+            written = await connection.fetch(_UPSERT, *columns)
+            inserted = {row["id"] for row in written if row["inserted"]}
+            deltas = rollup_rows([record for record in batch if record.id in inserted])
+            if deltas:
+                await connection.executemany(_ADD_TO_ROLLUPS, deltas)
 
     async def get(self, generation_id: str) -> GenerationRecord | None:
         row = await self._connected().fetchrow(_SELECT, generation_id)
@@ -282,6 +336,15 @@ class PostgresStore:
         values = (value for _, value in filters)
         total = await self._connected().fetchval(query, since, until, *values, timeout=SPEND_TIMEOUT_S)
         return int(total)
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        sql, parameters = usage_query(query, lambda position: f"${position}", "sum({})::bigint")
+        rows = await self._connected().fetch(sql, *parameters, timeout=USAGE_TIMEOUT_S)
+        return usage_rows(query, rows)
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        sql, parameters = listing_query(query, lambda position: f"${position}", 'id COLLATE "C"')
+        return [from_row(row) for row in await self._connected().fetch(sql, *parameters)]
 
     async def ping(self) -> bool:
         if self._pool is None:

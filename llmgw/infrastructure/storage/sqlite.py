@@ -1,5 +1,5 @@
-"""The SQLite store (`sqlite:///path`): generation records, API keys, teams and the admin audit trail in
-one file in WAL mode, the embedded default, that several worker processes may share."""
+"""The SQLite store (`sqlite:///path`): generation records, their usage rollups, API keys, teams and the
+admin audit trail in one file in WAL mode, the embedded default, that several worker processes may share."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import aiosqlite
 from llmgw.domain.generation import GenerationRecord
 from llmgw.domain.keys import ApiKey, AuditEntry, Team
 from llmgw.domain.limits import usd_to_micros
+from llmgw.domain.usage_report import GenerationQuery, UsageQuery, UsageRow
 from llmgw.infrastructure.storage.errors import StoreUnavailable
 from llmgw.infrastructure.storage.key_rows import (
     AUDIT_COLUMNS,
@@ -39,6 +40,16 @@ from llmgw.infrastructure.storage.rows import (
     from_row,
     spend_filters,
     to_row,
+)
+from llmgw.infrastructure.storage.usage_rows import (
+    LISTING_INDEXED,
+    add_to_rollups,
+    backfill,
+    listing_query,
+    rollup_rows,
+    rollup_table,
+    usage_query,
+    usage_rows,
 )
 
 MEMORY = ":memory:"
@@ -144,6 +155,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_key_id ON {TABLE} (key_id, created_at)",
         f"CREATE INDEX {TABLE}_team_id ON {TABLE} (team_id, created_at)",
     ),
+    # 7 (issue 16): each record's trace id; the usage rollups, kept as records are written and summed
+    # here once from the records already stored; the generations listing's indexes, newest first by id
+    # within each filter.
+    (
+        f"""ALTER TABLE {TABLE} ADD COLUMN "trace_id" TEXT NOT NULL DEFAULT ''""",
+        rollup_table("TEXT", "INTEGER"),
+        backfill("llmgw_micros(cost_usd)", "CAST(created_at / 3600 AS INTEGER) * 3600"),
+        *(f'CREATE INDEX {TABLE}_{column}_id ON {TABLE} ("{column}", id)' for column in LISTING_INDEXED),
+    ),
 )
 
 # S608 is silenced below because the SQL is built from module constants only, never from input.
@@ -159,6 +179,9 @@ _SPEND = (
     "WHERE created_at >= ? AND created_at < ? AND cost_usd IS NOT NULL"
 )
 _APPLIED = f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"  # noqa: S608
+_ADD_TO_ROLLUPS = add_to_rollups(lambda _: "?")
+# Ids looked up at a time (SQLite allows 32,766 parameters), to tell new records from rewritten ones.
+_LOOKUP_CHUNK = 500
 
 _KEY_COLUMN_LIST = column_list(KEY_COLUMNS)
 _PUT_KEY = (
@@ -251,8 +274,9 @@ class SQLiteStore:
             # Under WAL, NORMAL can lose the last commits on power loss but never corrupts; records are
             # telemetry, not ledger entries.
             await db.execute("PRAGMA synchronous = NORMAL")
-            await _migrate(db)
+            # Registered first: the migration that creates the rollups sums the stored costs with it.
             await db.create_function(_MICROS, 1, usd_to_micros, deterministic=True)
+            await _migrate(db)
             self._writer = None if self._path == MEMORY else _open_writer(self._path)
         except BaseException:
             await db.close()
@@ -268,16 +292,24 @@ class SQLiteStore:
             await db.close()
 
     async def put_many(self, records: Sequence[GenerationRecord]) -> None:
+        """Records and their rollups in one transaction; the records whose id the file already holds
+        (a batch written again after a write that timed out) replace theirs and add nothing to the
+        rollups. The per-batch work is one id lookup, one executemany each."""
         if not records:
             return
-        rows = [to_row(record) for record in records]
+        batch = list({record.id: record for record in records}.values())
         db = self._connection()
         if self._writer is None:  # `:memory:` is one database per connection: the aiosqlite one
             async with self._transaction():
-                await db.executemany(_INSERT, rows)
+                stored: set[str] = set()
+                for query, ids in _lookups(batch):
+                    async with db.execute(query, ids) as cursor:
+                        stored.update(row[0] for row in await cursor.fetchall())
+                await db.executemany(_INSERT, [to_row(record) for record in batch])
+                await db.executemany(_ADD_TO_ROLLUPS, _new_rollup_rows(batch, stored))
             return
-        await _append(self._writer, rows, self._busy_timeout)
-        self._unchecked_rows += len(rows)
+        await _append(self._writer, batch, self._busy_timeout)
+        self._unchecked_rows += len(batch)
         if self._unchecked_rows >= self._checkpoint_rows:
             self._unchecked_rows = 0
             # PASSIVE: copies what no reader still needs, never waits for readers or writers.
@@ -300,6 +332,14 @@ class SQLiteStore:
         query = _SPEND + "".join(f' AND "{column}" = ?' for column, _ in filters)
         row = await self._fetchone(query, (since, until, *(value for _, value in filters)))
         return 0 if row is None else int(row[0])
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        sql, parameters = usage_query(query, lambda _: "?")
+        return usage_rows(query, await self._fetchall(sql, tuple(parameters)))
+
+    async def list_generations(self, query: GenerationQuery) -> list[GenerationRecord]:
+        sql, parameters = listing_query(query, lambda _: "?")
+        return [from_row(row) for row in await self._fetchall(sql, tuple(parameters))]
 
     async def ping(self) -> bool:
         if self._db is None:
@@ -394,7 +434,21 @@ def _open_writer(path: str) -> sqlite3.Connection:
     return writer
 
 
-async def _append(writer: sqlite3.Connection, rows: list[tuple[object, ...]], busy_timeout: float) -> None:
+def _lookups(batch: list[GenerationRecord]) -> list[tuple[str, list[str]]]:
+    """The SELECTs (and their ids) that find which of the batch's ids are stored already."""
+    ids = [record.id for record in batch]
+    chunks = [ids[at : at + _LOOKUP_CHUNK] for at in range(0, len(ids), _LOOKUP_CHUNK)]
+    return [
+        (f"SELECT id FROM {TABLE} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)  # noqa: S608
+        for chunk in chunks
+    ]
+
+
+def _new_rollup_rows(batch: list[GenerationRecord], stored: set[str]) -> list[tuple[object, ...]]:
+    return rollup_rows([record for record in batch if record.id not in stored])
+
+
+async def _append(writer: sqlite3.Connection, batch: list[GenerationRecord], busy_timeout: float) -> None:
     """One transaction on the loop thread; while another worker holds the lock, retry asynchronously."""
     deadline = time.monotonic() + busy_timeout
     while True:
@@ -406,7 +460,9 @@ async def _append(writer: sqlite3.Connection, rows: list[tuple[object, ...]], bu
                 raise
         await asyncio.sleep(_LOCK_RETRY_S)
     try:
-        writer.executemany(_INSERT, rows)
+        stored = {row[0] for query, ids in _lookups(batch) for row in writer.execute(query, ids)}
+        writer.executemany(_INSERT, [to_row(record) for record in batch])
+        writer.executemany(_ADD_TO_ROLLUPS, _new_rollup_rows(batch, stored))
         writer.execute("COMMIT")
     except BaseException:
         writer.rollback()

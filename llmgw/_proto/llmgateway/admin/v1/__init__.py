@@ -21,9 +21,12 @@ __all__ = (
     "GetKeyUsageRequest",
     "GetTeamRequest",
     "GetTeamUsageRequest",
+    "GetUsageRequest",
     "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
+    "ListGenerationsRequest",
+    "ListGenerationsResponse",
     "ListKeysRequest",
     "ListKeysResponse",
     "ListTeamsRequest",
@@ -37,6 +40,9 @@ __all__ = (
     "UpdateKeyRequest",
     "UpdateTeamRequest",
     "Usage",
+    "UsageReport",
+    "UsageReportRow",
+    "UsageTotals",
 )
 
 from dataclasses import dataclass
@@ -502,6 +508,48 @@ default_message_pool.register_message("llmgateway.admin.v1", "GetTeamUsageReques
 
 
 @dataclass(eq=False, repr=False)
+class GetUsageRequest(betterproto2.Message):
+    """
+    GetUsageRequest names the days, the grouping and the filters of a usage report.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["GetUsageRequest"]
+
+    from_: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The first UTC day, YYYY-MM-DD; "": 29 days before `to`.
+    """
+
+    to: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The last UTC day, included, YYYY-MM-DD; "": today. At most 400 days in all.
+    """
+
+    group_by: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
+    """
+    Comma-separated dimensions: day, hour, key, team, model, provider (not day and hour together).
+    Unset: day; "": no grouping, the totals only.
+    """
+
+    key_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Filters; "": any.
+    """
+
+    team_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
+    provider: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetUsageRequest", GetUsageRequest)
+
+
+@dataclass(eq=False, repr=False)
 class Limits(betterproto2.Message):
     """
     Limits are the rate limits and budget of a key or a team; an unset field is no such limit.
@@ -595,6 +643,81 @@ class ListAuditResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "ListAuditResponse", ListAuditResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListGenerationsRequest(betterproto2.Message):
+    """
+    ListGenerationsRequest asks for one page of generation records, newest first.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["ListGenerationsRequest"]
+
+    key_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Filters; "": any.
+    """
+
+    team_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    status: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    completed | error | cancelled; "": any.
+    """
+
+    from_: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Created at or after: Unix seconds, an RFC 3339 time or a UTC day (YYYY-MM-DD); "": no bound.
+    """
+
+    to: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Created before (excluded), in the same forms; "": no bound.
+    """
+
+    limit: "int" = betterproto2.field(7, betterproto2.TYPE_INT32)
+    """
+    1 to 100; 0: the default, 20.
+    """
+
+    after: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The previous page's `next_cursor`; "": from the newest.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "ListGenerationsRequest", ListGenerationsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListGenerationsResponse(betterproto2.Message):
+    """
+    ListGenerationsResponse is one page of generation records.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["ListGenerationsResponse"]
+
+    data: "list[__v1__.Generation]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    has_more: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    next_cursor: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The `after` of the next page; "" when there is none.
+    """
+
+
+default_message_pool.register_message(
+    "llmgateway.admin.v1", "ListGenerationsResponse", ListGenerationsResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -998,12 +1121,139 @@ class Usage(betterproto2.Message):
 default_message_pool.register_message("llmgateway.admin.v1", "Usage", Usage)
 
 
+@dataclass(eq=False, repr=False)
+class UsageReport(betterproto2.Message):
+    """
+    UsageReport is one row per group, ordered by the dimensions' values in group_by order, and the totals.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["UsageReport"]
+
+    from_: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    to: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    group_by: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+
+    data: "list[UsageReportRow]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    totals: "UsageTotals | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageReport", UsageReport)
+
+
+@dataclass(eq=False, repr=False)
+class UsageReportRow(betterproto2.Message):
+    """
+    UsageReportRow is one group: the dimensions it is grouped by are set, the others unset; then the
+    counters.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["UsageReportRow"]
+
+    day: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
+    """
+    YYYY-MM-DD (UTC).
+    """
+
+    hour: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
+    """
+    YYYY-MM-DDTHH:00:00Z.
+    """
+
+    key_id: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
+
+    team_id: "str | None" = betterproto2.field(4, betterproto2.TYPE_STRING, optional=True)
+
+    model: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
+
+    provider: "str | None" = betterproto2.field(6, betterproto2.TYPE_STRING, optional=True)
+
+    requests: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+
+    errors: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    Requests that ended in an error.
+    """
+
+    cancelled: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
+    """
+    Requests the client cancelled.
+    """
+
+    prompt_tokens: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+
+    completion_tokens: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
+
+    cached_tokens: "int" = betterproto2.field(12, betterproto2.TYPE_INT64)
+
+    reasoning_tokens: "int" = betterproto2.field(13, betterproto2.TYPE_INT64)
+
+    total_tokens: "int" = betterproto2.field(14, betterproto2.TYPE_INT64)
+
+    cost_usd: "float" = betterproto2.field(15, betterproto2.TYPE_DOUBLE)
+    """
+    cost_micros in US dollars.
+    """
+
+    cost_micros: "int" = betterproto2.field(16, betterproto2.TYPE_INT64)
+    """
+    Micro-dollars: each request's cost rounded half up to the micro-dollar, then summed.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageReportRow", UsageReportRow)
+
+
+@dataclass(eq=False, repr=False)
+class UsageTotals(betterproto2.Message):
+    """
+    UsageTotals sums every row of a report.
+    """
+
+    @betterproto2.staticproperty
+    @staticmethod
+    def DESCRIPTOR() -> Descriptor:
+        return LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR.message_types_by_name["UsageTotals"]
+
+    requests: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+
+    errors: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+
+    cancelled: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+
+    prompt_tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+
+    completion_tokens: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+
+    cached_tokens: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+
+    reasoning_tokens: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+
+    total_tokens: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+
+    cost_usd: "float" = betterproto2.field(9, betterproto2.TYPE_DOUBLE)
+
+    cost_micros: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageTotals", UsageTotals)
+
+
 class AdminServiceStub(betterproto2_grpclib.ServiceStub):
     """
     AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
     the audit trail of those changes.
 
-    Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
+    Every RPC needs a key with the `admin` scope (when auth is on; GetUsage and ListGenerations also take
+    `usage:read`, see them), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
     that takes the same fields as JSON. Times are Unix seconds, as in OpenAI's `created`.
 
@@ -1326,11 +1576,58 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_usage(
+        self,
+        message: "GetUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "UsageReport":
+        """
+        GetUsage sums what requests used and cost over whole UTC days, grouped by day or hour, key, team,
+        model and provider, from the usage rollups the store keeps as records are written (pruning records
+        leaves them whole). A key with `admin` reads everything; one with `usage:read` its own team's usage
+        (a key in no team: its own key's), and naming another team or key is PERMISSION_DENIED.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetUsage",
+            message,
+            UsageReport,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_generations(
+        self,
+        message: "ListGenerationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListGenerationsResponse":
+        """
+        ListGenerations lists stored generation records newest first, a page at a time, with the scopes of
+        GetUsage. Records still waiting in a gateway's write buffer show within ~10 ms, once written.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/ListGenerations",
+            message,
+            ListGenerationsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from ....google import protobuf as ___google__protobuf__
+from ... import v1 as __v1__
 
 LLMGATEWAY_ADMIN_V1_ADMIN_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto"\xb8\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x123\n\x06limits\x18\x0c \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"\xaf\x02\n\x06Limits\x12\x15\n\x03rpm\x18\x01 \x01(\x03H\x00R\x03rpm\x88\x01\x01\x12\x15\n\x03tpm\x18\x02 \x01(\x03H\x01R\x03tpm\x88\x01\x01\x12&\n\x0cmax_parallel\x18\x03 \x01(\x03H\x02R\x0bmaxParallel\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12(\n\rbudget_period\x18\x05 \x01(\tH\x04R\x0cbudgetPeriod\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x06 \x01(\x01H\x05R\rsoftBudgetUsd\x88\x01\x01B\x06\n\x04_rpmB\x06\n\x04_tpmB\x0f\n\r_max_parallelB\r\n\x0b_budget_usdB\x10\n\x0e_budget_periodB\x12\n\x10_soft_budget_usd"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xe5\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x07 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"$\n\x12GetKeyUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"%\n\x13GetTeamUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xda\x02\n\x05Usage\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x0e\n\x02at\x18\x03 \x01(\x01R\x02at\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x12:\n\x08requests\x18\x05 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x08requests\x126\n\x06tokens\x18\x06 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x06tokens\x12 \n\tin_flight\x18\x07 \x01(\x03H\x00R\x08inFlight\x88\x01\x01\x128\n\x06budget\x18\x08 \x01(\x0b2 .llmgateway.admin.v1.BudgetUsageR\x06budgetB\x0c\n\n_in_flight"d\n\tRateUsage\x12\x14\n\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x1c\n\tremaining\x18\x02 \x01(\x03R\tremaining\x12#\n\rreset_seconds\x18\x03 \x01(\x01R\x0cresetSeconds"\xe4\x03\n\x0bBudgetUsage\x12\x1b\n\x06period\x18\x01 \x01(\tH\x00R\x06period\x88\x01\x01\x12&\n\x0cperiod_start\x18\x02 \x01(\x01H\x01R\x0bperiodStart\x88\x01\x01\x12"\n\nperiod_end\x18\x03 \x01(\x01H\x02R\tperiodEnd\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x05 \x01(\x01H\x04R\rsoftBudgetUsd\x88\x01\x01\x12\x1b\n\tspent_usd\x18\x06 \x01(\x01R\x08spentUsd\x12!\n\x0creserved_usd\x18\x07 \x01(\x01R\x0breservedUsd\x12(\n\rremaining_usd\x18\x08 \x01(\x01H\x05R\x0cremainingUsd\x88\x01\x01\x12#\n\rsoft_exceeded\x18\t \x01(\x08R\x0csoftExceeded\x12,\n\x12priced_models_only\x18\n \x01(\x08R\x10pricedModelsOnlyB\t\n\x07_periodB\x0f\n\r_period_startB\r\n\x0b_period_endB\r\n\x0b_budget_usdB\x12\n\x10_soft_budget_usdB\x10\n\x0e_remaining_usd"\xb2\x03\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\t \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x80\x02\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x123\n\x06limits\x18\x05 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xeb\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x03 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb6\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details2\xe7\r\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12u\n\x0bGetKeyUsage\x12\'.llmgateway.admin.v1.GetKeyUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/admin/v1/keys/{id}/usage\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12x\n\x0cGetTeamUsage\x12(.llmgateway.admin.v1.GetTeamUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage""\x82\xd3\xe4\x93\x02\x1c\x12\x1a/admin/v1/teams/{id}/usage\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/auditb\x06proto3'
+    b'\n\x1fllmgateway/admin/v1/admin.proto\x12\x13llmgateway.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1ellmgateway/v1/generation.proto"\xb8\x04\n\x06ApiKey\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x03 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x05 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12\x1a\n\x08disabled\x18\x07 \x01(\x08R\x08disabled\x12E\n\x08metadata\x18\x08 \x03(\x0b2).llmgateway.admin.v1.ApiKey.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\t \x01(\x01R\tcreatedAt\x12%\n\x0clast_used_at\x18\n \x01(\x01H\x01R\nlastUsedAt\x88\x01\x01\x12B\n\x1bprevious_secret_valid_until\x18\x0b \x01(\x01H\x02R\x18previousSecretValidUntil\x88\x01\x01\x123\n\x06limits\x18\x0c \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_atB\x0f\n\r_last_used_atB\x1e\n\x1c_previous_secret_valid_until"\xaf\x02\n\x06Limits\x12\x15\n\x03rpm\x18\x01 \x01(\x03H\x00R\x03rpm\x88\x01\x01\x12\x15\n\x03tpm\x18\x02 \x01(\x03H\x01R\x03tpm\x88\x01\x01\x12&\n\x0cmax_parallel\x18\x03 \x01(\x03H\x02R\x0bmaxParallel\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12(\n\rbudget_period\x18\x05 \x01(\tH\x04R\x0cbudgetPeriod\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x06 \x01(\x01H\x05R\rsoftBudgetUsd\x88\x01\x01B\x06\n\x04_rpmB\x06\n\x04_tpmB\x0f\n\r_max_parallelB\r\n\x0b_budget_usdB\x10\n\x0e_budget_periodB\x12\n\x10_soft_budget_usd"$\n\nStringList\x12\x16\n\x06values\x18\x01 \x03(\tR\x06values"\x8a\x01\n\tStringMap\x12B\n\x06values\x18\x01 \x03(\x0b2*.llmgateway.admin.v1.StringMap.ValuesEntryR\x06values\x1a9\n\x0bValuesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xe5\x02\n\x10CreateKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x16\n\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n\x06models\x18\x04 \x03(\tR\x06models\x12"\n\nexpires_at\x18\x05 \x01(\x01H\x00R\texpiresAt\x88\x01\x01\x12O\n\x08metadata\x18\x06 \x03(\x0b23.llmgateway.admin.v1.CreateKeyRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x07 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n\x0b_expires_at"]\n\x11CreateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"g\n\x0fListKeysRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x00R\x06teamId\x88\x01\x01B\n\n\x08_team_id"\x7f\n\x10ListKeysResponse\x12/\n\x04data\x18\x01 \x03(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\x1f\n\rGetKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"$\n\x12GetKeyUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"%\n\x13GetTeamUsageRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xda\x02\n\x05Usage\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x0e\n\x02at\x18\x03 \x01(\x01R\x02at\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x12:\n\x08requests\x18\x05 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x08requests\x126\n\x06tokens\x18\x06 \x01(\x0b2\x1e.llmgateway.admin.v1.RateUsageR\x06tokens\x12 \n\tin_flight\x18\x07 \x01(\x03H\x00R\x08inFlight\x88\x01\x01\x128\n\x06budget\x18\x08 \x01(\x0b2 .llmgateway.admin.v1.BudgetUsageR\x06budgetB\x0c\n\n_in_flight"d\n\tRateUsage\x12\x14\n\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x1c\n\tremaining\x18\x02 \x01(\x03R\tremaining\x12#\n\rreset_seconds\x18\x03 \x01(\x01R\x0cresetSeconds"\xe4\x03\n\x0bBudgetUsage\x12\x1b\n\x06period\x18\x01 \x01(\tH\x00R\x06period\x88\x01\x01\x12&\n\x0cperiod_start\x18\x02 \x01(\x01H\x01R\x0bperiodStart\x88\x01\x01\x12"\n\nperiod_end\x18\x03 \x01(\x01H\x02R\tperiodEnd\x88\x01\x01\x12"\n\nbudget_usd\x18\x04 \x01(\x01H\x03R\tbudgetUsd\x88\x01\x01\x12+\n\x0fsoft_budget_usd\x18\x05 \x01(\x01H\x04R\rsoftBudgetUsd\x88\x01\x01\x12\x1b\n\tspent_usd\x18\x06 \x01(\x01R\x08spentUsd\x12!\n\x0creserved_usd\x18\x07 \x01(\x01R\x0breservedUsd\x12(\n\rremaining_usd\x18\x08 \x01(\x01H\x05R\x0cremainingUsd\x88\x01\x01\x12#\n\rsoft_exceeded\x18\t \x01(\x08R\x0csoftExceeded\x12,\n\x12priced_models_only\x18\n \x01(\x08R\x10pricedModelsOnlyB\t\n\x07_periodB\x0f\n\r_period_startB\r\n\x0b_period_endB\r\n\x0b_budget_usdB\x12\n\x10_soft_budget_usdB\x10\n\x0e_remaining_usd"\xb2\x03\n\x10UpdateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1c\n\x07team_id\x18\x03 \x01(\tH\x01R\x06teamId\x88\x01\x01\x127\n\x06scopes\x18\x04 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06scopes\x127\n\x06models\x18\x05 \x01(\x0b2\x1f.llmgateway.admin.v1.StringListR\x06models\x12"\n\nexpires_at\x18\x06 \x01(\x01H\x02R\texpiresAt\x88\x01\x01\x12\x1f\n\x08disabled\x18\x07 \x01(\x08H\x03R\x08disabled\x88\x01\x01\x12:\n\x08metadata\x18\x08 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\t \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_nameB\n\n\x08_team_idB\r\n\x0b_expires_atB\x0b\n\t_disabled""\n\x10DeleteKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"=\n\x11DeleteKeyResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"^\n\x10RotateKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\rgrace_seconds\x18\x02 \x01(\x01H\x00R\x0cgraceSeconds\x88\x01\x01B\x10\n\x0e_grace_seconds"]\n\x11RotateKeyResponse\x126\n\x08key_info\x18\x01 \x01(\x0b2\x1b.llmgateway.admin.v1.ApiKeyR\x07keyInfo\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key"#\n\x11DisableKeyRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\x80\x02\n\x04Team\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12C\n\x08metadata\x18\x03 \x03(\x0b2\'.llmgateway.admin.v1.Team.MetadataEntryR\x08metadata\x12\x1d\n\ncreated_at\x18\x04 \x01(\x01R\tcreatedAt\x123\n\x06limits\x18\x05 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01"\xeb\x01\n\x11CreateTeamRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12P\n\x08metadata\x18\x02 \x03(\x0b24.llmgateway.admin.v1.CreateTeamRequest.MetadataEntryR\x08metadata\x123\n\x06limits\x18\x03 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limits\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01">\n\x10ListTeamsRequest\x12\x14\n\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"~\n\x11ListTeamsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.admin.v1.TeamR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor" \n\x0eGetTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id"\xb6\x01\n\x11UpdateTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12:\n\x08metadata\x18\x03 \x01(\x0b2\x1e.llmgateway.admin.v1.StringMapR\x08metadata\x123\n\x06limits\x18\x04 \x01(\x0b2\x1b.llmgateway.admin.v1.LimitsR\x06limitsB\x07\n\x05_name"#\n\x11DeleteTeamRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id">\n\x12DeleteTeamResponse\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07deleted\x18\x02 \x01(\x08R\x07deleted"@\n\x10ListAuditRequest\x12\x16\n\x06before\x18\x01 \x01(\tR\x06before\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit"\x84\x01\n\x11ListAuditResponse\x123\n\x04data\x18\x01 \x03(\x0b2\x1f.llmgateway.admin.v1.AuditEntryR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor"\xa5\x01\n\nAuditEntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n\x02at\x18\x02 \x01(\x01R\x02at\x12\x14\n\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n\x06target\x18\x05 \x01(\tR\x06target\x121\n\x07details\x18\x06 \x01(\x0b2\x17.google.protobuf.StructR\x07details"\xc4\x01\n\x0fGetUsageRequest\x12\x12\n\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n\x02to\x18\x02 \x01(\tR\x02to\x12\x1e\n\x08group_by\x18\x03 \x01(\tH\x00R\x07groupBy\x88\x01\x01\x12\x15\n\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x17\n\x07team_id\x18\x05 \x01(\tR\x06teamId\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x1a\n\x08provider\x18\x07 \x01(\tR\x08providerB\x0b\n\t_group_by"\xbf\x01\n\x0bUsageReport\x12\x12\n\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n\x02to\x18\x02 \x01(\tR\x02to\x12\x19\n\x08group_by\x18\x03 \x03(\tR\x07groupBy\x127\n\x04data\x18\x04 \x03(\x0b2#.llmgateway.admin.v1.UsageReportRowR\x04data\x128\n\x06totals\x18\x05 \x01(\x0b2 .llmgateway.admin.v1.UsageTotalsR\x06totals"\xc8\x04\n\x0eUsageReportRow\x12\x15\n\x03day\x18\x01 \x01(\tH\x00R\x03day\x88\x01\x01\x12\x17\n\x04hour\x18\x02 \x01(\tH\x01R\x04hour\x88\x01\x01\x12\x1a\n\x06key_id\x18\x03 \x01(\tH\x02R\x05keyId\x88\x01\x01\x12\x1c\n\x07team_id\x18\x04 \x01(\tH\x03R\x06teamId\x88\x01\x01\x12\x19\n\x05model\x18\x05 \x01(\tH\x04R\x05model\x88\x01\x01\x12\x1f\n\x08provider\x18\x06 \x01(\tH\x05R\x08provider\x88\x01\x01\x12\x1a\n\x08requests\x18\x07 \x01(\x03R\x08requests\x12\x16\n\x06errors\x18\x08 \x01(\x03R\x06errors\x12\x1c\n\tcancelled\x18\t \x01(\x03R\tcancelled\x12#\n\rprompt_tokens\x18\n \x01(\x03R\x0cpromptTokens\x12+\n\x11completion_tokens\x18\x0b \x01(\x03R\x10completionTokens\x12#\n\rcached_tokens\x18\x0c \x01(\x03R\x0ccachedTokens\x12)\n\x10reasoning_tokens\x18\r \x01(\x03R\x0freasoningTokens\x12!\n\x0ctotal_tokens\x18\x0e \x01(\x03R\x0btotalTokens\x12\x19\n\x08cost_usd\x18\x0f \x01(\x01R\x07costUsd\x12\x1f\n\x0bcost_micros\x18\x10 \x01(\x03R\ncostMicrosB\x06\n\x04_dayB\x07\n\x05_hourB\t\n\x07_key_idB\n\n\x08_team_idB\x08\n\x06_modelB\x0b\n\t_provider"\xe0\x02\n\x0bUsageTotals\x12\x1a\n\x08requests\x18\x01 \x01(\x03R\x08requests\x12\x16\n\x06errors\x18\x02 \x01(\x03R\x06errors\x12\x1c\n\tcancelled\x18\x03 \x01(\x03R\tcancelled\x12#\n\rprompt_tokens\x18\x04 \x01(\x03R\x0cpromptTokens\x12+\n\x11completion_tokens\x18\x05 \x01(\x03R\x10completionTokens\x12#\n\rcached_tokens\x18\x06 \x01(\x03R\x0ccachedTokens\x12)\n\x10reasoning_tokens\x18\x07 \x01(\x03R\x0freasoningTokens\x12!\n\x0ctotal_tokens\x18\x08 \x01(\x03R\x0btotalTokens\x12\x19\n\x08cost_usd\x18\t \x01(\x01R\x07costUsd\x12\x1f\n\x0bcost_micros\x18\n \x01(\x03R\ncostMicros"\xc6\x01\n\x16ListGenerationsRequest\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n\x07team_id\x18\x02 \x01(\tR\x06teamId\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n\x06status\x18\x04 \x01(\tR\x06status\x12\x12\n\x04from\x18\x05 \x01(\tR\x04from\x12\x0e\n\x02to\x18\x06 \x01(\tR\x02to\x12\x14\n\x05limit\x18\x07 \x01(\x05R\x05limit\x12\x14\n\x05after\x18\x08 \x01(\tR\x05after"\x84\x01\n\x17ListGenerationsResponse\x12-\n\x04data\x18\x01 \x03(\x0b2\x19.llmgateway.v1.GenerationR\x04data\x12\x19\n\x08has_more\x18\x02 \x01(\x08R\x07hasMore\x12\x1f\n\x0bnext_cursor\x18\x03 \x01(\tR\nnextCursor2\xe2\x0f\n\x0cAdminService\x12u\n\tCreateKey\x12%.llmgateway.admin.v1.CreateKeyRequest\x1a&.llmgateway.admin.v1.CreateKeyResponse"\x19\x82\xd3\xe4\x93\x02\x13:\x01*"\x0e/admin/v1/keys\x12o\n\x08ListKeys\x12$.llmgateway.admin.v1.ListKeysRequest\x1a%.llmgateway.admin.v1.ListKeysResponse"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12f\n\x06GetKey\x12".llmgateway.admin.v1.GetKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/admin/v1/keys/{id}\x12u\n\x0bGetKeyUsage\x12\'.llmgateway.admin.v1.GetKeyUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/admin/v1/keys/{id}/usage\x12o\n\tUpdateKey\x12%.llmgateway.admin.v1.UpdateKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/admin/v1/keys/{id}\x12w\n\tDeleteKey\x12%.llmgateway.admin.v1.DeleteKeyRequest\x1a&.llmgateway.admin.v1.DeleteKeyResponse"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/admin/v1/keys/{id}\x12\x81\x01\n\tRotateKey\x12%.llmgateway.admin.v1.RotateKeyRequest\x1a&.llmgateway.admin.v1.RotateKeyResponse"%\x82\xd3\xe4\x93\x02\x1f:\x01*"\x1a/admin/v1/keys/{id}:rotate\x12y\n\nDisableKey\x12&.llmgateway.admin.v1.DisableKeyRequest\x1a\x1b.llmgateway.admin.v1.ApiKey"&\x82\xd3\xe4\x93\x02 :\x01*"\x1b/admin/v1/keys/{id}:disable\x12k\n\nCreateTeam\x12&.llmgateway.admin.v1.CreateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*"\x0f/admin/v1/teams\x12s\n\tListTeams\x12%.llmgateway.admin.v1.ListTeamsRequest\x1a&.llmgateway.admin.v1.ListTeamsResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12g\n\x07GetTeam\x12#.llmgateway.admin.v1.GetTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/admin/v1/teams/{id}\x12x\n\x0cGetTeamUsage\x12(.llmgateway.admin.v1.GetTeamUsageRequest\x1a\x1a.llmgateway.admin.v1.Usage""\x82\xd3\xe4\x93\x02\x1c\x12\x1a/admin/v1/teams/{id}/usage\x12p\n\nUpdateTeam\x12&.llmgateway.admin.v1.UpdateTeamRequest\x1a\x19.llmgateway.admin.v1.Team"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*2\x14/admin/v1/teams/{id}\x12{\n\nDeleteTeam\x12&.llmgateway.admin.v1.DeleteTeamRequest\x1a\'.llmgateway.admin.v1.DeleteTeamResponse"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/admin/v1/teams/{id}\x12s\n\tListAudit\x12%.llmgateway.admin.v1.ListAuditRequest\x1a&.llmgateway.admin.v1.ListAuditResponse"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/audit\x12k\n\x08GetUsage\x12$.llmgateway.admin.v1.GetUsageRequest\x1a .llmgateway.admin.v1.UsageReport"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/usage\x12\x8b\x01\n\x0fListGenerations\x12+.llmgateway.admin.v1.ListGenerationsRequest\x1a,.llmgateway.admin.v1.ListGenerationsResponse"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/admin/v1/generationsb\x06proto3'
 )
 
 
@@ -1339,7 +1636,8 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
     AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
     the audit trail of those changes.
 
-    Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
+    Every RPC needs a key with the `admin` scope (when auth is on; GetUsage and ListGenerations also take
+    `usage:read`, see them), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
     that takes the same fields as JSON. Times are Unix seconds, as in OpenAI's `created`.
 
@@ -1452,6 +1750,24 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def get_usage(self, message: "GetUsageRequest") -> "UsageReport":
+        """
+        GetUsage sums what requests used and cost over whole UTC days, grouped by day or hour, key, team,
+        model and provider, from the usage rollups the store keeps as records are written (pruning records
+        leaves them whole). A key with `admin` reads everything; one with `usage:read` its own team's usage
+        (a key in no team: its own key's), and naming another team or key is PERMISSION_DENIED.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_generations(self, message: "ListGenerationsRequest") -> "ListGenerationsResponse":
+        """
+        ListGenerations lists stored generation records newest first, a page at a time, with the scopes of
+        GetUsage. Records still waiting in a gateway's write buffer show within ~10 ms, once written.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_create_key(
         self, stream: "grpclib.server.Stream[CreateKeyRequest, CreateKeyResponse]"
     ) -> None:
@@ -1556,6 +1872,20 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_audit(request)
         await stream.send_message(response)
 
+    async def __rpc_get_usage(self, stream: "grpclib.server.Stream[GetUsageRequest, UsageReport]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_usage(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_generations(
+        self, stream: "grpclib.server.Stream[ListGenerationsRequest, ListGenerationsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_generations(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/llmgateway.admin.v1.AdminService/CreateKey": grpclib.const.Handler(
@@ -1647,5 +1977,17 @@ class AdminServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListAuditRequest,
                 ListAuditResponse,
+            ),
+            "/llmgateway.admin.v1.AdminService/GetUsage": grpclib.const.Handler(
+                self.__rpc_get_usage,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetUsageRequest,
+                UsageReport,
+            ),
+            "/llmgateway.admin.v1.AdminService/ListGenerations": grpclib.const.Handler(
+                self.__rpc_list_generations,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListGenerationsRequest,
+                ListGenerationsResponse,
             ),
         }

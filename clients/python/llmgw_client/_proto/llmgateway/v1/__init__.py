@@ -705,6 +705,11 @@ class Generation(betterproto2.Message):
     unreachable and the limits let the request through uncounted).
     """
 
+    trace_id: "str" = betterproto2.field(27, betterproto2.TYPE_STRING)
+    """
+    The W3C trace id (32 hex digits) of the request's server span when tracing is on, else "".
+    """
+
 
 default_message_pool.register_message("llmgateway.v1", "Generation", Generation)
 

@@ -20,9 +20,12 @@ __all__ = (
     "GetKeyUsageRequest",
     "GetTeamRequest",
     "GetTeamUsageRequest",
+    "GetUsageRequest",
     "Limits",
     "ListAuditRequest",
     "ListAuditResponse",
+    "ListGenerationsRequest",
+    "ListGenerationsResponse",
     "ListKeysRequest",
     "ListKeysResponse",
     "ListTeamsRequest",
@@ -36,6 +39,9 @@ __all__ = (
     "UpdateKeyRequest",
     "UpdateTeamRequest",
     "Usage",
+    "UsageReport",
+    "UsageReportRow",
+    "UsageTotals",
 )
 
 from dataclasses import dataclass
@@ -422,6 +428,43 @@ default_message_pool.register_message("llmgateway.admin.v1", "GetTeamUsageReques
 
 
 @dataclass(eq=False, repr=False)
+class GetUsageRequest(betterproto2.Message):
+    """
+    GetUsageRequest names the days, the grouping and the filters of a usage report.
+    """
+
+    from_: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The first UTC day, YYYY-MM-DD; "": 29 days before `to`.
+    """
+
+    to: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The last UTC day, included, YYYY-MM-DD; "": today. At most 400 days in all.
+    """
+
+    group_by: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
+    """
+    Comma-separated dimensions: day, hour, key, team, model, provider (not day and hour together).
+    Unset: day; "": no grouping, the totals only.
+    """
+
+    key_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Filters; "": any.
+    """
+
+    team_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
+    provider: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "GetUsageRequest", GetUsageRequest)
+
+
+@dataclass(eq=False, repr=False)
 class Limits(betterproto2.Message):
     """
     Limits are the rate limits and budget of a key or a team; an unset field is no such limit.
@@ -500,6 +543,71 @@ class ListAuditResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("llmgateway.admin.v1", "ListAuditResponse", ListAuditResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListGenerationsRequest(betterproto2.Message):
+    """
+    ListGenerationsRequest asks for one page of generation records, newest first.
+    """
+
+    key_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Filters; "": any.
+    """
+
+    team_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    status: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    completed | error | cancelled; "": any.
+    """
+
+    from_: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Created at or after: Unix seconds, an RFC 3339 time or a UTC day (YYYY-MM-DD); "": no bound.
+    """
+
+    to: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Created before (excluded), in the same forms; "": no bound.
+    """
+
+    limit: "int" = betterproto2.field(7, betterproto2.TYPE_INT32)
+    """
+    1 to 100; 0: the default, 20.
+    """
+
+    after: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The previous page's `next_cursor`; "": from the newest.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "ListGenerationsRequest", ListGenerationsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListGenerationsResponse(betterproto2.Message):
+    """
+    ListGenerationsResponse is one page of generation records.
+    """
+
+    data: "list[__v1__.Generation]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    has_more: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    next_cursor: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The `after` of the next page; "" when there is none.
+    """
+
+
+default_message_pool.register_message(
+    "llmgateway.admin.v1", "ListGenerationsResponse", ListGenerationsResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -838,12 +946,124 @@ class Usage(betterproto2.Message):
 default_message_pool.register_message("llmgateway.admin.v1", "Usage", Usage)
 
 
+@dataclass(eq=False, repr=False)
+class UsageReport(betterproto2.Message):
+    """
+    UsageReport is one row per group, ordered by the dimensions' values in group_by order, and the totals.
+    """
+
+    from_: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    to: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    group_by: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+
+    data: "list[UsageReportRow]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    totals: "UsageTotals | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageReport", UsageReport)
+
+
+@dataclass(eq=False, repr=False)
+class UsageReportRow(betterproto2.Message):
+    """
+    UsageReportRow is one group: the dimensions it is grouped by are set, the others unset; then the
+    counters.
+    """
+
+    day: "str | None" = betterproto2.field(1, betterproto2.TYPE_STRING, optional=True)
+    """
+    YYYY-MM-DD (UTC).
+    """
+
+    hour: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True)
+    """
+    YYYY-MM-DDTHH:00:00Z.
+    """
+
+    key_id: "str | None" = betterproto2.field(3, betterproto2.TYPE_STRING, optional=True)
+
+    team_id: "str | None" = betterproto2.field(4, betterproto2.TYPE_STRING, optional=True)
+
+    model: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
+
+    provider: "str | None" = betterproto2.field(6, betterproto2.TYPE_STRING, optional=True)
+
+    requests: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+
+    errors: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    Requests that ended in an error.
+    """
+
+    cancelled: "int" = betterproto2.field(9, betterproto2.TYPE_INT64)
+    """
+    Requests the client cancelled.
+    """
+
+    prompt_tokens: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+
+    completion_tokens: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
+
+    cached_tokens: "int" = betterproto2.field(12, betterproto2.TYPE_INT64)
+
+    reasoning_tokens: "int" = betterproto2.field(13, betterproto2.TYPE_INT64)
+
+    total_tokens: "int" = betterproto2.field(14, betterproto2.TYPE_INT64)
+
+    cost_usd: "float" = betterproto2.field(15, betterproto2.TYPE_DOUBLE)
+    """
+    cost_micros in US dollars.
+    """
+
+    cost_micros: "int" = betterproto2.field(16, betterproto2.TYPE_INT64)
+    """
+    Micro-dollars: each request's cost rounded half up to the micro-dollar, then summed.
+    """
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageReportRow", UsageReportRow)
+
+
+@dataclass(eq=False, repr=False)
+class UsageTotals(betterproto2.Message):
+    """
+    UsageTotals sums every row of a report.
+    """
+
+    requests: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+
+    errors: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+
+    cancelled: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+
+    prompt_tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+
+    completion_tokens: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+
+    cached_tokens: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+
+    reasoning_tokens: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+
+    total_tokens: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+
+    cost_usd: "float" = betterproto2.field(9, betterproto2.TYPE_DOUBLE)
+
+    cost_micros: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+
+
+default_message_pool.register_message("llmgateway.admin.v1", "UsageTotals", UsageTotals)
+
+
 class AdminServiceStub(betterproto2_grpclib.ServiceStub):
     """
     AdminService manages the gateway's API keys and teams, shows what they used of their limits, and reads
     the audit trail of those changes.
 
-    Every RPC needs a key with the `admin` scope (when auth is on), is written to the audit trail with the
+    Every RPC needs a key with the `admin` scope (when auth is on; GetUsage and ListGenerations also take
+    `usage:read`, see them), is written to the audit trail with the
     caller's key id as its actor, and has a REST twin under /admin/v1 (see the google.api.http options)
     that takes the same fields as JSON. Times are Unix seconds, as in OpenAI's `created`.
 
@@ -1166,5 +1386,52 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_usage(
+        self,
+        message: "GetUsageRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "UsageReport":
+        """
+        GetUsage sums what requests used and cost over whole UTC days, grouped by day or hour, key, team,
+        model and provider, from the usage rollups the store keeps as records are written (pruning records
+        leaves them whole). A key with `admin` reads everything; one with `usage:read` its own team's usage
+        (a key in no team: its own key's), and naming another team or key is PERMISSION_DENIED.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/GetUsage",
+            message,
+            UsageReport,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_generations(
+        self,
+        message: "ListGenerationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListGenerationsResponse":
+        """
+        ListGenerations lists stored generation records newest first, a page at a time, with the scopes of
+        GetUsage. Records still waiting in a gateway's write buffer show within ~10 ms, once written.
+        """
+
+        return await self._unary_unary(
+            "/llmgateway.admin.v1.AdminService/ListGenerations",
+            message,
+            ListGenerationsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 from ....google import protobuf as ___google__protobuf__
+from ... import v1 as __v1__
