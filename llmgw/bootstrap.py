@@ -90,7 +90,9 @@ async def build_gateway(
             circuits=circuits,
             retry_policies={name: _retry_policy(settings, name) for name in providers},
             auth=auth,
-            admin=Admin(cast(KeyStore, store), auth, rotation_grace=settings.auth.rotation_grace),
+            admin=Admin(
+                cast(KeyStore, store), auth, records=store, rotation_grace=settings.auth.rotation_grace
+            ),
             limiter=limiter,
             observers=observers,
         )

@@ -53,6 +53,7 @@ FULL = GenerationRecord(
         Attempt("openai", "gpt-4o-mini-2024-07-18", "gpt-fast", "error", "upstream_unavailable", 12.5),
         Attempt("openai", "gpt-4o-mini-2024-07-18", "gpt-fast", "completed", "", 1200.25),
     ),
+    trace_id="0af7651916cd43dd8448eb211c80319c",
 )
 BARE = GenerationRecord(
     id="gen-bare",
@@ -214,7 +215,7 @@ async def test_a_sqlite_file_of_the_first_schema_is_migrated_and_its_rows_read_w
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "llmgw.db"
-    old = dataclasses.replace(FULL, attempts=())
+    old = dataclasses.replace(FULL, attempts=(), trace_id="")
     async with aiosqlite.connect(path) as db:
         await db.execute(
             "CREATE TABLE llmgw_schema_version (version INTEGER PRIMARY KEY NOT NULL, applied_at REAL NOT NULL)"

@@ -267,7 +267,7 @@ async def test_health_is_open_but_reflection_needs_a_key(gw: Running) -> None:
 
 
 async def test_without_an_admin_api_the_service_is_unavailable() -> None:
-    gateway = cast(Gateway, SimpleNamespace(auth=None, admin=None))
+    gateway = cast(Gateway, SimpleNamespace(auth=None, admin=None, observers=()))
     async with ChannelFor([AdminService(gateway)], codec=EncodedAwareCodec()) as channel:
         stub = admin_v1.AdminServiceStub(channel)
         refused = await _refused(stub.list_keys(admin_v1.ListKeysRequest()))
