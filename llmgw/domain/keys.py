@@ -157,6 +157,15 @@ class AuditEntry:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
+_last_audit = (0, 0)  # the milliseconds and the random part of this process's last audit id
+
+
 def new_audit_id(now: float) -> str:
-    """`aud-` + 12 hex digits of Unix milliseconds + 8 random: later entries sort later."""
-    return f"aud-{int(now * 1000):012x}{secrets.token_hex(4)}"
+    """`aud-` + 12 hex digits of Unix milliseconds + 8 random: later entries sort later. Within one
+    process even in the same millisecond: there the next id takes the last one's time and its random
+    part plus one (it starts below 2^31, so it has room)."""
+    global _last_audit  # noqa: PLW0603  (the ordering is process state by design)
+    millis = int(now * 1000)
+    last_millis, last_part = _last_audit
+    _last_audit = (millis, secrets.randbits(31)) if millis > last_millis else (last_millis, last_part + 1)
+    return f"aud-{_last_audit[0]:012x}{_last_audit[1]:08x}"

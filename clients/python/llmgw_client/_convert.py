@@ -382,6 +382,7 @@ def generation(msg: v1.GetGenerationResponse, info: CallInfo) -> Generation:
         ],
         key_id=g.key_id or None,
         team_id=g.team_id or None,
+        trace_id=g.trace_id or None,
         limits=list(g.limits),
         generation_id=info.generation_id,
     )

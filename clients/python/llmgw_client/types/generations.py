@@ -67,6 +67,8 @@ class Generation(_Result):
     key_id: str | None = None
     team_id: str | None = None
     limits: list[str] = field(default_factory=list)
+    #: the W3C trace id of the request's server span (None: the gateway traced nothing)
+    trace_id: str | None = None
     model_extra: dict[str, Any] = field(default_factory=dict)
     generation_id: str | None = None
 
@@ -98,6 +100,7 @@ class Generation(_Result):
             "key_id": self.key_id,
             "team_id": self.team_id,
             "limits": list(self.limits),
+            "trace_id": self.trace_id,
         }
         return _merged(out, self.model_extra)
 
