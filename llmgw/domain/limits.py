@@ -186,43 +186,32 @@ class Refusal:
     exceeds_limit: bool = False  # tokens: the request alone is above tpm, waiting will not help
 
     def error(self) -> RateLimited:
-        limits, owner = self.scope.limits, self.scope.owner
         retry = None if math.isinf(self.retry_after) else self.retry_after
+        code = "budget_exceeded" if self.reason is LimitReason.BUDGET else "rate_limit_exceeded"
+        return RateLimited(
+            self._message(retry), retry_after=retry, code=code, scope=str(self.scope.kind), reason=self.reason
+        )
+
+    def _message(self, retry: float | None) -> str:
+        limits, owner = self.scope.limits, self.scope.owner
         if self.reason is LimitReason.BUDGET:
             period = f" per {limits.budget_period}" if limits.budget_period else ""
             budget = format_usd(usd_to_micros(limits.budget_usd or 0.0))
             left = format_usd(self.remaining_micros or 0)
             renews = "it does not renew" if retry is None else f"it renews in {_duration(retry)}"
-            message = (
+            return (
                 f"Budget exceeded: {owner} has a budget of {budget}{period} with {left} left, "
                 f"less than this request may cost; {renews}."
             )
-            return RateLimited(
-                message,
-                retry_after=retry,
-                code="budget_exceeded",
-                scope=str(self.scope.kind),
-                reason=self.reason,
-            )
         if self.exceeds_limit:
-            message = (
+            return (
                 f"This request alone asks for more than the {limits.tpm} tokens per minute {owner} allows: "
                 "lower max_tokens or shorten the prompt."
             )
-        elif self.reason is LimitReason.PARALLEL:
-            message = f"Too many requests in flight: {owner} allows {limits.max_parallel} at once."
-        else:
-            amount = (
-                f"{limits.rpm} requests" if self.reason is LimitReason.REQUESTS else f"{limits.tpm} tokens"
-            )
-            message = f"Rate limit exceeded: {owner} allows {amount} per minute; retry in {_duration(retry or 0.0)}."
-        return RateLimited(
-            message,
-            retry_after=retry,
-            code="rate_limit_exceeded",
-            scope=str(self.scope.kind),
-            reason=self.reason,
-        )
+        if self.reason is LimitReason.PARALLEL:
+            return f"Too many requests in flight: {owner} allows {limits.max_parallel} at once."
+        amount = f"{limits.rpm} requests" if self.reason is LimitReason.REQUESTS else f"{limits.tpm} tokens"
+        return f"Rate limit exceeded: {owner} allows {amount} per minute; retry in {_duration(retry or 0.0)}."
 
 
 def _duration(seconds: float) -> str:
