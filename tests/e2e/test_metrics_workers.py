@@ -11,11 +11,12 @@ from grpclib.client import Channel
 
 from llmgw.infrastructure.grpc.messages import v1
 from tests.e2e.test_generation_any_worker import _local_provider, _serving
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, Script
 from tests.integration.test_metrics import parse, value
 
 REST_REQUESTS = 40
 GRPC_REQUESTS = 10
+FAILED = 6
 MODEL = "local/llama"
 
 
@@ -37,6 +38,9 @@ async def test_every_scrape_reports_both_workers_requests(tmp_path: Path) -> Non
 
                 statuses = await asyncio.gather(*(one() for _ in range(REST_REQUESTS)))
                 assert statuses == [200] * REST_REQUESTS
+                fake.script(*[Script(status=400, error_body={"error": {"message": "bad"}})] * FAILED)
+                failed = await asyncio.gather(*(one() for _ in range(FAILED)))
+                assert failed == [400] * FAILED  # an upstream 400 is never retried
                 for _ in range(GRPC_REQUESTS):
                     channel = Channel("127.0.0.1", process.grpc)
                     try:
@@ -58,9 +62,10 @@ async def test_every_scrape_reports_both_workers_requests(tmp_path: Path) -> Non
                             value(samples, "llmgw_requests_total", front="grpc", status="completed"),
                             value(samples, "llmgw_request_duration_seconds_count", model=MODEL),
                             value(samples, "llmgw_upstream_attempts_total", provider="local"),
+                            value(samples, "llmgw_requests_total", status="error"),
                         )
                     )
-        total = REST_REQUESTS + GRPC_REQUESTS
-        assert seen == [(REST_REQUESTS, GRPC_REQUESTS, total, total)] * 6
+        total = REST_REQUESTS + GRPC_REQUESTS + FAILED
+        assert seen == [(REST_REQUESTS, GRPC_REQUESTS, total, total, FAILED)] * 6
     finally:
         await fake.close()
