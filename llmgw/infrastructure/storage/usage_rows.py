@@ -145,5 +145,8 @@ def listing_query(
     return f"{sql} ORDER BY {id_order} DESC LIMIT {placeholder(len(parameters))}", parameters
 
 
-#: The listing's indexes: newest first by id within each filter (and over all records).
-LISTING_INDEXED = (*_LISTING_FILTERS, "status")
+#: The listing's indexes: newest first by id within a key's and a team's records (a `usage:read` key's
+#: listing is always held to one of them); over all records the primary key serves. Model and status are
+#: left to a newest-first scan that stops at a page: an index each cost every record write ~1.7 µs of CPU
+#: (measured: 17.5 against 14.0 µs a record written with them), on the process that serves requests.
+LISTING_INDEXED = ("key_id", "team_id")
