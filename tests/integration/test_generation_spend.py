@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -17,7 +16,6 @@ import pytest
 from llmgw.application.ports import GenerationStore
 from llmgw.domain.generation import GenerationKind, GenerationRecord, GenerationStatus
 from llmgw.domain.limits import usd_to_micros
-from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
 from tests.stores import fresh_postgres_schema, opened
@@ -37,18 +35,6 @@ BASE = GenerationRecord(
     key_id="keyaaaaaaaaa",
     team_id="team-a",
 )
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GenerationStore]:
-    if request.param == "memory":
-        yield MemoryStore()
-    elif request.param == "sqlite":
-        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'llmgw.db'}")) as sqlite:
-            yield sqlite
-    else:
-        async with fresh_postgres_schema() as (dsn, schema), opened(PostgresStore(dsn, schema=schema)) as pg:
-            yield pg
 
 
 def record(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -15,15 +14,13 @@ import pytest
 from llmgw.application.ports import GenerationStore
 from llmgw.domain.generation import Attempt, GenerationKind, GenerationRecord, GenerationStatus
 from llmgw.infrastructure.storage import postgres, rows, sqlite
-from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
+from tests.integration.conftest import StoreFactory
 from tests.stores import fresh_postgres_schema, opened
 
 # Makes a new, unopened store over one and the same database.
-StoreFactory = Callable[[], GenerationStore]
 
-ALL_STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 DURABLE_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 FULL = GenerationRecord(
@@ -78,26 +75,6 @@ ZEROS = dataclasses.replace(
 
 def record(generation_id: str, created_at: float = 1_700_000_000.0) -> GenerationRecord:
     return dataclasses.replace(FULL, id=generation_id, created_at=created_at)
-
-
-@pytest.fixture(params=ALL_STORES)
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    if request.param == "memory":
-        # A memory store's records live in the object, so "the same database" is the same object.
-        memory = MemoryStore()
-        yield lambda: memory
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'llmgw.db'}"
-        yield lambda: SQLiteStore(url)
-    else:
-        async with fresh_postgres_schema() as (dsn, schema):
-            yield lambda: PostgresStore(dsn, schema=schema)
-
-
-@pytest.fixture
-async def store(database: StoreFactory) -> AsyncIterator[GenerationStore]:
-    async with opened(database()) as opened_store:
-        yield opened_store
 
 
 @pytest.mark.parametrize("written", [FULL, BARE, ZEROS], ids=["every-field", "optional-none", "zeros"])

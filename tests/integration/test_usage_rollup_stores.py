@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,14 +26,9 @@ from llmgw.domain.usage_report import (
     hour_of,
 )
 from llmgw.infrastructure.storage import rows, sqlite
-from llmgw.infrastructure.storage.memory import MemoryStore
 from llmgw.infrastructure.storage.postgres import PostgresStore
 from llmgw.infrastructure.storage.sqlite import SQLiteStore
 from tests.stores import fresh_postgres_schema, opened
-
-StoreFactory = Callable[[], GenerationStore]
-
-ALL_STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 # 2026-12-01 00:00:00 UTC.
 DAY_ONE = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
@@ -113,25 +108,6 @@ async def totals(store: GenerationStore, query: UsageQuery = EVERYTHING) -> Usag
 
 def by(rows: list[UsageRow], *names: str) -> dict[tuple[object, ...], UsageCounters]:
     return {tuple(getattr(row, name) for name in names): row.counters for row in rows}
-
-
-@pytest.fixture(params=ALL_STORES)
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    if request.param == "memory":
-        memory = MemoryStore()
-        yield lambda: memory
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'llmgw.db'}"
-        yield lambda: SQLiteStore(url)
-    else:
-        async with fresh_postgres_schema() as (dsn, schema):
-            yield lambda: PostgresStore(dsn, schema=schema)
-
-
-@pytest.fixture
-async def store(database: StoreFactory) -> AsyncIterator[GenerationStore]:
-    async with opened(database()) as opened_store:
-        yield opened_store
 
 
 async def test_rollups_sum_a_mixed_batch_exactly_as_the_records_do(store: GenerationStore) -> None:
