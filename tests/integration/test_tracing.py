@@ -202,20 +202,26 @@ async def test_each_attempt_gets_a_client_span_and_a_failed_one_says_why(
         assert attributes(server)["llmgw.attempts"] == 2
 
 
-async def test_refused_and_failed_requests_mark_their_server_span(traced: Traced) -> None:
+async def test_refused_and_failed_requests_mark_their_server_span(
+    traced: Traced, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["dashscope"].script(Script(status=503, error_body={"error": {"message": "busy"}}))
+    statuses = []
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{traced.gw.rest_url}/v1/chat/completions", json={"model": "nope/x"}
-        ) as response:
-            assert response.status in (400, 404)
-        async with session.post(
-            f"{traced.gw.rest_url}/v1/chat/completions", json=chat(model="no/such")
-        ) as response:
-            assert response.status == 404
-    spans = traced.by_kind(SpanKind.SERVER)
-    assert len(spans) == 2
-    assert attributes(spans[1])["error.type"] == "model_not_found"
-    assert not traced.by_kind(SpanKind.CLIENT)
+        for body in ({"model": "nope/x"}, chat(model="no/such"), chat()):
+            async with session.post(f"{traced.gw.rest_url}/v1/chat/completions", json=body) as response:
+                statuses.append(response.status)
+    assert statuses == [400, 404, 502]
+    bad, unknown, failed = sorted(traced.by_kind(SpanKind.SERVER), key=lambda span: span.start_time or 0)
+    assert attributes(bad)["http.response.status_code"] == 400
+    assert "error.type" not in attributes(bad)  # refused by the front, before the gateway
+    assert attributes(unknown)["http.response.status_code"] == 404
+    assert attributes(unknown)["error.type"] == "model_not_found"
+    assert unknown.status.status_code is StatusCode.UNSET  # a 4xx is the client's
+    assert attributes(failed)["error.type"] == "upstream_unavailable"
+    assert failed.status.status_code is StatusCode.ERROR
+    (attempt,) = traced.by_kind(SpanKind.CLIENT)
+    assert attempt.status.status_code is StatusCode.ERROR
 
 
 async def test_content_is_recorded_only_when_asked(fakes: dict[str, FakeUpstream]) -> None:

@@ -155,8 +155,14 @@ async def test_the_listing_filters_and_pages_newest_first(traffic: Traffic) -> N
     assert [g["status"] for g in errors["data"]] == ["error"]
     _, mine = await get(traffic, f"/admin/v1/generations?key_id={traffic.member.id}&model={OTHER}")
     assert len(mine["data"]) == 2
-    _, future = await get(traffic, f"/admin/v1/generations?from={today()}T23:59:59Z&to=9999999999")
-    assert future["data"] == [] or all(g["created_at"] >= f"{today()}T23:59:59" for g in future["data"])
+    # `from` is included and `to` excluded, in any of the three forms.
+    newest = await traffic.authed.gw.gateway.get_generation(ids[0])
+    _, since = await get(traffic, f"/admin/v1/generations?from={newest.created_at}")
+    assert [g["id"] for g in since["data"]] == [ids[0]]
+    _, until = await get(traffic, f"/admin/v1/generations?from={today()}&to={newest.created_at}")
+    assert [g["id"] for g in until["data"]] == ids[1:]
+    _, future = await get(traffic, "/admin/v1/generations?from=2999-01-01T00:00:00Z")
+    assert future["data"] == []
 
 
 @pytest.mark.parametrize(
