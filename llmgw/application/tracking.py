@@ -42,7 +42,6 @@ class Tracker:
 
     __slots__ = (
         "answer",
-        "attempt_started",
         "attempt_starts",
         "attempts",
         "body",
@@ -78,7 +77,6 @@ class Tracker:
         self.body = body  # the request's JSON, for observers (traces name its parameters)
         self.route: Route | None = None  # the current attempt's
         self.attempts: list[Attempt] = []
-        self.attempt_started = 0.0
         # When each attempt began, on `perf_counter`: traces place their spans by it.
         self.attempt_starts: list[float] = []
         # The model the upstream said answered (its own name for it), "" until an answer came; a unary
@@ -95,8 +93,7 @@ class Tracker:
     def begin(self, route: Route) -> None:
         """An attempt goes to `route`."""
         self.route = route
-        self.attempt_started = started = time.perf_counter()
-        self.attempt_starts.append(started)
+        self.attempt_starts.append(time.perf_counter())
         ctx = self.ctx
         ctx.attempts += 1
         ctx.provider = route.deployment.provider
@@ -114,7 +111,7 @@ class Tracker:
                 model=route.model.id,
                 outcome=str(status),
                 error_code=code,
-                duration_ms=(time.perf_counter() - self.attempt_started) * 1000.0,
+                duration_ms=(time.perf_counter() - self.attempt_starts[-1]) * 1000.0,
             )
         )
 
