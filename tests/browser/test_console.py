@@ -99,10 +99,11 @@ def test_the_overview_of_30_days_reads_a_store_of_100_000_records_in_under_a_sec
 
     started = time.perf_counter()
     page.get_by_role("radio", name="30 days").check()
+    # Today's overview was loaded already: done is when the 30 days' bars are drawn.
+    expect(page.locator("figure[data-chart=requests] rect.bar")).to_have_count(30)
     expect(page.locator("[data-loaded=overview]")).to_be_visible()
     elapsed = time.perf_counter() - started
 
-    assert page.locator("figure[data-chart=requests] rect.bar").count() == 30
     seeded = page.locator("[data-breakdown=model] tr", has_text=SEEDED_MODEL)
     expect(seeded).to_contain_text("100,000")
     assert elapsed < 1.0, f"the 30-day overview took {elapsed:.2f} s"
